@@ -1,0 +1,53 @@
+"""Tracer: training observability for PyTorch, into a local SQLite file.
+
+    import tracer
+    tracer.init(project="my-project")
+    for batch in loader:
+        ...
+        tracer.log({"loss": loss})
+        tracer.step()
+    tracer.finish()
+
+Importing this package is cheap: it loads no torch, no framework and no plugin.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tracer._api import finish, get_run, init, log, step
+
+if TYPE_CHECKING:
+    from tracer.config import TracerConfig
+    from tracer.core.tracer import TrainingTracer
+    from tracer.plugins.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TracerConfig",
+    "TrainingTracer",
+    "finish",
+    "get_run",
+    "hookimpl",
+    "init",
+    "log",
+    "step",
+]
+
+_LAZY = {
+    "TracerConfig": "tracer.config",
+    "TrainingTracer": "tracer.core.tracer",
+    "hookimpl": "tracer.plugins.hookspecs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'tracer' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,129 @@
+"""`TracerConfig`: every setting of a run, validated once at `tracer.init`.
+
+Validation happens here, at the call site, so that misuse fails before training starts:
+an unknown keyword names the closest valid one, a bad value names its field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+logger = logging.getLogger(__name__)
+
+STORAGE_PATH_ENV = "TRACER_STORAGE_PATH"
+DEFAULT_STORAGE_PATH = "./.tracer"
+
+# Settings accepted for compatibility that change nothing in this design, with the reason.
+# Setting one to a non-default value warns, so no setting is silently dead.
+INERT_SETTINGS: dict[str, tuple[Any, str]] = {
+    "max_workers": (
+        4,
+        "Tracer writes through one background writer thread per run, not a worker pool",
+    ),
+}
+
+
+def _default_storage_path() -> str:
+    return os.environ.get(STORAGE_PATH_ENV) or DEFAULT_STORAGE_PATH
+
+
+class TracerConfig(BaseModel):
+    """Configuration of one training run (see the table in README for what each field does).
+
+    `project=` is accepted as an alias of `project_name`, matching `tracer.init(project=...)`.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    # Project metadata
+    project_name: str = Field(min_length=1)
+    run_name: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
+    notes: Optional[str] = None
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Hyperparameters of the run, stored with it."
+    )
+
+    # Storage
+    storage_path: str = Field(default_factory=_default_storage_path)
+    retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Finished runs of the project older than this are deleted at init; 0 keeps all.",
+    )
+
+    # Capture settings
+    checkpoint_interval: int = Field(default=1000, gt=0)
+    capture_samples: int = Field(default=5, ge=0)
+    track_gradients: bool = True
+    track_system_metrics: bool = True
+
+    # Gradient tracking
+    gradient_layers: Optional[list[str]] = None
+
+    # Performance
+    async_writes: bool = True
+    write_buffer_size: int = Field(default=100, gt=0)
+    max_workers: int = Field(default=4, gt=0)
+
+    # Lifecycle (not in the seed reference; needed by preempted jobs and crash detection)
+    resume: Optional[str] = Field(
+        default=None, description="Id or name of an existing run of the project to continue."
+    )
+    flush_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between background flushes at most."
+    )
+    heartbeat_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between heartbeats that mark the run alive."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_project_alias_and_name_typos(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "project" in data:
+            if "project_name" in data:
+                raise ValueError("pass either project or project_name, not both")
+            data = dict(data)
+            data["project_name"] = data.pop("project")
+        valid = list(cls.model_fields)
+        for key in data:
+            if key not in cls.model_fields:
+                close = difflib.get_close_matches(str(key), valid + ["project"], n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown Tracer setting {key!r}{hint}")
+        return data
+
+    @field_validator("project_name")
+    @classmethod
+    def _project_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("project_name must not be blank")
+        return value
+
+    @field_validator("run_name", "resume")
+    @classmethod
+    def _name_not_blank(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank (pass None to auto-generate)")
+        return value
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_path_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("storage_path must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _warn_inert_settings(self) -> TracerConfig:
+        for name, (default, reason) in INERT_SETTINGS.items():
+            if getattr(self, name) != default:
+                logger.warning("Tracer setting %s has no effect: %s.", name, reason)
+        return self

@@ -1,0 +1,1 @@
+"""The run: `TrainingTracer`, its writer and its process-level safety nets."""

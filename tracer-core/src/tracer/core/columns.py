@@ -1,0 +1,83 @@
+"""Pivot closed steps (rows) into per-metric columns for storage, at C speed where possible.
+
+The writer thread shares the GIL with training, so its per-point cost is training's cost
+too. Steps that log the same metric names (the usual case) are pivoted a whole column at a
+time with `map`/`itemgetter`; values are read with `float()` in one pass, which also reads
+tensors; only a column that fails falls back to one value at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TIMESTAMP_METRIC = "_timestamp"
+
+Points = dict[str, tuple[list[int], list[float]]]
+Row = tuple[int, float, dict[str, Any]]
+
+
+def _extend(points: Points, name: str, steps: Sequence[int], values: Sequence[float]) -> None:
+    series = points.get(name)
+    if series is None:
+        points[name] = (list(steps), list(values))
+    else:
+        series[0].extend(steps)
+        series[1].extend(values)
+
+
+def _floats(name: str, raw: list[Any], steps: list[int]) -> tuple[list[int], list[float], int]:
+    """(steps, values, unreadable) for one column; unreadable values are left out."""
+    try:
+        return steps, list(map(float, raw)), 0
+    except Exception:
+        kept_steps: list[int] = []
+        kept: list[float] = []
+        bad = 0
+        for step, value in zip(steps, raw):
+            try:
+                kept.append(float(value))
+            except Exception as error:
+                bad += 1
+                if bad == 1:
+                    logger.warning("Tracer could not read metric %r at step %d: %s",
+                                   name, step, error)
+                continue
+            kept_steps.append(step)
+        return kept_steps, kept, bad
+
+
+def pivot(rows: list[Row], points: Points, latest: dict[str, float]) -> int:
+    """Append `rows` to `points` as columns and update `latest`; returns unreadable count."""
+    if not rows:
+        return 0
+    steps = [row[0] for row in rows]
+    _extend(points, TIMESTAMP_METRIC, steps, [row[1] for row in rows])
+    dicts = [row[2] for row in rows]
+    groups: dict[tuple[str, ...], list[int]] = {}
+    key_sets = set(map(tuple, dicts))
+    if len(key_sets) == 1:
+        groups[key_sets.pop()] = list(range(len(rows)))
+    else:
+        for index, metrics in enumerate(dicts):
+            groups.setdefault(tuple(metrics), []).append(index)
+    bad = 0
+    # Groups in order of their last row, so `latest` ends with each metric's newest value.
+    for keys, indexes in sorted(groups.items(), key=lambda group: group[1][-1]):
+        if len(indexes) == len(rows):
+            group_steps, group_dicts = steps, dicts
+        else:
+            group_steps = [steps[i] for i in indexes]
+            group_dicts = [dicts[i] for i in indexes]
+        for name in keys:
+            raw = list(map(itemgetter(name), group_dicts))
+            column_steps, values, unreadable = _floats(name, raw, group_steps)
+            bad += unreadable
+            if values:
+                _extend(points, name, column_steps, values)
+                latest[name] = values[-1]
+    return bad

@@ -1,0 +1,96 @@
+"""Process-level safety nets, so no run stays "running" after its process ends.
+
+Installed once, when the first run starts (never at import):
+- an `atexit` handler finishes every run still open ("finished", or "failed" after an
+  uncaught exception);
+- a `sys.excepthook` wrapper marks open runs "failed" with the error (KeyboardInterrupt:
+  "killed"), then calls the hook that was there before;
+- a SIGTERM handler (main thread only) marks open runs "killed", then hands the signal to the
+  handler that was there before, or re-raises it with the default action.
+A SIGKILL cannot be caught: readers see such a run as "crashed" through its heartbeat and pid.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+if TYPE_CHECKING:
+    from tracer.core.tracer import TrainingTracer
+
+logger = logging.getLogger(__name__)
+
+_open_runs: dict[int, TrainingTracer] = {}
+_lock = threading.Lock()
+_installed = False
+_previous_excepthook: Callable[..., Any] = sys.excepthook
+_previous_sigterm: Union[Callable[[int, Optional[FrameType]], Any], int, None] = None
+
+
+def register(run: TrainingTracer) -> None:
+    global _installed
+    with _lock:
+        _open_runs[id(run)] = run
+        if not _installed:
+            _install()
+            _installed = True
+
+
+def unregister(run: TrainingTracer) -> None:
+    with _lock:
+        _open_runs.pop(id(run), None)
+
+
+def _end_all(status: str, error: Optional[str]) -> None:
+    with _lock:
+        runs = list(_open_runs.values())
+    for run in runs:
+        try:
+            run.finish(status=status, error=error)
+        except Exception:
+            logger.exception("Tracer could not finish run %s at exit.", run.run_id)
+
+
+def _install() -> None:
+    global _previous_excepthook, _previous_sigterm
+    atexit.register(_at_exit)
+    _previous_excepthook = sys.excepthook
+    sys.excepthook = _excepthook
+    if threading.current_thread() is threading.main_thread():
+        try:
+            _previous_sigterm = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):  # embedded interpreters may refuse
+            logger.debug("Tracer could not install its SIGTERM handler.", exc_info=True)
+
+
+def _at_exit() -> None:
+    _end_all("finished", None)
+
+
+def _excepthook(
+    exc_type: type[BaseException], exc: BaseException, tb: Optional[TracebackType]
+) -> None:
+    status = "killed" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+    summary = "".join(traceback.format_exception_only(exc_type, exc)).strip()
+    _end_all(status, summary)
+    _previous_excepthook(exc_type, exc, tb)
+
+
+def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+    _end_all("killed", "SIGTERM")
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_IGN:
+        return
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)

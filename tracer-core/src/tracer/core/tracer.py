@@ -1,0 +1,283 @@
+"""`TrainingTracer`: one training run, from `init` to `finish`.
+
+`log()` and `step()` are the per-step path: a few type checks and an append to the writer's
+queue, never a disk write, a lock or a host sync. Everything else (storage, hooks, signals)
+happens at start and end. Use it through `tracer.init()`, or directly, for several runs in one
+process, and as a context manager that marks the run failed when its block raises.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import time
+from types import TracebackType
+from typing import Any, Optional
+
+from tracer.config import TracerConfig
+from tracer.core import lifecycle
+from tracer.core.distributed import rank_and_world_size
+from tracer.core.naming import free_name, new_run_id, random_run_name
+from tracer.core.values import check_metrics
+from tracer.core.writer import CheckpointRequest, RunWriter
+from tracer.exceptions import DuplicateRunError, RunNotFoundError, TracerError
+from tracer.plugins.manager import get_plugin_manager
+from tracer.storage.base import RunRecord, StorageBackend
+from tracer.storage.liveness import process_is_alive, this_host
+from tracer.storage.registry import open_storage
+from tracer.storage.retention import apply_retention
+
+logger = logging.getLogger(__name__)
+
+MODE_ENV = "TRACER_MODE"
+FINISH_TIMEOUT_S = 30.0
+_ACTIVE, _ENDED, _DISABLED = "active", "ended", "disabled"
+_NAME_ATTEMPTS = 5
+
+
+def tracing_disabled() -> bool:
+    """`TRACER_MODE=disabled` makes every run a no-op, like `WANDB_MODE=disabled`."""
+    return os.environ.get(MODE_ENV, "").strip().lower() == "disabled"
+
+
+class TrainingTracer:
+    """One traced training run. `TrainingTracer(config)` starts it; `finish()` ends it."""
+
+    def __init__(self, config: TracerConfig) -> None:
+        if not isinstance(config, TracerConfig):
+            raise TypeError(f"TrainingTracer needs a TracerConfig, got {type(config).__name__}")
+        self.config = config
+        self._step = 0
+        self._last_closed_step = -1
+        self._pending: dict[str, Any] = {}
+        self._interval = config.checkpoint_interval
+        self._next_checkpoint = config.checkpoint_interval
+        self.run_id: str = "disabled"
+        self.run_name: str = config.run_name or "disabled"
+        if tracing_disabled():
+            self._state = _DISABLED
+            return
+        self._plugins = get_plugin_manager()
+        self.storage: StorageBackend = open_storage(config)
+        try:
+            self._start_or_resume()
+        except BaseException:
+            self.storage.close()
+            raise
+        self._next_checkpoint = (self._step // self._interval + 1) * self._interval
+        self._writer = RunWriter(
+            self.storage,
+            self.run_id,
+            asynchronous=config.async_writes,
+            buffer_size=config.write_buffer_size,
+            flush_interval=config.flush_interval,
+            heartbeat_interval=config.heartbeat_interval,
+            progress=lambda: self._step,
+            on_checkpoint_written=self._checkpoint_written,
+        )
+        self._state = _ACTIVE
+        lifecycle.register(self)
+        try:
+            apply_retention(self.storage, config.project_name, config.retention_days)
+        except Exception:
+            logger.exception("Tracer's retention cleanup failed; no run was deleted by it.")
+        self._plugins.call_lifecycle_hook("tracer_run_start", run=self)
+
+    # -- start ------------------------------------------------------------------------------
+    def _start_or_resume(self) -> None:
+        config = self.config
+        rank, world_size = rank_and_world_size()
+        if config.resume is not None:
+            record = self._find_run(config.resume)
+            if (
+                record["status"] == "running"
+                and record["pid"] != os.getpid()
+                and record["host"] == this_host()
+                and record["pid"] is not None
+                and process_is_alive(record["pid"])
+            ):
+                raise TracerError(
+                    f"run {record['run_id']} ({record['run_name']!r}) is still running in"
+                    f" process {record['pid']}; resume it after that process ends"
+                )
+            self.run_id, self.run_name = record["run_id"], record["run_name"]
+            self._step = record["total_steps"]
+            self._last_closed_step = self._step - 1
+            self.storage.update_run(
+                self.run_id, status="running", end_time=None, error=None, heartbeat=time.time(),
+                pid=os.getpid(), host=this_host(), rank=rank, world_size=world_size,
+            )
+            logger.info("Tracer resumed run %s (%r) at step %d.", self.run_id, self.run_name,
+                        self._step)
+            return
+        for _ in range(_NAME_ATTEMPTS):
+            name = self._choose_name()
+            run_id = new_run_id()
+            start = time.time()
+            try:
+                self.storage.create_run(
+                    run_id, config.project_name, name, start, config.config,
+                    tags=config.tags, notes=config.notes, host=this_host(), pid=os.getpid(),
+                    rank=rank, world_size=world_size,
+                    heartbeat_interval=config.heartbeat_interval,
+                )
+            except DuplicateRunError:
+                continue  # another process took the name between our check and insert
+            self.run_id, self.run_name = run_id, name
+            return
+        raise TracerError(f"could not find a free run name in project {config.project_name!r}")
+
+    def _choose_name(self) -> str:
+        wanted = self.config.run_name
+        if wanted is None:
+            return random_run_name()
+        taken = {run["run_name"] for run in self.storage.list_runs(self.config.project_name)}
+        name = free_name(wanted, taken)
+        if name != wanted:
+            logger.warning(
+                "Run name %r is taken in project %r; this run is %r. Pass resume=%r to continue"
+                " the earlier run instead.", wanted, self.config.project_name, name, wanted,
+            )
+        return name
+
+    def _find_run(self, id_or_name: str) -> RunRecord:
+        record = self.storage.get_run(id_or_name)
+        if record is not None and record["project_name"] == self.config.project_name:
+            return record
+        runs = self.storage.list_runs(self.config.project_name)
+        for run in runs:
+            if run["run_name"] == id_or_name:
+                return run
+        candidates = [run["run_name"] for run in runs] + [run["run_id"] for run in runs]
+        near = difflib.get_close_matches(id_or_name, candidates, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+        raise RunNotFoundError(
+            f"no run {id_or_name!r} in project {self.config.project_name!r} to resume{hint}"
+        )
+
+    # -- the per-step path ------------------------------------------------------------------
+    @property
+    def current_step(self) -> int:
+        """The step that `log()` writes to now."""
+        return self._step
+
+    @property
+    def state(self) -> str:
+        """"active" until finished, then "ended"; "disabled" under TRACER_MODE=disabled."""
+        return self._state
+
+    def log(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
+        """Record metrics at the current step, or at `step` when the framework owns the count.
+
+        Several calls in one step merge (a later value of the same name wins). Values are
+        numbers: int, float, a one-element tensor (read off the training thread) or a numpy
+        scalar; anything else raises TypeError naming the metric, and nothing is recorded.
+        """
+        if self._state is not _ACTIVE:
+            if self._state is _DISABLED:
+                return
+            raise RuntimeError(self._ended_message())
+        checked = check_metrics(metrics)
+        if step is not None and step != self._step:
+            if type(step) is not int:
+                if isinstance(step, bool) or not isinstance(step, int):
+                    raise TypeError(f"step must be an int, got {type(step).__name__}")
+                step = int(step)
+            if step < 0:
+                raise ValueError(f"step must be >= 0, got {step}")
+            self._close_step()
+            self._step = step
+        self._pending.update(checked)
+
+    def step(self) -> None:
+        """Close the current step (its metrics go to the writer) and move to the next one."""
+        if self._state is not _ACTIVE:
+            if self._state is _DISABLED:
+                return
+            raise RuntimeError(self._ended_message())
+        self._close_step()
+        self._step += 1
+
+    def _close_step(self, checkpoint: bool = True) -> None:
+        step = self._step
+        if self._pending:
+            self._writer.submit((step, time.time(), self._pending))
+            self._pending = {}
+        self._last_closed_step = step
+        if checkpoint and step >= self._next_checkpoint:
+            self._next_checkpoint = (step // self._interval + 1) * self._interval
+            self._writer.submit(CheckpointRequest(step, time.time(), "interval", {}, {}))
+
+    def _ended_message(self) -> str:
+        return f"run {self.run_id} ({self.run_name!r}) is finished; call tracer.init() again"
+
+    # -- reading back -----------------------------------------------------------------------
+    def flush(self, timeout: float = FINISH_TIMEOUT_S) -> bool:
+        """Write everything logged so far (the open step too) before returning."""
+        if self._state is not _ACTIVE:
+            return self._state is _DISABLED
+        if self._pending:
+            self._writer.submit((self._step, time.time(), self._pending))
+            self._pending = {}
+        return self._writer.flush(timeout)
+
+    def _checkpoint_written(self, step: int, reason: str) -> None:
+        self._plugins.call_lifecycle_hook(
+            "tracer_checkpoint_written", run=self, step=step, reason=reason
+        )
+
+    # -- end --------------------------------------------------------------------------------
+    def finish(self, status: str = "finished", error: Optional[str] = None) -> None:
+        """Flush everything, record the final status and release the storage. Idempotent."""
+        if self._state is not _ACTIVE:
+            return
+        if status not in ("finished", "failed", "killed"):
+            raise ValueError(f"status must be finished, failed or killed, got {status!r}")
+        self._state = _ENDED
+        lifecycle.unregister(self)
+        had_steps = bool(self._pending) or self._last_closed_step >= 0
+        if self._pending:
+            self._close_step(checkpoint=False)  # the "finish" checkpoint below covers it
+        total_steps = max(self._step, self._last_closed_step + 1)
+        self._step = total_steps
+        if had_steps:
+            self._writer.submit(
+                CheckpointRequest(self._last_closed_step, time.time(), "finish", {}, {})
+            )
+        self._writer.close(FINISH_TIMEOUT_S)
+        problems = self._writer.summary()
+        if problems:
+            logger.warning("Tracer run %s ended with storage problems: %s", self.run_id, problems)
+        try:
+            now = time.time()
+            self.storage.update_run(
+                self.run_id, status=status, end_time=now, heartbeat=now,
+                total_steps=total_steps, error=error,
+            )
+        except Exception:
+            logger.exception("Tracer could not record the end of run %s.", self.run_id)
+        self._plugins.call_lifecycle_hook("tracer_run_end", run=self, status=status)
+        self.storage.close()
+
+    def __enter__(self) -> TrainingTracer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish("killed", error="KeyboardInterrupt")
+        else:
+            self.finish("failed", error=f"{exc_type.__name__}: {exc}")
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainingTracer(project={self.config.project_name!r}, run_id={self.run_id!r},"
+            f" run_name={self.run_name!r}, step={self._step}, state={self._state!r})"
+        )

@@ -1,0 +1,237 @@
+"""The run's writer: turns closed steps into batched storage writes, off the training thread.
+
+The training thread only appends to a deque (thread-safe, no lock) and, once
+`write_buffer_size` steps are waiting, sets an event. A daemon thread wakes on that event or
+every `flush_interval` seconds, converts values (tensors are read here), and writes the batch
+in one storage transaction. With `async_writes=False` the same flush runs inline on `submit`.
+
+Storage errors never reach training: a failed batch is kept and retried on the next flush,
+the first error is logged once, and `summary()` tells what was lost at finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+from tracer.core.columns import Points, pivot
+from tracer.storage.base import CheckpointWrite, StorageBackend
+
+logger = logging.getLogger(__name__)
+
+MAX_UNWRITTEN_POINTS = 5_000_000
+
+
+# A closed step: (step, timestamp, metrics). A plain tuple, not a NamedTuple: it is built
+# once per training step, and a tuple costs a fifth as much to create.
+StepRecord = tuple[int, float, dict[str, Any]]
+
+
+class CheckpointRequest(NamedTuple):
+    step: int
+    timestamp: float
+    reason: str
+    gradient_stats: dict[str, dict[str, float]]
+    system_metrics: dict[str, float]
+
+
+class _Barrier(NamedTuple):
+    done: threading.Event
+
+
+_Item = Union[StepRecord, CheckpointRequest, _Barrier]
+
+
+class _Batch(NamedTuple):
+    points: Points
+    checkpoints: list[CheckpointWrite]
+
+    def size(self) -> int:
+        return sum(len(steps) for steps, _ in self.points.values())
+
+
+class RunWriter:
+    """Owns the path from `submit()` to storage for one run."""
+
+    def __init__(
+        self,
+        storage: StorageBackend,
+        run_id: str,
+        *,
+        asynchronous: bool,
+        buffer_size: int,
+        flush_interval: float,
+        heartbeat_interval: float,
+        progress: Callable[[], int],
+        on_checkpoint_written: Callable[[int, str], None],
+    ) -> None:
+        self._storage = storage
+        self._run_id = run_id
+        self._asynchronous = asynchronous
+        self._buffer_size = buffer_size
+        self._flush_interval = flush_interval
+        self._heartbeat_interval = heartbeat_interval
+        self._progress = progress
+        self._on_checkpoint_written = on_checkpoint_written
+        # A list, not a deque: append is atomic under the GIL, and the writer takes a whole
+        # prefix with one slice instead of popping items one by one.
+        self._queue: list[_Item] = []
+        self._wake = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._stopping = False
+        self._latest: dict[str, float] = {}
+        self._unwritten: deque[_Batch] = deque()
+        self._last_heartbeat = time.time()
+        self._failed_flushes = 0
+        self._dropped_points = 0
+        self._bad_values = 0
+        self._first_error: Optional[str] = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"tracer-writer-{run_id}", daemon=True
+        )
+        self._thread.start()
+
+    # -- training thread --------------------------------------------------------------------
+    def submit(self, item: StepRecord | CheckpointRequest) -> None:
+        self._queue.append(item)
+        if not self._asynchronous:
+            self._flush()
+        elif len(self._queue) >= self._buffer_size and not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until everything submitted so far is written (or has failed and is kept)."""
+        if not self._thread.is_alive():
+            self._flush()
+            return True
+        done = threading.Event()
+        self._queue.append(_Barrier(done))
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, timeout: float) -> bool:
+        """Write what is queued and stop the thread; False if it did not finish in time."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning(
+                "Tracer's writer for run %s did not finish within %.0f s; %d queued records"
+                " may be lost.", self._run_id, timeout, len(self._queue),
+            )
+            return False
+        return True
+
+    def summary(self) -> Optional[str]:
+        """What went wrong in the background, for the finish report; None if nothing."""
+        pending = sum(batch.size() for batch in self._unwritten)
+        if not (self._failed_flushes or self._dropped_points or pending or self._bad_values):
+            return None
+        return (
+            f"{self._failed_flushes} flushes failed (first error: {self._first_error});"
+            f" {pending} points still unwritten, {self._dropped_points} dropped,"
+            f" {self._bad_values} values unreadable"
+        )
+
+    @property
+    def latest_metrics(self) -> dict[str, float]:
+        return dict(self._latest)
+
+    # -- writer thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            try:
+                self._flush()
+            except Exception:  # never let the thread die: it would stall finish()
+                logger.exception("Tracer's writer hit an unexpected error; it keeps going.")
+            if self._stopping and not self._queue:
+                return
+
+    def _flush(self) -> None:
+        with self._flush_lock:
+            barriers = self._drain()
+            now = time.time()
+            run_fields: dict[str, Any] = {}
+            if self._unwritten or now - self._last_heartbeat >= self._heartbeat_interval:
+                run_fields = {"heartbeat": now, "total_steps": self._progress()}
+            while self._unwritten:
+                batch = self._unwritten[0]
+                try:
+                    self._storage.write_batch(
+                        self._run_id, batch.points, batch.checkpoints, run_fields
+                    )
+                except Exception as error:
+                    self._record_failure(error)
+                    break
+                self._unwritten.popleft()
+                self._last_heartbeat = now
+                run_fields = {}
+                for checkpoint in batch.checkpoints:
+                    self._on_checkpoint_written(checkpoint["step"], checkpoint["reason"])
+            else:
+                if run_fields:
+                    try:
+                        self._storage.update_run(self._run_id, **run_fields)
+                        self._last_heartbeat = now
+                    except Exception as error:
+                        self._record_failure(error)
+            for barrier in barriers:
+                barrier.done.set()
+
+    def _drain(self) -> list[_Barrier]:
+        """Move queued items into a batch at the end of `_unwritten`; return barriers seen."""
+        barriers: list[_Barrier] = []
+        if not self._queue:
+            return barriers
+        points: Points = {}
+        checkpoints: list[CheckpointWrite] = []
+        rows: list[StepRecord] = []
+        queue = self._queue
+        count = len(queue)
+        items = queue[:count]
+        del queue[:count]
+        for item in items:
+            if type(item) is tuple:
+                rows.append(item)
+                continue
+            self._bad_values += pivot(rows, points, self._latest)
+            rows = []
+            if type(item) is CheckpointRequest:
+                checkpoints.append(
+                    {
+                        "step": item.step,
+                        "timestamp": item.timestamp,
+                        "reason": item.reason,
+                        "metrics": dict(self._latest),
+                        "gradient_stats": item.gradient_stats,
+                        "system_metrics": item.system_metrics,
+                    }
+                )
+            elif type(item) is _Barrier:
+                barriers.append(item)
+        self._bad_values += pivot(rows, points, self._latest)
+        if points or checkpoints:
+            self._unwritten.append(_Batch(points, checkpoints))
+            self._bound_unwritten()
+        return barriers
+
+    def _bound_unwritten(self) -> None:
+        total = sum(batch.size() for batch in self._unwritten)
+        while total > MAX_UNWRITTEN_POINTS and len(self._unwritten) > 1:
+            dropped = self._unwritten.popleft()
+            total -= dropped.size()
+            self._dropped_points += dropped.size()
+
+    def _record_failure(self, error: BaseException) -> None:
+        self._failed_flushes += 1
+        if self._first_error is None:
+            self._first_error = f"{type(error).__name__}: {error}"
+            logger.warning(
+                "Tracer could not write to storage (%s); training goes on, the data is kept"
+                " and retried, and finish() reports what was lost.", self._first_error,
+            )

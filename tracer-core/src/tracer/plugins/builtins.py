@@ -1,0 +1,5 @@
+"""The plugins that ship with tracer-core, registered from this one tuple before third parties."""
+
+from __future__ import annotations
+
+BUILTIN_PLUGINS: tuple[str, ...] = ("tracer.storage.sqlite.plugin",)

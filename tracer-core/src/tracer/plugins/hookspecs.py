@@ -1,0 +1,68 @@
+"""The hooks Tracer calls. Only this module declares hooks; every one is prefixed `tracer_`.
+
+Hooks are for registration and rare lifecycle events, never for the per-step path. Implement
+one with `@tracer.hookimpl` in a module exposed through the `tracer.plugins` entry-point group:
+
+    [project.entry-points."tracer.plugins"]
+    my_backend = "my_package.tracer_plugin"
+
+A lifecycle hook that raises is logged once and never reaches the training loop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    from tracer.core.tracer import TrainingTracer
+    from tracer.storage.base import StorageBackend
+
+PROJECT_NAME = "tracer"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class RegisterStorage(Protocol):
+    def __call__(self, scheme: str, backend: type[StorageBackend]) -> None: ...
+
+
+@hookspec
+def tracer_register_storage(register: RegisterStorage) -> None:
+    """Register storage backends by URL scheme: `register("s3", S3Storage)`.
+
+    Called once per process, when storage is first opened (the first `tracer.init`,
+    `StorageBackend(config)` or query), on every rank. A `storage_path` such as
+    `s3://bucket/prefix` then opens `S3Storage(config)`. A plain path selects the built-in
+    SQLite backend (scheme "sqlite"); registering a scheme twice is an error.
+    """
+
+
+@hookspec
+def tracer_run_start(run: TrainingTracer) -> None:
+    """A run was created or resumed: called in `tracer.init`, before it returns.
+
+    Runs on the process that writes the run (rank 0 in distributed jobs). `run.run_id`,
+    `run.run_name` and `run.config` are set; nothing has been logged yet for a new run.
+    """
+
+
+@hookspec
+def tracer_checkpoint_written(run: TrainingTracer, step: int, reason: str) -> None:
+    """A checkpoint snapshot is durable in storage.
+
+    Called on the run's background writer thread (the training thread when `async_writes`
+    is False) right after the flush that contains it commits. `reason` is "interval" or
+    "finish" (more reasons come with anomaly detection). Keep it quick: it delays the next flush.
+    """
+
+
+@hookspec
+def tracer_run_end(run: TrainingTracer, status: str) -> None:
+    """A run ended with `status` ("finished", "failed" or "killed"); all its data is flushed.
+
+    Called once per run from `finish()`, the context manager, the atexit handler or the
+    SIGTERM handler, on the thread that ended it.
+    """

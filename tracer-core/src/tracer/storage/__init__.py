@@ -1,0 +1,26 @@
+"""Storage: the backend interface, the registry that picks one by scheme, and the records.
+
+`StorageBackend(config)` opens the backend for `config.storage_path` (SQLite by default).
+"""
+
+from __future__ import annotations
+
+from tracer.storage.base import (
+    RUN_STATUSES,
+    CheckpointRecord,
+    MetricSeries,
+    MetricSummary,
+    RunRecord,
+    StorageBackend,
+)
+from tracer.storage.registry import open_storage
+
+__all__ = [
+    "RUN_STATUSES",
+    "CheckpointRecord",
+    "MetricSeries",
+    "MetricSummary",
+    "RunRecord",
+    "StorageBackend",
+    "open_storage",
+]

@@ -1,0 +1,199 @@
+"""The storage interface every backend implements, and the record shapes it exchanges.
+
+A backend is chosen by the scheme of `storage_path` (`sqlite://...`, or a plain path for the
+SQLite default). Third-party backends subclass `StorageBackend` and register it through the
+`tracer_register_storage` hook; `tracer.testing.StorageConformance` checks one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional, TypedDict
+
+if TYPE_CHECKING:
+    from tracer.config import TracerConfig
+
+RUN_STATUSES = ("running", "finished", "failed", "killed", "crashed")
+TERMINAL_STATUSES = ("finished", "failed", "killed", "crashed")
+
+
+class RunRecord(TypedDict):
+    """One run as stored. `status` is the effective one: a dead "running" run reads "crashed"."""
+
+    run_id: str
+    project_name: str
+    run_name: str
+    status: str
+    tags: list[str]
+    notes: Optional[str]
+    config: dict[str, Any]
+    start_time: float
+    end_time: Optional[float]
+    heartbeat: Optional[float]
+    heartbeat_interval: Optional[float]
+    host: Optional[str]
+    pid: Optional[int]
+    rank: int
+    world_size: int
+    total_steps: int
+    error: Optional[str]
+
+
+class CheckpointRecord(TypedDict):
+    """A snapshot: latest metrics, per-layer gradient statistics and system metrics at a step."""
+
+    run_id: str
+    step: int
+    timestamp: float
+    reason: str
+    metrics: dict[str, float]
+    gradient_stats: dict[str, dict[str, float]]
+    system_metrics: dict[str, float]
+
+
+class MetricSeries(TypedDict):
+    """A metric's history in step order; `values` may hold NaN and +-Inf."""
+
+    steps: list[int]
+    values: list[float]
+
+
+class MetricSummary(TypedDict):
+    """Aggregates kept up to date on write, so summaries never scan a long history."""
+
+    name: str
+    count: int
+    last_step: int
+    last_value: float
+    min_value: float
+    max_value: float
+
+
+# One flush of the writer: {metric: (steps, values)}; steps ascend within a batch.
+PointBatch = Mapping[str, tuple[Sequence[int], Sequence[float]]]
+
+
+class CheckpointWrite(TypedDict):
+    step: int
+    timestamp: float
+    reason: str
+    metrics: dict[str, float]
+    gradient_stats: dict[str, dict[str, float]]
+    system_metrics: dict[str, float]
+
+
+class StorageBackend(abc.ABC):
+    """Where runs, metric histories and checkpoints live.
+
+    `StorageBackend(config)` opens the backend that the scheme of `config.storage_path` selects
+    (SQLite for a plain path). A subclass is constructed directly with its own arguments.
+    Implementations must be safe to call from the training thread and the writer thread of the
+    same run, and from several processes sharing one location.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StorageBackend:
+        if cls is StorageBackend:
+            from tracer.storage.registry import backend_class_for
+
+            config = args[0] if args else kwargs.get("config")
+            if config is None:
+                raise TypeError("StorageBackend(config) needs a TracerConfig")
+            return super().__new__(backend_class_for(config.storage_path))
+        return super().__new__(cls)
+
+    @abc.abstractmethod
+    def __init__(self, config: TracerConfig) -> None: ...
+
+    # -- runs -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_run(
+        self,
+        run_id: str,
+        project_name: str,
+        run_name: str,
+        start_time: float,
+        config: Mapping[str, Any],
+        *,
+        tags: Sequence[str] = (),
+        notes: Optional[str] = None,
+        host: Optional[str] = None,
+        pid: Optional[int] = None,
+        rank: int = 0,
+        world_size: int = 1,
+        heartbeat_interval: Optional[float] = None,
+    ) -> None:
+        """Store a new run with status "running". A duplicate id or (project, name) raises."""
+
+    @abc.abstractmethod
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Change some of: status, end_time, heartbeat, total_steps, error, pid, host, notes."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> Optional[RunRecord]:
+        """The run with this id, or None."""
+
+    @abc.abstractmethod
+    def list_runs(
+        self,
+        project_name: Optional[str] = None,
+        *,
+        status: Optional[str] = None,
+        tag: Optional[str] = None,
+    ) -> list[RunRecord]:
+        """Runs, newest first, optionally filtered (status is the effective status)."""
+
+    @abc.abstractmethod
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run and everything recorded for it."""
+
+    # -- metrics ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def write_metrics(self, run_id: str, points: PointBatch) -> None:
+        """Append points. A later write of the same (metric, step) replaces the earlier one."""
+
+    @abc.abstractmethod
+    def get_metric_timeseries(self, run_id: str, metric: str) -> MetricSeries:
+        """Every stored point of one metric in step order; empty lists for an unknown metric."""
+
+    @abc.abstractmethod
+    def list_metrics(self, run_id: str) -> list[MetricSummary]:
+        """One summary per metric of the run, by name."""
+
+    # -- checkpoints ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def write_checkpoint(
+        self,
+        run_id: str,
+        step: int,
+        timestamp: float,
+        metrics: Mapping[str, float],
+        gradient_stats: Mapping[str, Mapping[str, float]],
+        system_metrics: Mapping[str, float],
+        *,
+        reason: str = "interval",
+    ) -> None:
+        """Store a checkpoint snapshot."""
+
+    @abc.abstractmethod
+    def get_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        """Checkpoints of a run in step order."""
+
+    # -- batching and lifetime --------------------------------------------------------------
+    def write_batch(
+        self,
+        run_id: str,
+        points: PointBatch,
+        checkpoints: Sequence[CheckpointWrite] = (),
+        run_fields: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """One flush of the background writer. Backends with transactions make it atomic."""
+        if points:
+            self.write_metrics(run_id, points)
+        for checkpoint in checkpoints:
+            self.write_checkpoint(run_id, **checkpoint)
+        if run_fields:
+            self.update_run(run_id, **run_fields)
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""

@@ -1,0 +1,7 @@
+"""The built-in SQLite storage backend."""
+
+from __future__ import annotations
+
+from tracer.storage.sqlite.backend import SQLiteStorage, database_path
+
+__all__ = ["SQLiteStorage", "database_path"]

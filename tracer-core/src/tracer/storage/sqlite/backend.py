@@ -1,0 +1,445 @@
+"""The default backend: one SQLite file, `<storage_path>/tracer.db`, shared by every process.
+
+WAL lets readers (queries, the CLI) read while runs write; every write is a short
+`BEGIN IMMEDIATE` transaction with a long busy timeout, so DDP ranks and parallel sweeps share
+one file without "database is locked". All SQL is parameterized; names are data, never paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Optional
+
+from tracer.exceptions import DuplicateRunError, StorageError
+from tracer.storage.base import (
+    CheckpointRecord,
+    CheckpointWrite,
+    MetricSeries,
+    MetricSummary,
+    PointBatch,
+    RunRecord,
+    StorageBackend,
+)
+from tracer.storage.liveness import effective_status
+from tracer.storage.sqlite import codec, schema
+
+if TYPE_CHECKING:
+    from tracer.config import TracerConfig
+
+logger = logging.getLogger(__name__)
+
+DB_FILENAME = "tracer.db"
+BUSY_TIMEOUT_MS = 60_000
+_LOCKED_RETRIES = 20
+
+_RUN_COLUMNS = (
+    "id, project, name, status, tags, notes, config, start_time, end_time, heartbeat,"
+    " heartbeat_interval, host, pid, rank, world_size, total_steps, error"
+)
+_UPDATABLE_RUN_FIELDS = {
+    "status": "status",
+    "end_time": "end_time",
+    "heartbeat": "heartbeat",
+    "total_steps": "total_steps",
+    "error": "error",
+    "pid": "pid",
+    "host": "host",
+    "notes": "notes",
+    "rank": "rank",
+    "world_size": "world_size",
+}
+
+
+def database_path(storage_path: str) -> str:
+    """The file a storage_path names: `<dir>/tracer.db`; `sqlite://` prefixes are dropped."""
+    if storage_path.lower().startswith("sqlite://"):
+        storage_path = storage_path[len("sqlite://") :]
+    return os.path.join(os.path.expanduser(storage_path), DB_FILENAME)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, allow_nan=True, default=str)
+
+
+class SQLiteStorage(StorageBackend):
+    """SQLite storage for one `storage_path`; thread-safe, one connection per instance."""
+
+    def __init__(self, config: TracerConfig) -> None:
+        self.path = database_path(config.storage_path)
+        directory = os.path.dirname(self.path)
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise StorageError(
+                f"storage_path {config.storage_path!r} is a file; Tracer needs a directory"
+                f" there to keep {DB_FILENAME} in"
+            )
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            raise StorageError(
+                f"cannot create storage_path {config.storage_path!r}: {error}"
+            ) from error
+        self._lock = threading.RLock()
+        self._closed = False
+        self._series_ids: dict[tuple[str, str], int] = {}
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot open {self.path}: {error}") from error
+        try:
+            self._configure()
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            self._conn.close()
+            raise StorageError(
+                f"{self.path} is not a readable Tracer database ({error}). Tracer leaves it"
+                " untouched: move it aside or choose another storage_path."
+            ) from error
+
+    # -- connection and schema ------------------------------------------------------------
+    def _configure(self) -> None:
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Reading the schema first makes a file that is not SQLite fail here, before any write.
+        self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        for attempt in range(_LOCKED_RETRIES):
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or attempt == _LOCKED_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        if str(mode).lower() != "wal":
+            logger.warning("SQLite at %s runs in %s mode, not WAL.", self.path, mode)
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == schema.SCHEMA_VERSION:
+            return
+        if version > schema.SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path} has schema version {version}, newer than this tracer-core"
+                f" understands ({schema.SCHEMA_VERSION}); upgrade tracer-core to read it"
+            )
+        with self._transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                tables = {
+                    row[0]
+                    for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
+                if tables:
+                    raise StorageError(
+                        f"{self.path} is an SQLite database that Tracer did not create"
+                        f" (tables: {', '.join(sorted(tables))}); Tracer leaves it untouched"
+                    )
+            for number in range(version, schema.SCHEMA_VERSION):
+                schema.MIGRATIONS[number](conn)
+                logger.info("Migrated %s to schema version %d.", self.path, number + 1)
+            conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; waits for other writers (busy timeout) instead of failing."""
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"storage {self.path} is closed")
+            for attempt in range(_LOCKED_RETRIES):
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or attempt == _LOCKED_RETRIES - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+            try:
+                yield self._conn
+            except BaseException:
+                self._series_ids.clear()  # ids created in this transaction are gone
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"storage {self.path} is closed")
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(
+        self,
+        run_id: str,
+        project_name: str,
+        run_name: str,
+        start_time: float,
+        config: Mapping[str, Any],
+        *,
+        tags: Sequence[str] = (),
+        notes: Optional[str] = None,
+        host: Optional[str] = None,
+        pid: Optional[int] = None,
+        rank: int = 0,
+        world_size: int = 1,
+        heartbeat_interval: Optional[float] = None,
+    ) -> None:
+        try:
+            self._insert_run(
+                run_id, project_name, run_name, start_time, config, tags, notes, host, pid,
+                rank, world_size, heartbeat_interval,
+            )
+        except sqlite3.IntegrityError as error:
+            raise DuplicateRunError(
+                f"a run with id {run_id!r} or name {run_name!r} in project {project_name!r}"
+                " already exists"
+            ) from error
+
+    def _insert_run(self, run_id: str, project_name: str, run_name: str, start_time: float,
+                    config: Mapping[str, Any], tags: Sequence[str], notes: Optional[str],
+                    host: Optional[str], pid: Optional[int], rank: int, world_size: int,
+                    heartbeat_interval: Optional[float]) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES"
+                " (?, ?, ?, 'running', ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, 0, NULL)",
+                (
+                    run_id, project_name, run_name, _json(list(tags)), notes, _json(dict(config)),
+                    start_time, start_time, heartbeat_interval, host, pid, rank, world_size,
+                ),
+            )
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self._transaction() as conn:
+            self._update_run(conn, run_id, fields)
+
+    @staticmethod
+    def _update_run(conn: sqlite3.Connection, run_id: str, fields: Mapping[str, Any]) -> None:
+        unknown = set(fields) - set(_UPDATABLE_RUN_FIELDS)
+        if unknown:
+            raise ValueError(f"cannot update run fields {sorted(unknown)}")
+        if not fields:
+            return
+        assignments = ", ".join(f"{_UPDATABLE_RUN_FIELDS[name]} = ?" for name in fields)
+        conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id))
+
+    def get_run(self, run_id: str) -> Optional[RunRecord]:
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return _run_record(rows[0]) if rows else None
+
+    def list_runs(
+        self,
+        project_name: Optional[str] = None,
+        *,
+        status: Optional[str] = None,
+        tag: Optional[str] = None,
+    ) -> list[RunRecord]:
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        params: list[Any] = []
+        if project_name is not None:
+            sql += " WHERE project = ?"
+            params.append(project_name)
+        sql += " ORDER BY start_time DESC, rowid DESC"
+        runs = [_run_record(row) for row in self._read(sql, params)]
+        if status is not None:
+            runs = [run for run in runs if run["status"] == status]
+        if tag is not None:
+            runs = [run for run in runs if tag in run["tags"]]
+        return runs
+
+    def delete_run(self, run_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            self._series_ids = {k: v for k, v in self._series_ids.items() if k[0] != run_id}
+
+    # -- metrics ----------------------------------------------------------------------------
+    def write_metrics(self, run_id: str, points: PointBatch) -> None:
+        with self._transaction() as conn:
+            self._write_metrics(conn, run_id, points)
+
+    def _series_id(self, conn: sqlite3.Connection, run_id: str, name: str) -> int:
+        key = (run_id, name)
+        cached = self._series_ids.get(key)
+        if cached is not None:
+            return cached
+        row = conn.execute(
+            "SELECT id FROM series WHERE run_id = ? AND name = ?", key
+        ).fetchone()
+        if row is None:
+            row = (conn.execute("INSERT INTO series (run_id, name) VALUES (?, ?)", key).lastrowid,)
+        self._series_ids[key] = int(row[0])
+        return int(row[0])
+
+    def _write_metrics(self, conn: sqlite3.Connection, run_id: str, points: PointBatch) -> None:
+        chunks = []
+        for name, (raw_steps, raw_values) in points.items():
+            if not raw_steps:
+                continue
+            steps, values = codec.normalize(raw_steps, raw_values)
+            series_id = self._series_id(conn, run_id, name)
+            chunks.append((series_id, *codec.encode(steps, values)))
+            count, last_step, last_value, low, high = schema.summarize(steps, values)
+            conn.execute(
+                "UPDATE series SET count = count + ?,"
+                " last_value = CASE WHEN last_step IS NULL OR last_step <= ?"
+                "   THEN ? ELSE last_value END,"
+                " last_step = max(coalesce(last_step, ?), ?),"
+                " min_value = CASE WHEN min_value IS NULL THEN ? ELSE min(min_value, coalesce(?, min_value)) END,"  # noqa: E501
+                " max_value = CASE WHEN max_value IS NULL THEN ? ELSE max(max_value, coalesce(?, max_value)) END"  # noqa: E501
+                " WHERE id = ?",
+                (count, last_step, last_value, last_step, last_step, low, low, high, high,
+                 series_id),
+            )
+        conn.executemany(
+            "INSERT INTO metric_chunks (series_id, first_step, last_step, count, steps, vals)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            chunks,
+        )
+
+    def get_metric_timeseries(self, run_id: str, metric: str) -> MetricSeries:
+        rows = self._read(
+            "SELECT c.first_step, c.last_step, c.count, c.steps, c.vals FROM metric_chunks c"
+            " JOIN series s ON s.id = c.series_id WHERE s.run_id = ? AND s.name = ?"
+            " ORDER BY c.id",
+            (run_id, metric),
+        )
+        steps: list[int] = []
+        values: list[float] = []
+        in_order = True
+        for first, last, count, steps_blob, values_blob in rows:
+            if steps and first <= steps[-1]:
+                in_order = False
+            steps.extend(codec.decode_steps(first, last, count, steps_blob))
+            values.extend(codec.decode_values(values_blob))
+        if not in_order:
+            steps, values = codec.normalize(steps, values)
+        return {"steps": steps, "values": values}
+
+    def list_metrics(self, run_id: str) -> list[MetricSummary]:
+        rows = self._read(
+            "SELECT name, count, last_step, last_value, min_value, max_value FROM series"
+            " WHERE run_id = ? AND count > 0 ORDER BY name",
+            (run_id,),
+        )
+        return [
+            {
+                "name": name,
+                "count": count,
+                "last_step": last_step,
+                "last_value": codec.decode_values(last_value)[0],
+                "min_value": float("nan") if low is None else low,
+                "max_value": float("nan") if high is None else high,
+            }
+            for name, count, last_step, last_value, low, high in rows
+        ]
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def write_checkpoint(
+        self,
+        run_id: str,
+        step: int,
+        timestamp: float,
+        metrics: Mapping[str, float],
+        gradient_stats: Mapping[str, Mapping[str, float]],
+        system_metrics: Mapping[str, float],
+        *,
+        reason: str = "interval",
+    ) -> None:
+        with self._transaction() as conn:
+            self._write_checkpoint(
+                conn, run_id,
+                {"step": step, "timestamp": timestamp, "reason": reason, "metrics": dict(metrics),
+                 "gradient_stats": {k: dict(v) for k, v in gradient_stats.items()},
+                 "system_metrics": dict(system_metrics)},
+            )
+
+    @staticmethod
+    def _write_checkpoint(conn: sqlite3.Connection, run_id: str, ckpt: CheckpointWrite) -> None:
+        conn.execute(
+            "INSERT INTO checkpoints (run_id, step, timestamp, reason, metrics, gradient_stats,"
+            " system_metrics) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id, int(ckpt["step"]), float(ckpt["timestamp"]), ckpt["reason"],
+                _json(ckpt["metrics"]), _json(ckpt["gradient_stats"]),
+                _json(ckpt["system_metrics"]),
+            ),
+        )
+
+    def get_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        rows = self._read(
+            "SELECT step, timestamp, reason, metrics, gradient_stats, system_metrics"
+            " FROM checkpoints WHERE run_id = ? ORDER BY step, id",
+            (run_id,),
+        )
+        return [
+            {
+                "run_id": run_id,
+                "step": step,
+                "timestamp": timestamp,
+                "reason": reason,
+                "metrics": json.loads(metrics),
+                "gradient_stats": json.loads(gradient_stats),
+                "system_metrics": json.loads(system_metrics),
+            }
+            for step, timestamp, reason, metrics, gradient_stats, system_metrics in rows
+        ]
+
+    # -- batching ---------------------------------------------------------------------------
+    def write_batch(
+        self,
+        run_id: str,
+        points: PointBatch,
+        checkpoints: Sequence[CheckpointWrite] = (),
+        run_fields: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """One writer flush in one transaction: all of it lands, or none of it."""
+        with self._transaction() as conn:
+            if points:
+                self._write_metrics(conn, run_id, points)
+            for checkpoint in checkpoints:
+                self._write_checkpoint(conn, run_id, checkpoint)
+            if run_fields:
+                self._update_run(conn, run_id, run_fields)
+
+
+def _run_record(row: Sequence[Any]) -> RunRecord:
+    (run_id, project, name, status, tags, notes, config, start_time, end_time, heartbeat,
+     heartbeat_interval, host, pid, rank, world_size, total_steps, error) = row
+    return {
+        "run_id": run_id,
+        "project_name": project,
+        "run_name": name,
+        "status": effective_status(
+            status, host=host, pid=pid, heartbeat=heartbeat, heartbeat_interval=heartbeat_interval
+        ),
+        "tags": json.loads(tags),
+        "notes": notes,
+        "config": json.loads(config),
+        "start_time": start_time,
+        "end_time": end_time,
+        "heartbeat": heartbeat,
+        "heartbeat_interval": heartbeat_interval,
+        "host": host,
+        "pid": pid,
+        "rank": rank,
+        "world_size": world_size,
+        "total_steps": total_steps,
+        "error": error,
+    }

@@ -1,0 +1,221 @@
+"""`StorageConformance`: the behaviour every storage backend owes the rest of Tracer.
+
+Subclass it in a pytest module and implement `make_storage(location)`, which opens (or
+re-opens) the backend at a location given as a fresh directory; every test below then runs
+against that backend. The built-in SQLite backend passes the same suite.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tracer.exceptions import DuplicateRunError
+from tracer.storage.base import StorageBackend
+
+
+def _bits(value: float) -> bytes:
+    return struct.pack("<d", value)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+class StorageConformance:
+    """Tests a backend must pass. Override `make_storage`."""
+
+    def make_storage(self, location: Path) -> StorageBackend:
+        raise NotImplementedError("return your backend, stored under `location`")
+
+    @pytest.fixture
+    def location(self, tmp_path: Path) -> Path:
+        return tmp_path / "store"
+
+    @pytest.fixture
+    def storage(self, location: Path) -> Iterator[StorageBackend]:
+        backend = self.make_storage(location)
+        yield backend
+        backend.close()
+
+    @staticmethod
+    def _new_run(
+        storage: StorageBackend, run_id: str = "r1", project: str = "p", name: str = "n1",
+        start: float | None = None,
+    ) -> None:
+        start = time.time() if start is None else start
+        storage.create_run(
+            run_id, project, name, start, {"lr": 0.1}, tags=["a", "b"], notes="note",
+            host="host-x", pid=None, rank=0, world_size=1, heartbeat_interval=10.0,
+        )
+
+    # -- runs -------------------------------------------------------------------------------
+    def test_created_run_reads_back(self, storage: StorageBackend) -> None:
+        now = time.time()
+        self._new_run(storage, start=now)
+        run = storage.get_run("r1")
+        assert run is not None
+        assert (run["run_id"], run["project_name"], run["run_name"]) == ("r1", "p", "n1")
+        assert run["status"] == "running"
+        assert run["config"] == {"lr": 0.1}
+        assert run["tags"] == ["a", "b"]
+        assert run["notes"] == "note"
+        assert run["start_time"] == now
+        assert run["total_steps"] == 0
+        assert storage.get_run("missing") is None
+
+    def test_duplicate_id_or_name_is_refused(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        with pytest.raises(DuplicateRunError):
+            self._new_run(storage, run_id="r1", name="other")
+        with pytest.raises(DuplicateRunError):
+            self._new_run(storage, run_id="r2", name="n1")
+        self._new_run(storage, run_id="r3", project="q", name="n1")
+
+    def test_update_run_fields(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        storage.update_run("r1", status="finished", end_time=2000.0, total_steps=42, error=None)
+        run = storage.get_run("r1")
+        assert run is not None
+        assert (run["status"], run["end_time"], run["total_steps"]) == ("finished", 2000.0, 42)
+
+    def test_list_runs_filters_and_orders_newest_first(self, storage: StorageBackend) -> None:
+        self._new_run(storage, "r1", "p", "old", start=1.0)
+        self._new_run(storage, "r2", "p", "new", start=2.0)
+        self._new_run(storage, "r3", "q", "other", start=3.0)
+        storage.update_run("r1", status="finished")
+        assert [r["run_id"] for r in storage.list_runs("p")] == ["r2", "r1"]
+        assert [r["run_id"] for r in storage.list_runs()] == ["r3", "r2", "r1"]
+        assert [r["run_id"] for r in storage.list_runs("p", status="finished")] == ["r1"]
+        assert [r["run_id"] for r in storage.list_runs(tag="a")] == ["r3", "r2", "r1"]
+        assert storage.list_runs(tag="zzz") == []
+
+    def test_names_are_data_not_sql_or_paths(self, storage: StorageBackend) -> None:
+        name = "x'; DROP TABLE runs; -- ../../etc/passwd"
+        self._new_run(storage, run_id="../r1", project="p'\"", name=name)
+        storage.write_metrics("../r1", {name: ([0], [1.0])})
+        assert storage.get_run("../r1") is not None
+        assert storage.list_runs("p'\"")[0]["run_name"] == name
+        assert storage.get_metric_timeseries("../r1", name) == {"steps": [0], "values": [1.0]}
+
+    def test_dead_process_reads_crashed(self, storage: StorageBackend) -> None:
+        from tracer.storage.liveness import this_host
+
+        storage.create_run("r1", "p", "n1", time.time(), {}, host=this_host(),
+                           pid=_dead_pid(), heartbeat_interval=10.0)
+        run = storage.get_run("r1")
+        assert run is not None and run["status"] == "crashed"
+        assert [r["run_id"] for r in storage.list_runs("p", status="crashed")] == ["r1"]
+
+    def test_stale_heartbeat_reads_crashed(self, storage: StorageBackend) -> None:
+        storage.create_run("r1", "p", "n1", 1000.0, {}, host="elsewhere", pid=1,
+                           heartbeat_interval=1.0)
+        storage.update_run("r1", heartbeat=time.time() - 3600)
+        run = storage.get_run("r1")
+        assert run is not None and run["status"] == "crashed"
+        storage.update_run("r1", heartbeat=time.time())
+        run = storage.get_run("r1")
+        assert run is not None and run["status"] == "running"
+
+    def test_delete_run_removes_everything(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        self._new_run(storage, run_id="r2", name="n2")
+        storage.write_metrics("r1", {"loss": ([0, 1], [1.0, 0.5])})
+        storage.write_checkpoint("r1", 1, 1.0, {"loss": 0.5}, {}, {})
+        storage.delete_run("r1")
+        assert storage.get_run("r1") is None
+        assert storage.get_metric_timeseries("r1", "loss") == {"steps": [], "values": []}
+        assert storage.get_checkpoints("r1") == []
+        assert storage.list_metrics("r1") == []
+        assert storage.get_run("r2") is not None
+
+    # -- metrics ----------------------------------------------------------------------------
+    def test_non_finite_values_round_trip_bit_for_bit(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        values = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308, 0.1]
+        storage.write_metrics("r1", {"x": (list(range(len(values))), values)})
+        series = storage.get_metric_timeseries("r1", "x")
+        assert series["steps"] == list(range(len(values)))
+        assert [_bits(v) for v in series["values"]] == [_bits(v) for v in values]
+
+    def test_history_spans_writes_in_step_order(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        storage.write_metrics("r1", {"loss": ([0, 1, 2], [3.0, 2.0, 1.0]), "lr": ([0], [0.1])})
+        storage.write_metrics("r1", {"loss": ([3, 10, 11], [0.5, 0.4, 0.3])})
+        storage.write_metrics("r1", {"lr": ([20, 10], [0.3, 0.2])})  # out of order
+        assert storage.get_metric_timeseries("r1", "loss") == {
+            "steps": [0, 1, 2, 3, 10, 11], "values": [3.0, 2.0, 1.0, 0.5, 0.4, 0.3]}
+        assert storage.get_metric_timeseries("r1", "lr") == {
+            "steps": [0, 10, 20], "values": [0.1, 0.2, 0.3]}
+        assert storage.get_metric_timeseries("r1", "nope") == {"steps": [], "values": []}
+
+    def test_rewritten_step_keeps_the_latest_value(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        storage.write_metrics("r1", {"loss": ([0, 1, 2], [3.0, 2.0, 1.0])})
+        storage.write_metrics("r1", {"loss": ([1, 2, 3], [9.0, 8.0, 7.0])})  # a resumed job
+        assert storage.get_metric_timeseries("r1", "loss") == {
+            "steps": [0, 1, 2, 3], "values": [3.0, 9.0, 8.0, 7.0]}
+
+    def test_metric_summaries(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        storage.write_metrics("r1", {"loss": ([0, 1], [2.0, math.nan]), "acc": ([0], [0.5])})
+        storage.write_metrics("r1", {"loss": ([2], [1.0])})
+        by_name = {m["name"]: m for m in storage.list_metrics("r1")}
+        assert sorted(by_name) == ["acc", "loss"]
+        loss = by_name["loss"]
+        assert (loss["count"], loss["last_step"], loss["last_value"]) == (3, 2, 1.0)
+        assert (loss["min_value"], loss["max_value"]) == (1.0, 2.0)
+        storage.write_metrics("r1", {"acc": ([1], [math.nan])})
+        acc = {m["name"]: m for m in storage.list_metrics("r1")}["acc"]
+        assert acc["last_step"] == 1 and math.isnan(acc["last_value"])
+        assert acc["min_value"] == acc["max_value"] == 0.5
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def test_checkpoints_round_trip_in_step_order(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        grads = {"fc.weight": {"norm": math.inf, "mean": 0.0, "num_nans": 3.0}}
+        storage.write_checkpoint("r1", 200, 2.0, {"loss": math.nan}, grads, {"cpu": 1.0},
+                                 reason="finish")
+        storage.write_checkpoint("r1", 100, 1.0, {"loss": 0.5}, {}, {})
+        first, second = storage.get_checkpoints("r1")
+        assert (first["step"], first["reason"], first["metrics"]) == (100, "interval",
+                                                                     {"loss": 0.5})
+        assert second["step"] == 200 and second["reason"] == "finish"
+        assert math.isnan(second["metrics"]["loss"])
+        assert second["gradient_stats"]["fc.weight"]["norm"] == math.inf
+        assert second["system_metrics"] == {"cpu": 1.0}
+
+    def test_write_batch_writes_all_parts(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        storage.write_batch(
+            "r1", {"loss": ([5], [0.25])},
+            [{"step": 5, "timestamp": 5.0, "reason": "interval", "metrics": {"loss": 0.25},
+              "gradient_stats": {}, "system_metrics": {}}],
+            {"total_steps": 6, "heartbeat": 5.0},
+        )
+        assert storage.get_metric_timeseries("r1", "loss") == {"steps": [5], "values": [0.25]}
+        assert [c["step"] for c in storage.get_checkpoints("r1")] == [5]
+        run = storage.get_run("r1")
+        assert run is not None and run["total_steps"] == 6
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def test_data_survives_reopening(self, storage: StorageBackend, location: Path) -> None:
+        self._new_run(storage)
+        storage.write_metrics("r1", {"loss": ([0], [1.5])})
+        storage.close()
+        storage.close()  # closing twice is harmless
+        reopened = self.make_storage(location)
+        try:
+            assert reopened.get_metric_timeseries("r1", "loss") == {"steps": [0],
+                                                                    "values": [1.5]}
+        finally:
+            reopened.close()
