@@ -19,6 +19,8 @@ class TestSQLiteThroughSchemeConformance(StorageConformance):
     """`sqlite://` selects the same backend through the plugin registry."""
 
     def make_storage(self, location: Path) -> StorageBackend:
-        backend = StorageBackend(TracerConfig(project_name="t", storage_path=f"sqlite://{location}"))
+        backend = StorageBackend(
+            TracerConfig(project_name="t", storage_path=f"sqlite://{location}")
+        )
         assert isinstance(backend, SQLiteStorage)
         return backend

@@ -33,7 +33,8 @@ def init(project: str, run_name: Optional[str] = None, **kwargs: Any) -> Trainin
     if previous is not None and previous.state == "active":
         logger.warning(
             "tracer.init() called while run %s (%r) is open; finishing it first.",
-            previous.run_id, previous.run_name,
+            previous.run_id,
+            previous.run_name,
         )
         previous.finish()
     _current = None

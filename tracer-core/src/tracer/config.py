@@ -54,7 +54,7 @@ class TracerConfig(BaseModel):
     retention_days: int = Field(
         default=30,
         ge=0,
-        description="Finished runs of the project older than this are deleted at init; 0 keeps all.",
+        description="Ended runs of the project older than this are deleted at init; 0 keeps all.",
     )
 
     # Capture settings
@@ -95,7 +95,7 @@ class TracerConfig(BaseModel):
         valid = list(cls.model_fields)
         for key in data:
             if key not in cls.model_fields:
-                close = difflib.get_close_matches(str(key), valid + ["project"], n=1, cutoff=0.5)
+                close = difflib.get_close_matches(str(key), [*valid, "project"], n=1, cutoff=0.5)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"unknown Tracer setting {key!r}{hint}")
         return data

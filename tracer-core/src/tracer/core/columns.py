@@ -38,14 +38,15 @@ def _floats(name: str, raw: list[Any], steps: list[int]) -> tuple[list[int], lis
         kept_steps: list[int] = []
         kept: list[float] = []
         bad = 0
-        for step, value in zip(steps, raw):
+        for step, value in zip(steps, raw, strict=False):
             try:
                 kept.append(float(value))
             except Exception as error:
                 bad += 1
                 if bad == 1:
-                    logger.warning("Tracer could not read metric %r at step %d: %s",
-                                   name, step, error)
+                    logger.warning(
+                        "Tracer could not read metric %r at step %d: %s", name, step, error
+                    )
                 continue
             kept_steps.append(step)
         return kept_steps, kept, bad

@@ -105,11 +105,19 @@ class TrainingTracer:
             self._step = record["total_steps"]
             self._last_closed_step = self._step - 1
             self.storage.update_run(
-                self.run_id, status="running", end_time=None, error=None, heartbeat=time.time(),
-                pid=os.getpid(), host=this_host(), rank=rank, world_size=world_size,
+                self.run_id,
+                status="running",
+                end_time=None,
+                error=None,
+                heartbeat=time.time(),
+                pid=os.getpid(),
+                host=this_host(),
+                rank=rank,
+                world_size=world_size,
             )
-            logger.info("Tracer resumed run %s (%r) at step %d.", self.run_id, self.run_name,
-                        self._step)
+            logger.info(
+                "Tracer resumed run %s (%r) at step %d.", self.run_id, self.run_name, self._step
+            )
             return
         for _ in range(_NAME_ATTEMPTS):
             name = self._choose_name()
@@ -117,9 +125,17 @@ class TrainingTracer:
             start = time.time()
             try:
                 self.storage.create_run(
-                    run_id, config.project_name, name, start, config.config,
-                    tags=config.tags, notes=config.notes, host=this_host(), pid=os.getpid(),
-                    rank=rank, world_size=world_size,
+                    run_id,
+                    config.project_name,
+                    name,
+                    start,
+                    config.config,
+                    tags=config.tags,
+                    notes=config.notes,
+                    host=this_host(),
+                    pid=os.getpid(),
+                    rank=rank,
+                    world_size=world_size,
                     heartbeat_interval=config.heartbeat_interval,
                 )
             except DuplicateRunError:
@@ -137,7 +153,11 @@ class TrainingTracer:
         if name != wanted:
             logger.warning(
                 "Run name %r is taken in project %r; this run is %r. Pass resume=%r to continue"
-                " the earlier run instead.", wanted, self.config.project_name, name, wanted,
+                " the earlier run instead.",
+                wanted,
+                self.config.project_name,
+                name,
+                wanted,
             )
         return name
 
@@ -164,7 +184,7 @@ class TrainingTracer:
 
     @property
     def state(self) -> str:
-        """"active" until finished, then "ended"; "disabled" under TRACER_MODE=disabled."""
+        """ "active" until finished, then "ended"; "disabled" under TRACER_MODE=disabled."""
         return self._state
 
     def log(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
@@ -252,8 +272,12 @@ class TrainingTracer:
         try:
             now = time.time()
             self.storage.update_run(
-                self.run_id, status=status, end_time=now, heartbeat=now,
-                total_steps=total_steps, error=error,
+                self.run_id,
+                status=status,
+                end_time=now,
+                heartbeat=now,
+                total_steps=total_steps,
+                error=error,
             )
         except Exception:
             logger.exception("Tracer could not record the end of run %s.", self.run_id)

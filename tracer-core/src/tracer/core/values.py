@@ -84,4 +84,3 @@ def _coerce_numpy(key: str, value: Any) -> Any:
     if kind not in "biuf":
         raise TypeError(f"metric {key!r} has numpy dtype {value.dtype}, not a real number")
     return float(value.item() if hasattr(value, "item") else value)
-

@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, NamedTuple, Optional, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional, Union
 
 from tracer.core.columns import Points, pivot
 from tracer.storage.base import CheckpointWrite, StorageBackend
@@ -120,7 +121,10 @@ class RunWriter:
         if self._thread.is_alive():
             logger.warning(
                 "Tracer's writer for run %s did not finish within %.0f s; %d queued records"
-                " may be lost.", self._run_id, timeout, len(self._queue),
+                " may be lost.",
+                self._run_id,
+                timeout,
+                len(self._queue),
             )
             return False
         return True
@@ -197,7 +201,7 @@ class RunWriter:
         del queue[:count]
         for item in items:
             if type(item) is tuple:
-                rows.append(item)
+                rows.append(item)  # type: ignore[arg-type]  # the exact-tuple check narrows
                 continue
             self._bad_values += pivot(rows, points, self._latest)
             rows = []
@@ -233,5 +237,6 @@ class RunWriter:
             self._first_error = f"{type(error).__name__}: {error}"
             logger.warning(
                 "Tracer could not write to storage (%s); training goes on, the data is kept"
-                " and retried, and finish() reports what was lost.", self._first_error,
+                " and retried, and finish() reports what was lost.",
+                self._first_error,
             )

@@ -195,5 +195,5 @@ class StorageBackend(abc.ABC):
         if run_fields:
             self.update_run(run_id, **run_fields)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: backends without connections skip it)
         """Release connections. Safe to call twice."""

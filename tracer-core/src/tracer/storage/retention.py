@@ -46,6 +46,10 @@ def apply_retention(
         deleted.append(run["run_id"])
         logger.warning(
             "Retention (retention_days=%d): deleted run %s (%r, %s) of project %r.",
-            retention_days, run["run_id"], run["run_name"], run["status"], project_name,
+            retention_days,
+            run["run_id"],
+            run["run_name"],
+            run["status"],
+            project_name,
         )
     return deleted

@@ -49,13 +49,26 @@ class StorageConformance:
 
     @staticmethod
     def _new_run(
-        storage: StorageBackend, run_id: str = "r1", project: str = "p", name: str = "n1",
+        storage: StorageBackend,
+        run_id: str = "r1",
+        project: str = "p",
+        name: str = "n1",
         start: float | None = None,
     ) -> None:
         start = time.time() if start is None else start
         storage.create_run(
-            run_id, project, name, start, {"lr": 0.1}, tags=["a", "b"], notes="note",
-            host="host-x", pid=None, rank=0, world_size=1, heartbeat_interval=10.0,
+            run_id,
+            project,
+            name,
+            start,
+            {"lr": 0.1},
+            tags=["a", "b"],
+            notes="note",
+            host="host-x",
+            pid=None,
+            rank=0,
+            world_size=1,
+            heartbeat_interval=10.0,
         )
 
     # -- runs -------------------------------------------------------------------------------
@@ -110,15 +123,24 @@ class StorageConformance:
     def test_dead_process_reads_crashed(self, storage: StorageBackend) -> None:
         from tracer.storage.liveness import this_host
 
-        storage.create_run("r1", "p", "n1", time.time(), {}, host=this_host(),
-                           pid=_dead_pid(), heartbeat_interval=10.0)
+        storage.create_run(
+            "r1",
+            "p",
+            "n1",
+            time.time(),
+            {},
+            host=this_host(),
+            pid=_dead_pid(),
+            heartbeat_interval=10.0,
+        )
         run = storage.get_run("r1")
         assert run is not None and run["status"] == "crashed"
         assert [r["run_id"] for r in storage.list_runs("p", status="crashed")] == ["r1"]
 
     def test_stale_heartbeat_reads_crashed(self, storage: StorageBackend) -> None:
-        storage.create_run("r1", "p", "n1", 1000.0, {}, host="elsewhere", pid=1,
-                           heartbeat_interval=1.0)
+        storage.create_run(
+            "r1", "p", "n1", 1000.0, {}, host="elsewhere", pid=1, heartbeat_interval=1.0
+        )
         storage.update_run("r1", heartbeat=time.time() - 3600)
         run = storage.get_run("r1")
         assert run is not None and run["status"] == "crashed"
@@ -153,9 +175,13 @@ class StorageConformance:
         storage.write_metrics("r1", {"loss": ([3, 10, 11], [0.5, 0.4, 0.3])})
         storage.write_metrics("r1", {"lr": ([20, 10], [0.3, 0.2])})  # out of order
         assert storage.get_metric_timeseries("r1", "loss") == {
-            "steps": [0, 1, 2, 3, 10, 11], "values": [3.0, 2.0, 1.0, 0.5, 0.4, 0.3]}
+            "steps": [0, 1, 2, 3, 10, 11],
+            "values": [3.0, 2.0, 1.0, 0.5, 0.4, 0.3],
+        }
         assert storage.get_metric_timeseries("r1", "lr") == {
-            "steps": [0, 10, 20], "values": [0.1, 0.2, 0.3]}
+            "steps": [0, 10, 20],
+            "values": [0.1, 0.2, 0.3],
+        }
         assert storage.get_metric_timeseries("r1", "nope") == {"steps": [], "values": []}
 
     def test_rewritten_step_keeps_the_latest_value(self, storage: StorageBackend) -> None:
@@ -163,7 +189,9 @@ class StorageConformance:
         storage.write_metrics("r1", {"loss": ([0, 1, 2], [3.0, 2.0, 1.0])})
         storage.write_metrics("r1", {"loss": ([1, 2, 3], [9.0, 8.0, 7.0])})  # a resumed job
         assert storage.get_metric_timeseries("r1", "loss") == {
-            "steps": [0, 1, 2, 3], "values": [3.0, 9.0, 8.0, 7.0]}
+            "steps": [0, 1, 2, 3],
+            "values": [3.0, 9.0, 8.0, 7.0],
+        }
 
     def test_metric_summaries(self, storage: StorageBackend) -> None:
         self._new_run(storage)
@@ -183,12 +211,16 @@ class StorageConformance:
     def test_checkpoints_round_trip_in_step_order(self, storage: StorageBackend) -> None:
         self._new_run(storage)
         grads = {"fc.weight": {"norm": math.inf, "mean": 0.0, "num_nans": 3.0}}
-        storage.write_checkpoint("r1", 200, 2.0, {"loss": math.nan}, grads, {"cpu": 1.0},
-                                 reason="finish")
+        storage.write_checkpoint(
+            "r1", 200, 2.0, {"loss": math.nan}, grads, {"cpu": 1.0}, reason="finish"
+        )
         storage.write_checkpoint("r1", 100, 1.0, {"loss": 0.5}, {}, {})
         first, second = storage.get_checkpoints("r1")
-        assert (first["step"], first["reason"], first["metrics"]) == (100, "interval",
-                                                                     {"loss": 0.5})
+        assert (first["step"], first["reason"], first["metrics"]) == (
+            100,
+            "interval",
+            {"loss": 0.5},
+        )
         assert second["step"] == 200 and second["reason"] == "finish"
         assert math.isnan(second["metrics"]["loss"])
         assert second["gradient_stats"]["fc.weight"]["norm"] == math.inf
@@ -197,9 +229,18 @@ class StorageConformance:
     def test_write_batch_writes_all_parts(self, storage: StorageBackend) -> None:
         self._new_run(storage)
         storage.write_batch(
-            "r1", {"loss": ([5], [0.25])},
-            [{"step": 5, "timestamp": 5.0, "reason": "interval", "metrics": {"loss": 0.25},
-              "gradient_stats": {}, "system_metrics": {}}],
+            "r1",
+            {"loss": ([5], [0.25])},
+            [
+                {
+                    "step": 5,
+                    "timestamp": 5.0,
+                    "reason": "interval",
+                    "metrics": {"loss": 0.25},
+                    "gradient_stats": {},
+                    "system_metrics": {},
+                }
+            ],
             {"total_steps": 6, "heartbeat": 5.0},
         )
         assert storage.get_metric_timeseries("r1", "loss") == {"steps": [5], "values": [0.25]}
@@ -215,7 +256,6 @@ class StorageConformance:
         storage.close()  # closing twice is harmless
         reopened = self.make_storage(location)
         try:
-            assert reopened.get_metric_timeseries("r1", "loss") == {"steps": [0],
-                                                                    "values": [1.5]}
+            assert reopened.get_metric_timeseries("r1", "loss") == {"steps": [0], "values": [1.5]}
         finally:
             reopened.close()

@@ -90,7 +90,9 @@ class SQLiteStorage(StorageBackend):
         self._series_ids: dict[tuple[str, str], int] = {}
         try:
             self._conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
                 check_same_thread=False,
             )
         except sqlite3.Error as error:
@@ -100,16 +102,20 @@ class SQLiteStorage(StorageBackend):
             self._migrate()
         except sqlite3.DatabaseError as error:
             self._conn.close()
+            if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+                raise StorageError(f"{self.path} stayed locked: {error}") from error
             raise StorageError(
                 f"{self.path} is not a readable Tracer database ({error}). Tracer leaves it"
                 " untouched: move it aside or choose another storage_path."
             ) from error
+        except BaseException:
+            self._conn.close()
+            raise
 
     # -- connection and schema ------------------------------------------------------------
     def _configure(self) -> None:
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # Reading the schema first makes a file that is not SQLite fail here, before any write.
-        self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        self._refuse_foreign_or_newer_file()  # before anything writes to the file
         for attempt in range(_LOCKED_RETRIES):
             try:
                 mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -123,28 +129,29 @@ class SQLiteStorage(StorageBackend):
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
 
-    def _migrate(self) -> None:
+    def _refuse_foreign_or_newer_file(self) -> None:
+        # Reading the schema makes a file that is not SQLite fail here (DatabaseError).
+        tables = {
+            row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == schema.SCHEMA_VERSION:
-            return
         if version > schema.SCHEMA_VERSION:
             raise StorageError(
                 f"{self.path} has schema version {version}, newer than this tracer-core"
                 f" understands ({schema.SCHEMA_VERSION}); upgrade tracer-core to read it"
             )
+        if version == 0 and tables:
+            raise StorageError(
+                f"{self.path} is an SQLite database that Tracer did not create"
+                f" (tables: {', '.join(sorted(tables))}); Tracer leaves it untouched"
+            )
+
+    def _migrate(self) -> None:
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION:
+            return
         with self._transaction() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                tables = {
-                    row[0]
-                    for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-                }
-                if tables:
-                    raise StorageError(
-                        f"{self.path} is an SQLite database that Tracer did not create"
-                        f" (tables: {', '.join(sorted(tables))}); Tracer leaves it untouched"
-                    )
-            for number in range(version, schema.SCHEMA_VERSION):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process
+            for number in range(version, schema.SCHEMA_VERSION):  # may have migrated it
                 schema.MIGRATIONS[number](conn)
                 logger.info("Migrated %s to schema version %d.", self.path, number + 1)
             conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
@@ -203,8 +210,18 @@ class SQLiteStorage(StorageBackend):
     ) -> None:
         try:
             self._insert_run(
-                run_id, project_name, run_name, start_time, config, tags, notes, host, pid,
-                rank, world_size, heartbeat_interval,
+                run_id,
+                project_name,
+                run_name,
+                start_time,
+                config,
+                tags,
+                notes,
+                host,
+                pid,
+                rank,
+                world_size,
+                heartbeat_interval,
             )
         except sqlite3.IntegrityError as error:
             raise DuplicateRunError(
@@ -212,17 +229,39 @@ class SQLiteStorage(StorageBackend):
                 " already exists"
             ) from error
 
-    def _insert_run(self, run_id: str, project_name: str, run_name: str, start_time: float,
-                    config: Mapping[str, Any], tags: Sequence[str], notes: Optional[str],
-                    host: Optional[str], pid: Optional[int], rank: int, world_size: int,
-                    heartbeat_interval: Optional[float]) -> None:
+    def _insert_run(
+        self,
+        run_id: str,
+        project_name: str,
+        run_name: str,
+        start_time: float,
+        config: Mapping[str, Any],
+        tags: Sequence[str],
+        notes: Optional[str],
+        host: Optional[str],
+        pid: Optional[int],
+        rank: int,
+        world_size: int,
+        heartbeat_interval: Optional[float],
+    ) -> None:
         with self._transaction() as conn:
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES"
                 " (?, ?, ?, 'running', ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, 0, NULL)",
                 (
-                    run_id, project_name, run_name, _json(list(tags)), notes, _json(dict(config)),
-                    start_time, start_time, heartbeat_interval, host, pid, rank, world_size,
+                    run_id,
+                    project_name,
+                    run_name,
+                    _json(list(tags)),
+                    notes,
+                    _json(dict(config)),
+                    start_time,
+                    start_time,
+                    heartbeat_interval,
+                    host,
+                    pid,
+                    rank,
+                    world_size,
                 ),
             )
 
@@ -279,9 +318,7 @@ class SQLiteStorage(StorageBackend):
         cached = self._series_ids.get(key)
         if cached is not None:
             return cached
-        row = conn.execute(
-            "SELECT id FROM series WHERE run_id = ? AND name = ?", key
-        ).fetchone()
+        row = conn.execute("SELECT id FROM series WHERE run_id = ? AND name = ?", key).fetchone()
         if row is None:
             row = (conn.execute("INSERT INTO series (run_id, name) VALUES (?, ?)", key).lastrowid,)
         self._series_ids[key] = int(row[0])
@@ -304,8 +341,18 @@ class SQLiteStorage(StorageBackend):
                 " min_value = CASE WHEN min_value IS NULL THEN ? ELSE min(min_value, coalesce(?, min_value)) END,"  # noqa: E501
                 " max_value = CASE WHEN max_value IS NULL THEN ? ELSE max(max_value, coalesce(?, max_value)) END"  # noqa: E501
                 " WHERE id = ?",
-                (count, last_step, last_value, last_step, last_step, low, low, high, high,
-                 series_id),
+                (
+                    count,
+                    last_step,
+                    last_value,
+                    last_step,
+                    last_step,
+                    low,
+                    low,
+                    high,
+                    high,
+                    series_id,
+                ),
             )
         conn.executemany(
             "INSERT INTO metric_chunks (series_id, first_step, last_step, count, steps, vals)"
@@ -364,10 +411,16 @@ class SQLiteStorage(StorageBackend):
     ) -> None:
         with self._transaction() as conn:
             self._write_checkpoint(
-                conn, run_id,
-                {"step": step, "timestamp": timestamp, "reason": reason, "metrics": dict(metrics),
-                 "gradient_stats": {k: dict(v) for k, v in gradient_stats.items()},
-                 "system_metrics": dict(system_metrics)},
+                conn,
+                run_id,
+                {
+                    "step": step,
+                    "timestamp": timestamp,
+                    "reason": reason,
+                    "metrics": dict(metrics),
+                    "gradient_stats": {k: dict(v) for k, v in gradient_stats.items()},
+                    "system_metrics": dict(system_metrics),
+                },
             )
 
     @staticmethod
@@ -376,8 +429,12 @@ class SQLiteStorage(StorageBackend):
             "INSERT INTO checkpoints (run_id, step, timestamp, reason, metrics, gradient_stats,"
             " system_metrics) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
-                run_id, int(ckpt["step"]), float(ckpt["timestamp"]), ckpt["reason"],
-                _json(ckpt["metrics"]), _json(ckpt["gradient_stats"]),
+                run_id,
+                int(ckpt["step"]),
+                float(ckpt["timestamp"]),
+                ckpt["reason"],
+                _json(ckpt["metrics"]),
+                _json(ckpt["gradient_stats"]),
                 _json(ckpt["system_metrics"]),
             ),
         )
@@ -420,8 +477,25 @@ class SQLiteStorage(StorageBackend):
 
 
 def _run_record(row: Sequence[Any]) -> RunRecord:
-    (run_id, project, name, status, tags, notes, config, start_time, end_time, heartbeat,
-     heartbeat_interval, host, pid, rank, world_size, total_steps, error) = row
+    (
+        run_id,
+        project,
+        name,
+        status,
+        tags,
+        notes,
+        config,
+        start_time,
+        end_time,
+        heartbeat,
+        heartbeat_interval,
+        host,
+        pid,
+        rank,
+        world_size,
+        total_steps,
+        error,
+    ) = row
     return {
         "run_id": run_id,
         "project_name": project,

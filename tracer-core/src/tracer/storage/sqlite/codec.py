@@ -32,9 +32,7 @@ def _from_bytes(typecode: str, blob: bytes) -> array:  # type: ignore[type-arg]
     return data
 
 
-def normalize(
-    steps: Sequence[int], values: Sequence[float]
-) -> tuple[list[int], list[float]]:
+def normalize(steps: Sequence[int], values: Sequence[float]) -> tuple[list[int], list[float]]:
     """Sort by step; of repeated steps keep the value written last."""
     steps = steps if type(steps) is list else list(steps)
     values = values if type(values) is list else list(values)
@@ -42,7 +40,7 @@ def normalize(
         raise ValueError(f"{len(steps)} steps but {len(values)} values")
     if all(map(operator.lt, steps, steps[1:])):  # strictly ascending: the usual case
         return steps, values
-    latest = dict(zip(steps, values))
+    latest = dict(zip(steps, values, strict=False))
     ordered = sorted(latest)
     return ordered, [latest[s] for s in ordered]
 

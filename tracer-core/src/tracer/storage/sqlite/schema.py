@@ -8,7 +8,7 @@ Add a migration by appending a function; never edit a released one.
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 from tracer.storage.sqlite import codec
 

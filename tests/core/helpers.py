@@ -1,0 +1,23 @@
+"""Reading a storage location back in tests, the way a user of the storage API would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tracer.config import TracerConfig
+from tracer.storage import StorageBackend
+
+
+@contextmanager
+def open_store(storage_path: str = "./.tracer") -> Iterator[StorageBackend]:
+    store = StorageBackend(TracerConfig(project_name="reader", storage_path=storage_path))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def series(run_id: str, metric: str, storage_path: str = "./.tracer") -> dict[str, list]:
+    with open_store(storage_path) as store:
+        return dict(store.get_metric_timeseries(run_id, metric))
