@@ -48,8 +48,9 @@ RUN_MISUSE: list[tuple[str, Callable[[], None], type[Exception], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "misuse", "error", "pattern"), RUN_MISUSE,
-                         ids=[case[0] for case in RUN_MISUSE])
+@pytest.mark.parametrize(
+    ("case", "misuse", "error", "pattern"), RUN_MISUSE, ids=[case[0] for case in RUN_MISUSE]
+)
 def test_misuse_during_a_run_raises_and_loses_nothing(
     case: str, misuse: Callable[[], None], error: type[Exception], pattern: str
 ) -> None:
@@ -82,8 +83,9 @@ CONFIG_MISUSE: list[tuple[str, dict[str, Any], type[Exception], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "kwargs", "error", "pattern"), CONFIG_MISUSE,
-                         ids=[case[0] for case in CONFIG_MISUSE])
+@pytest.mark.parametrize(
+    ("case", "kwargs", "error", "pattern"), CONFIG_MISUSE, ids=[case[0] for case in CONFIG_MISUSE]
+)
 def test_bad_configuration_names_the_field_and_keeps_the_open_run(
     case: str, kwargs: dict[str, Any], error: type[Exception], pattern: str
 ) -> None:
@@ -138,8 +140,11 @@ def test_sql_looking_metric_names_are_just_names() -> None:
     assert series(run.run_id, SQLISH)["values"] == [1.0]
     with open_store() as store:
         assert store.list_runs("p'; DROP TABLE runs; --")[0]["run_name"] == SQLISH
-    tables = sqlite3.connect(".tracer/tracer.db").execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    tables = (
+        sqlite3.connect(".tracer/tracer.db")
+        .execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .fetchall()
+    )
     assert ("runs",) in tables
 
 

@@ -9,8 +9,9 @@ import pytest
 
 
 def _run(code: str) -> str:
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     return result.stdout.strip()
 
 
@@ -28,10 +29,16 @@ def test_missing_adapter_names_the_pip_command() -> None:
 
     import tracer.integrations
 
-    for name, extra in (("TransformersCallback", "hf"), ("LightningCallback", "lightning"),
-                        ("AccelerateTracker", "accelerate")):
-        module = {"hf": "tracer_hf", "lightning": "tracer_lightning",
-                  "accelerate": "tracer_accelerate"}[extra]
+    for name, extra in (
+        ("TransformersCallback", "hf"),
+        ("LightningCallback", "lightning"),
+        ("AccelerateTracker", "accelerate"),
+    ):
+        module = {
+            "hf": "tracer_hf",
+            "lightning": "tracer_lightning",
+            "accelerate": "tracer_accelerate",
+        }[extra]
         if importlib.util.find_spec(module) is not None:
             continue  # the adapter is installed in this environment
         with pytest.raises(ImportError, match=rf"pip install 'tracer-core\[{extra}\]'"):

@@ -75,32 +75,40 @@ def alt_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
 
 def test_every_hook_is_prefixed_typed_and_documented() -> None:
     hooks = [
-        (name, fn) for name, fn in vars(hookspecs).items()
+        (name, fn)
+        for name, fn in vars(hookspecs).items()
         if inspect.isfunction(fn) and hasattr(fn, "tracer_spec")
     ]
     assert {name for name, _ in hooks} == {
-        "tracer_register_storage", "tracer_run_start", "tracer_checkpoint_written",
-        "tracer_run_end"}
+        "tracer_register_storage",
+        "tracer_run_start",
+        "tracer_checkpoint_written",
+        "tracer_run_end",
+    }
     for name, fn in hooks:
         assert name.startswith("tracer_")
         assert "called" in (fn.__doc__ or "").lower(), f"{name} must say when it is called"
-        assert all(p.annotation is not inspect.Parameter.empty
-                   for p in inspect.signature(fn).parameters.values())
+        assert all(
+            p.annotation is not inspect.Parameter.empty
+            for p in inspect.signature(fn).parameters.values()
+        )
 
 
 def test_entry_point_plugin_adds_a_backend_and_sees_the_lifecycle(
     alt_plugin: object, tmp_path: Path
 ) -> None:
-    run = tracer.init(project="p", storage_path=f"alt://{tmp_path / 'alt'}",
-                      checkpoint_interval=2)
+    run = tracer.init(project="p", storage_path=f"alt://{tmp_path / 'alt'}", checkpoint_interval=2)
     for _ in range(3):
         tracer.log({"loss": 1.0})
         tracer.step()
     tracer.finish()
     assert (tmp_path / "alt" / "tracer.db").exists()
-    assert alt_plugin.CALLS == [  # type: ignore[attr-defined]
-        ("start", run.run_id), ("checkpoint", 2, "interval"), ("checkpoint", 2, "finish"),
-        ("end", "finished")]
+    assert [  # type: ignore[attr-defined]
+        ("start", run.run_id),
+        ("checkpoint", 2, "interval"),
+        ("checkpoint", 2, "finish"),
+        ("end", "finished"),
+    ] == alt_plugin.CALLS
 
 
 def test_autoload_can_be_switched_off(
@@ -127,13 +135,13 @@ def test_a_plugin_can_be_blocked_by_name(
 def test_a_typo_in_a_hook_implementation_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = textwrap.dedent('''
+    source = textwrap.dedent("""
         import tracer
 
         @tracer.hookimpl
         def tracer_run_strat(run):
             pass
-    ''')
+    """)
     install_fake_distribution(tmp_path / "site", monkeypatch, "typo_plugin", source)
     with pytest.raises(pluggy.PluginValidationError, match="tracer_run_strat"):
         tracer.init(project="p")
@@ -142,7 +150,7 @@ def test_a_typo_in_a_hook_implementation_is_an_error(
 def test_a_failing_plugin_never_stops_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    source = textwrap.dedent('''
+    source = textwrap.dedent("""
         import tracer
 
         @tracer.hookimpl
@@ -152,7 +160,7 @@ def test_a_failing_plugin_never_stops_training(
         @tracer.hookimpl
         def tracer_run_end(run, status):
             raise RuntimeError("plugin bug at end")
-    ''')
+    """)
     install_fake_distribution(tmp_path / "site", monkeypatch, "broken_plugin", source)
     with caplog.at_level(logging.ERROR):
         for _ in range(2):
@@ -178,7 +186,7 @@ def test_hook_calls_can_be_traced(
 def test_registering_a_scheme_twice_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = textwrap.dedent('''
+    source = textwrap.dedent("""
         import tracer
         from tracer.storage.sqlite import SQLiteStorage
 
@@ -188,7 +196,7 @@ def test_registering_a_scheme_twice_is_an_error(
         @tracer.hookimpl
         def tracer_register_storage(register):
             register("sqlite", Other)
-    ''')
+    """)
     install_fake_distribution(tmp_path / "site", monkeypatch, "clash_plugin", source)
     with pytest.raises(ValueError, match="registered twice"):
         tracer.init(project="p")

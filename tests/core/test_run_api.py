@@ -81,7 +81,10 @@ def test_every_logged_value_is_stored_at_its_step_not_only_at_checkpoints() -> N
         checkpoints = store.get_checkpoints(run.run_id)
         stored = store.get_run(run.run_id)
     assert [(c["step"], c["reason"]) for c in checkpoints] == [
-        (100, "interval"), (200, "interval"), (249, "finish")]
+        (100, "interval"),
+        (200, "interval"),
+        (249, "finish"),
+    ]
     assert checkpoints[0]["metrics"] == {"loss": 1.0 / 101, "eval/acc": 100 / 250}
     assert stored is not None and stored["total_steps"] == 250
 
@@ -126,13 +129,25 @@ def test_tensors_and_numpy_scalars_are_accepted() -> None:
     run = tracer.init(project="p")
     weight = torch.ones(2, requires_grad=True)
     loss = (weight * 3).sum()
-    tracer.log({"loss": loss, "one": torch.tensor([2.5]), "np32": np.float32(0.5),
-                "np64": np.int64(3), "flag": True})
+    tracer.log(
+        {
+            "loss": loss,
+            "one": torch.tensor([2.5]),
+            "np32": np.float32(0.5),
+            "np64": np.int64(3),
+            "flag": True,
+        }
+    )
     pending = run._pending["loss"]
     assert not pending.requires_grad and pending.grad_fn is None  # no graph kept alive
     tracer.finish()
-    for name, expected in (("loss", 6.0), ("one", 2.5), ("np32", 0.5), ("np64", 3.0),
-                           ("flag", 1.0)):
+    for name, expected in (
+        ("loss", 6.0),
+        ("one", 2.5),
+        ("np32", 0.5),
+        ("np64", 3.0),
+        ("flag", 1.0),
+    ):
         assert series(run.run_id, name)["values"] == [expected], name
 
 
@@ -211,8 +226,12 @@ def test_auto_generated_names_are_unique() -> None:
 
 
 def test_run_metadata_is_stored() -> None:
-    run = tracer.init(project="p", tags=["baseline", "lr"], notes="first try",
-                      config={"lr": 3e-4, "layers": [1, 2]})
+    run = tracer.init(
+        project="p",
+        tags=["baseline", "lr"],
+        notes="first try",
+        config={"lr": 3e-4, "layers": [1, 2]},
+    )
     tracer.finish()
     with open_store() as store:
         stored = store.get_run(run.run_id)

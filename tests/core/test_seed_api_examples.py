@@ -74,7 +74,10 @@ def test_step_example_with_a_real_training_loop() -> None:
     with open_store() as store:
         checkpoints = store.get_checkpoints(run.run_id)
     assert [(c["step"], c["reason"]) for c in checkpoints] == [
-        (10, "interval"), (20, "interval"), (24, "finish")]
+        (10, "interval"),
+        (20, "interval"),
+        (24, "finish"),
+    ]
 
 
 def test_finish_example() -> None:
@@ -134,6 +137,7 @@ def test_storage_backend_example() -> None:
     config = TracerConfig(project_name="test")
     storage = StorageBackend(config)
 
+    # fmt: off
     # Create run
     storage.create_run(
         run_id="123",
@@ -156,7 +160,7 @@ def test_storage_backend_example() -> None:
     # Query
     runs = storage.list_runs(project_name="test")
     checkpoints = storage.get_checkpoints("123")
-    # fmt: skip
+    # fmt: on
     assert [r["run_id"] for r in runs] == ["123"]
     assert checkpoints[0]["step"] == 100 and checkpoints[0]["metrics"] == {"loss": 0.5}
     storage.close()
@@ -165,7 +169,7 @@ def test_storage_backend_example() -> None:
 def test_exceptions_example(capsys: pytest.CaptureFixture[str]) -> None:
     try:
         tracer.log({"loss": 1.0})
-    except RuntimeError as e:
+    except RuntimeError as e:  # noqa: F841 (the example, verbatim)
         print("Tracer not initialized!")
     assert capsys.readouterr().out == "Tracer not initialized!\n"
 
@@ -187,7 +191,9 @@ def test_type_hints_example_passes_mypy(tmp_path: object) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "-c", snippet],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

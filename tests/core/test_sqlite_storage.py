@@ -37,7 +37,8 @@ def test_history_reads_use_the_series_index(tmp_path: Path) -> None:
     store = _open(tmp_path)
     plan = store._conn.execute(
         "EXPLAIN QUERY PLAN SELECT c.first_step FROM metric_chunks c JOIN series s"
-        " ON s.id = c.series_id WHERE s.run_id = ? AND s.name = ? ORDER BY c.id", ("r", "m"),
+        " ON s.id = c.series_id WHERE s.run_id = ? AND s.name = ? ORDER BY c.id",
+        ("r", "m"),
     ).fetchall()
     text = " ".join(str(row) for row in plan)
     assert "metric_chunks_by_series" in text and "SCAN" not in text.replace("SCAN CONSTANT", "")
@@ -52,12 +53,15 @@ def test_an_older_file_is_migrated_in_place(tmp_path: Path) -> None:
     conn.execute("PRAGMA user_version = 1")
     conn.execute(
         "INSERT INTO runs (id, project, name, status, start_time) VALUES ('r', 'p', 'n',"
-        " 'finished', 1.0)")
+        " 'finished', 1.0)"
+    )
     conn.execute("INSERT INTO series (id, run_id, name) VALUES (1, 'r', 'loss')")
     for steps, values in (([0, 1, 2], [3.0, float("nan"), 1.0]), ([3, 4], [0.5, 0.25])):
         conn.execute(
             "INSERT INTO metric_chunks (series_id, first_step, last_step, count, steps, vals)"
-            " VALUES (1, ?, ?, ?, ?, ?)", codec.encode(steps, values))
+            " VALUES (1, ?, ?, ?, ?, ?)",
+            codec.encode(steps, values),
+        )
     conn.close()
 
     store = _open(tmp_path)
@@ -98,8 +102,9 @@ def test_closed_storage_raises_a_clear_error(tmp_path: Path) -> None:
         store.list_runs()
 
 
-def _ended_run(store: SQLiteStorage, run_id: str, project: str, ended_days_ago: float,
-               status: str = "finished") -> None:
+def _ended_run(
+    store: SQLiteStorage, run_id: str, project: str, ended_days_ago: float, status: str = "finished"
+) -> None:
     ended = time.time() - ended_days_ago * 86_400
     store.create_run(run_id, project, run_id, ended - 60, {})
     store.update_run(run_id, status=status, end_time=ended, heartbeat=ended)
@@ -113,8 +118,15 @@ def test_retention_deletes_old_ended_runs_of_the_project_and_says_so(
         _ended_run(store, "old-failed", "p", 31, status="failed")
         _ended_run(store, "recent", "p", 5)
         _ended_run(store, "other-project", "q", 400)
-        store.create_run("old-but-running", "p", "old-but-running", time.time() - 90 * 86_400,
-                         {}, host=None, pid=None)
+        store.create_run(
+            "old-but-running",
+            "p",
+            "old-but-running",
+            time.time() - 90 * 86_400,
+            {},
+            host=None,
+            pid=None,
+        )
     with caplog.at_level(logging.WARNING):
         tracer.init(project="p", retention_days=30)
     tracer.finish()

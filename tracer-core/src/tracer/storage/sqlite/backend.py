@@ -132,7 +132,8 @@ class SQLiteStorage(StorageBackend):
     def _refuse_foreign_or_newer_file(self) -> None:
         # Reading the schema makes a file that is not SQLite fail here (DatabaseError).
         tables = {
-            row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            row[0]
+            for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > schema.SCHEMA_VERSION:

@@ -1,0 +1,124 @@
+"""The background writer: batching, heartbeats, and storage failures that never reach training."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+
+import tracer
+from tests.core.helpers import open_store, series
+from tracer.storage.base import StorageBackend
+
+
+class FlakyStorage:
+    """Wraps a backend's write_batch to fail the first `failures` calls, like a full disk."""
+
+    def __init__(self, storage: StorageBackend, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self._write_batch = storage.write_batch
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError("disk full")
+        self._write_batch(*args, **kwargs)
+
+
+def test_storage_failures_are_retried_reported_once_and_nothing_is_lost(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tracer.init(project="p", flush_interval=0.05, write_buffer_size=5)
+    flaky = FlakyStorage(run.storage, failures=4)
+    monkeypatch.setattr(run.storage, "write_batch", flaky)
+    with caplog.at_level(logging.WARNING):
+        for step in range(50):
+            tracer.log({"loss": float(step)})  # never raises, never blocks on the failure
+            tracer.step()
+            time.sleep(0.002)
+        tracer.finish()
+    assert flaky.calls > 4
+    assert caplog.text.count("could not write to storage") == 1
+    assert "disk full" in caplog.text
+    assert series(run.run_id, "loss")["steps"] == list(range(50))
+
+
+def test_a_storage_that_stays_broken_is_summarized_at_finish(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tracer.init(project="p", flush_interval=0.05)
+    monkeypatch.setattr(run.storage, "write_batch", FlakyStorage(run.storage, failures=10**9))
+    with caplog.at_level(logging.WARNING):
+        for step in range(20):
+            tracer.log({"loss": float(step)})
+            tracer.step()
+        started = time.perf_counter()
+        tracer.finish()
+    assert time.perf_counter() - started < 10  # finish never hangs on a broken storage
+    assert "ended with storage problems" in caplog.text
+    assert "points still unwritten" in caplog.text
+
+
+def test_unreadable_values_are_skipped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    class Exploding:
+        """Passes the training-thread check (a real number type) but fails to convert."""
+
+    run = tracer.init(project="p")
+    run._pending["bad"] = Exploding()  # bypass log() validation, as a broken tensor would
+    tracer.log({"loss": 1.0})
+    with caplog.at_level(logging.WARNING):
+        tracer.finish()
+    assert "could not read metric 'bad'" in caplog.text
+    assert series(run.run_id, "loss")["values"] == [1.0]
+
+
+def test_the_heartbeat_and_progress_are_written_while_the_run_is_idle() -> None:
+    run = tracer.init(project="p", heartbeat_interval=0.1, flush_interval=0.05)
+    for _ in range(7):
+        tracer.step()
+    with open_store() as store:
+        first = store.get_run(run.run_id)
+    time.sleep(0.6)
+    with open_store() as store:
+        later = store.get_run(run.run_id)
+    assert first is not None and later is not None
+    assert later["heartbeat"] > first["heartbeat"]
+    assert later["total_steps"] == 7 and later["status"] == "running"
+
+
+def test_a_full_buffer_wakes_the_writer_before_the_flush_interval() -> None:
+    run = tracer.init(project="p", flush_interval=30, write_buffer_size=10)
+    for step in range(25):
+        tracer.log({"loss": float(step)})
+        tracer.step()
+    deadline = time.time() + 10
+    while time.time() < deadline and len(series(run.run_id, "loss")["steps"]) < 20:
+        time.sleep(0.02)
+    assert len(series(run.run_id, "loss")["steps"]) >= 20
+
+
+def test_mixed_metric_sets_and_tensors_pivot_correctly() -> None:
+    torch = pytest.importorskip("torch")
+    run = tracer.init(project="p", checkpoint_interval=4)
+    for step in range(10):
+        metrics: dict[str, Any] = {"loss": torch.tensor(float(step))}
+        if step % 3 == 0:
+            metrics["eval"] = step * 10
+        tracer.log(metrics)
+        tracer.step()
+    tracer.finish()
+    assert series(run.run_id, "loss") == {
+        "steps": list(range(10)),
+        "values": [float(s) for s in range(10)],
+    }
+    assert series(run.run_id, "eval") == {"steps": [0, 3, 6, 9], "values": [0.0, 30.0, 60.0, 90.0]}
+    with open_store() as store:
+        checkpoints = store.get_checkpoints(run.run_id)
+    assert [c["metrics"] for c in checkpoints][:2] == [
+        {"loss": 4.0, "eval": 30.0},
+        {"loss": 8.0, "eval": 60.0},
+    ]
