@@ -40,16 +40,24 @@ class RunRecord(TypedDict):
     error: Optional[str]
 
 
-class CheckpointRecord(TypedDict):
-    """A snapshot: latest metrics, per-layer gradient statistics and system metrics at a step."""
+class CheckpointWrite(TypedDict):
+    """A snapshot: latest metrics, per-layer gradient statistics and system metrics at a step.
 
-    run_id: str
+    `reason` says why it was taken: "interval" (every `checkpoint_interval` steps) or "finish".
+    """
+
     step: int
     timestamp: float
     reason: str
     metrics: dict[str, float]
     gradient_stats: dict[str, dict[str, float]]
     system_metrics: dict[str, float]
+
+
+class CheckpointRecord(CheckpointWrite):
+    """A stored checkpoint, as read back."""
+
+    run_id: str
 
 
 class MetricSeries(TypedDict):
@@ -72,15 +80,6 @@ class MetricSummary(TypedDict):
 
 # One flush of the writer: {metric: (steps, values)}; steps ascend within a batch.
 PointBatch = Mapping[str, tuple[Sequence[int], Sequence[float]]]
-
-
-class CheckpointWrite(TypedDict):
-    step: int
-    timestamp: float
-    reason: str
-    metrics: dict[str, float]
-    gradient_stats: dict[str, dict[str, float]]
-    system_metrics: dict[str, float]
 
 
 class StorageBackend(abc.ABC):
