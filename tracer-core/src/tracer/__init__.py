@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tracer._api import finish, get_run, init, log, step
+from tracer._api import finish, get_run, init, log, step, watch
 
 if TYPE_CHECKING:
     from tracer.config import TracerConfig
@@ -33,6 +33,7 @@ __all__ = [
     "init",
     "log",
     "step",
+    "watch",
 ]
 
 _LAZY = {

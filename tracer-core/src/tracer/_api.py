@@ -63,6 +63,14 @@ def step() -> None:
     run.step()
 
 
+def watch(model: Any, optimizer: Optional[Any] = None) -> None:
+    """Track gradient health of `model` in the current run; RuntimeError if there is none."""
+    run = _current
+    if run is None:
+        raise RuntimeError(_NOT_INITIALIZED.format("tracer.watch"))
+    run.watch(model, optimizer)
+
+
 def finish(status: str = "finished") -> None:
     """Finish the current run. Without one (never started, or finished) it does nothing."""
     global _current

@@ -62,6 +62,9 @@ class TracerConfig(BaseModel):
     capture_samples: int = Field(default=5, ge=0)
     track_gradients: bool = True
     track_system_metrics: bool = True
+    system_metrics_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between samples of the system sampler thread."
+    )
 
     # Gradient tracking
     gradient_layers: Optional[list[str]] = None

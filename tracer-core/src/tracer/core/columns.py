@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +53,37 @@ def _floats(name: str, raw: list[Any], steps: list[int]) -> tuple[list[int], lis
 
 
 def pivot(rows: list[Row], points: Points, latest: dict[str, float]) -> int:
-    """Append `rows` to `points` as columns and update `latest`; returns unreadable count."""
+    """Append closed steps to `points` as columns (with `_timestamp`) and update `latest`.
+
+    Returns how many values could not be read (they are left out).
+    """
     if not rows:
         return 0
     steps = [row[0] for row in rows]
     _extend(points, TIMESTAMP_METRIC, steps, [row[1] for row in rows])
-    dicts = [row[2] for row in rows]
+    return pivot_columns(steps, [row[2] for row in rows], points, latest)
+
+
+def pivot_columns(
+    steps: list[int],
+    dicts: list[dict[str, Any]],
+    points: Points,
+    latest: Optional[dict[str, float]],
+) -> int:
+    """Append {metric: value} dicts, one per step, to `points`; `latest` may be None."""
+    if not steps:
+        return 0
     groups: dict[tuple[str, ...], list[int]] = {}
     key_sets = set(map(tuple, dicts))
     if len(key_sets) == 1:
-        groups[key_sets.pop()] = list(range(len(rows)))
+        groups[key_sets.pop()] = list(range(len(steps)))
     else:
         for index, metrics in enumerate(dicts):
             groups.setdefault(tuple(metrics), []).append(index)
     bad = 0
     # Groups in order of their last row, so `latest` ends with each metric's newest value.
     for keys, indexes in sorted(groups.items(), key=lambda group: group[1][-1]):
-        if len(indexes) == len(rows):
+        if len(indexes) == len(steps):
             group_steps, group_dicts = steps, dicts
         else:
             group_steps = [steps[i] for i in indexes]
@@ -80,5 +94,6 @@ def pivot(rows: list[Row], points: Points, latest: dict[str, float]) -> int:
             bad += unreadable
             if values:
                 _extend(points, name, column_steps, values)
-                latest[name] = values[-1]
+                if latest is not None:
+                    latest[name] = values[-1]
     return bad

@@ -6,7 +6,9 @@ Installed once, when the first run starts (never at import):
 - a `sys.excepthook` wrapper marks open runs "failed" with the error (KeyboardInterrupt:
   "killed"), then calls the hook that was there before;
 - a SIGTERM handler (main thread only) marks open runs "killed", then hands the signal to the
-  handler that was there before, or re-raises it with the default action.
+  handler that was there before, or re-raises it with the default action. A SIGTERM that
+  lands while the main thread holds a writer's flush lock (`async_writes=False`) is handled
+  as soon as that lock is released: finishing the runs needs the lock.
 A SIGKILL cannot be caught: readers see such a run as "crashed" through its heartbeat and pid.
 """
 
@@ -33,6 +35,35 @@ _lock = threading.Lock()
 _installed = False
 _previous_excepthook: Callable[..., Any] = sys.excepthook
 _previous_sigterm: Union[Callable[[int, Optional[FrameType]], Any], int, None] = None
+_MAIN_THREAD_ID = threading.main_thread().ident
+_main_thread_in_flush = 0  # DeferringLocks the main thread holds or waits for
+_deferred_sigterm: Optional[int] = None
+
+
+class DeferringLock:
+    """A writer's flush lock. Python runs signal handlers in the main thread, between any two
+    bytecodes: a SIGTERM handler that finished the runs while the main thread held this lock
+    (a synchronous write) would wait for it forever. Such a signal is held back instead, and
+    handled as soon as the main thread releases the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        global _main_thread_in_flush
+        if threading.get_ident() == _MAIN_THREAD_ID:
+            _main_thread_in_flush += 1  # before acquiring: a signal may land right after
+        self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _main_thread_in_flush, _deferred_sigterm
+        self._lock.release()
+        if threading.get_ident() != _MAIN_THREAD_ID:
+            return
+        _main_thread_in_flush -= 1
+        if _main_thread_in_flush == 0 and _deferred_sigterm is not None:
+            signum, _deferred_sigterm = _deferred_sigterm, None
+            _on_sigterm(signum, None)
 
 
 def register(run: TrainingTracer) -> None:
@@ -86,6 +117,10 @@ def _excepthook(
 
 
 def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+    global _deferred_sigterm
+    if _main_thread_in_flush:
+        _deferred_sigterm = signum  # handled when the flush releases its lock
+        return
     _end_all("killed", "SIGTERM")
     previous = _previous_sigterm
     if callable(previous):

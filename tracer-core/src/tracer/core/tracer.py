@@ -12,15 +12,17 @@ import difflib
 import logging
 import os
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Optional
 
+from tracer.capture.collector import Collected, CollectorSet
 from tracer.config import TracerConfig
 from tracer.core import lifecycle
 from tracer.core.distributed import rank_and_world_size
 from tracer.core.naming import free_name, new_run_id, random_run_name
 from tracer.core.values import check_metrics
-from tracer.core.writer import CheckpointRequest, RunWriter
+from tracer.core.writer import Background, CheckpointRequest, RunWriter
 from tracer.exceptions import DuplicateRunError, RunNotFoundError, TracerError
 from tracer.plugins.manager import get_plugin_manager
 from tracer.storage.base import RunRecord, StorageBackend
@@ -32,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 MODE_ENV = "TRACER_MODE"
 FINISH_TIMEOUT_S = 30.0
-_ACTIVE, _ENDED, _DISABLED = "active", "ended", "disabled"
+_ACTIVE, _ENDING, _ENDED, _DISABLED = "active", "ending", "ended", "disabled"
 _NAME_ATTEMPTS = 5
 
 
@@ -76,8 +78,10 @@ class TrainingTracer:
             progress=lambda: self._step,
             on_checkpoint_written=self._checkpoint_written,
         )
+        self._collectors = CollectorSet([])
         self._state = _ACTIVE
         lifecycle.register(self)
+        self._collectors = self._start_collectors()
         try:
             apply_retention(self.storage, config.project_name, config.retention_days)
         except Exception:
@@ -85,6 +89,19 @@ class TrainingTracer:
         self._plugins.call_lifecycle_hook("tracer_run_start", run=self)
 
     # -- start ------------------------------------------------------------------------------
+    def _start_collectors(self) -> CollectorSet:
+        collectors = []
+        for name, factory in self._plugins.collector_factories().items():
+            try:
+                collector = factory(self)
+            except Exception:
+                logger.exception("Tracer collector %r failed to start; it is skipped.", name)
+                continue
+            if collector is not None:
+                collector.name = name
+                collectors.append(collector)
+        return CollectorSet(collectors)
+
     def _start_or_resume(self) -> None:
         config = self.config
         rank, world_size = rank_and_world_size()
@@ -183,6 +200,11 @@ class TrainingTracer:
         return self._step
 
     @property
+    def checkpoint_due(self) -> bool:
+        """True when closing the current step will take an interval checkpoint."""
+        return self._step >= self._next_checkpoint
+
+    @property
     def state(self) -> str:
         """ "active" until finished, then "ended"; "disabled" under TRACER_MODE=disabled."""
         return self._state
@@ -225,9 +247,39 @@ class TrainingTracer:
             self._writer.submit((step, time.time(), self._pending))
             self._pending = {}
         self._last_closed_step = step
+        if self._collectors.stepping:
+            self._collectors.step_end(step)
         if checkpoint and step >= self._next_checkpoint:
             self._next_checkpoint = (step // self._interval + 1) * self._interval
-            self._writer.submit(CheckpointRequest(step, time.time(), "interval", {}, {}))
+            self._checkpoint(step, "interval")
+
+    def _checkpoint(self, step: int, reason: str) -> None:
+        sections = self._collectors.checkpoint(step, reason)
+        self._writer.submit(CheckpointRequest(step, time.time(), reason, sections))
+
+    def watch(self, model: Any, optimizer: Optional[Any] = None) -> None:
+        """Track gradient health (and batch samples) of `model`; see `tracer.capture.gradients`.
+
+        Pass the `optimizer` to capture once per optimizer step, after accumulation, unscaling
+        and all-reduce; without it, capture happens at the end of each backward pass.
+        `track_gradients=False` attaches nothing. Hooks are removed at `finish()`.
+        """
+        if self._state is not _ACTIVE:
+            if self._state is _DISABLED:
+                return
+            raise RuntimeError(self._ended_message())
+        if not (hasattr(model, "named_parameters") and hasattr(model, "register_forward_hook")):
+            raise TypeError(f"tracer.watch() needs a torch.nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook"):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        self._collectors.watch(model, optimizer)
+
+    def submit_background(self, source: Collected | Callable[[], Collected]) -> None:
+        """For collectors: hand data (or a function producing it) to the writer thread."""
+        if self._state is _ACTIVE or self._state is _ENDING:
+            self._writer.submit(Background(source))
 
     def _ended_message(self) -> str:
         return f"run {self.run_id} ({self.run_name!r}) is finished; call tracer.init() again"
@@ -254,7 +306,7 @@ class TrainingTracer:
             return
         if status not in ("finished", "failed", "killed"):
             raise ValueError(f"status must be finished, failed or killed, got {status!r}")
-        self._state = _ENDED
+        self._state = _ENDING
         lifecycle.unregister(self)
         had_steps = bool(self._pending) or self._last_closed_step >= 0
         if self._pending:
@@ -262,9 +314,9 @@ class TrainingTracer:
         total_steps = max(self._step, self._last_closed_step + 1)
         self._step = total_steps
         if had_steps:
-            self._writer.submit(
-                CheckpointRequest(self._last_closed_step, time.time(), "finish", {}, {})
-            )
+            self._checkpoint(self._last_closed_step, "finish")
+        self._collectors.close()
+        self._state = _ENDED
         self._writer.close(FINISH_TIMEOUT_S)
         problems = self._writer.summary()
         if problems:

@@ -1,9 +1,10 @@
 """The run's writer: turns closed steps into batched storage writes, off the training thread.
 
-The training thread only appends to a deque (thread-safe, no lock) and, once
-`write_buffer_size` steps are waiting, sets an event. A daemon thread wakes on that event or
-every `flush_interval` seconds, converts values (tensors are read here), and writes the batch
-in one storage transaction. With `async_writes=False` the same flush runs inline on `submit`.
+The training thread only appends to a list (atomic under the GIL, no lock) and, once
+`write_buffer_size` items are waiting, sets an event. A daemon thread wakes on that event or
+every `flush_interval` seconds, converts values (tensors are read here), runs the collectors'
+background functions (device read-backs happen here), and writes the batch in one storage
+transaction. With `async_writes=False` the same flush runs inline on `submit`.
 
 Storage errors never reach training: a failed batch is kept and retried on the next flush,
 the first error is logged once, and `summary()` tells what was lost at finish.
@@ -18,8 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple, Optional, Union
 
-from tracer.core.columns import Points, pivot
-from tracer.storage.base import CheckpointWrite, StorageBackend
+from tracer.capture.collector import Collected
+from tracer.core import lifecycle
+from tracer.core.columns import Points, pivot, pivot_columns
+from tracer.storage.base import CheckpointWrite, EventWrite, SampleWrite, StorageBackend
 
 logger = logging.getLogger(__name__)
 
@@ -32,23 +35,36 @@ StepRecord = tuple[int, float, dict[str, Any]]
 
 
 class CheckpointRequest(NamedTuple):
+    """Take a checkpoint at `step` once everything queued before it is processed.
+
+    `sections` come from the collectors: values, or functions the writer thread calls.
+    """
+
     step: int
     timestamp: float
     reason: str
-    gradient_stats: dict[str, dict[str, float]]
-    system_metrics: dict[str, float]
+    sections: dict[str, Any]
+
+
+class Background(NamedTuple):
+    """Collector output for the writer: `Collected`, or a function returning it."""
+
+    source: Union[Collected, Callable[[], Collected]]
 
 
 class _Barrier(NamedTuple):
     done: threading.Event
 
 
-_Item = Union[StepRecord, CheckpointRequest, _Barrier]
+_Item = Union[StepRecord, CheckpointRequest, Background, _Barrier]
+_OWN_SECTIONS = ("gradient_stats", "system_metrics")
 
 
 class _Batch(NamedTuple):
     points: Points
     checkpoints: list[CheckpointWrite]
+    events: list[EventWrite]
+    samples: list[SampleWrite]
 
     def size(self) -> int:
         return sum(len(steps) for steps, _ in self.points.values())
@@ -81,7 +97,7 @@ class RunWriter:
         # prefix with one slice instead of popping items one by one.
         self._queue: list[_Item] = []
         self._wake = threading.Event()
-        self._flush_lock = threading.Lock()
+        self._flush_lock = lifecycle.DeferringLock()  # see there: SIGTERM in a sync write
         self._stopping = False
         self._latest: dict[str, float] = {}
         self._unwritten: deque[_Batch] = deque()
@@ -89,6 +105,7 @@ class RunWriter:
         self._failed_flushes = 0
         self._dropped_points = 0
         self._bad_values = 0
+        self._failed_sections: set[str] = set()
         self._first_error: Optional[str] = None
         self._thread = threading.Thread(
             target=self._run, name=f"tracer-writer-{run_id}", daemon=True
@@ -96,7 +113,7 @@ class RunWriter:
         self._thread.start()
 
     # -- training thread --------------------------------------------------------------------
-    def submit(self, item: StepRecord | CheckpointRequest) -> None:
+    def submit(self, item: StepRecord | CheckpointRequest | Background) -> None:
         self._queue.append(item)
         if not self._asynchronous:
             self._flush()
@@ -167,7 +184,12 @@ class RunWriter:
                 batch = self._unwritten[0]
                 try:
                     self._storage.write_batch(
-                        self._run_id, batch.points, batch.checkpoints, run_fields
+                        self._run_id,
+                        batch.points,
+                        batch.checkpoints,
+                        run_fields,
+                        events=batch.events,
+                        samples=batch.samples,
                     )
                 except Exception as error:
                     self._record_failure(error)
@@ -192,8 +214,7 @@ class RunWriter:
         barriers: list[_Barrier] = []
         if not self._queue:
             return barriers
-        points: Points = {}
-        checkpoints: list[CheckpointWrite] = []
+        batch = _Batch({}, [], [], [])
         rows: list[StepRecord] = []
         queue = self._queue
         count = len(queue)
@@ -203,26 +224,64 @@ class RunWriter:
             if type(item) is tuple:
                 rows.append(item)  # type: ignore[arg-type]  # the exact-tuple check narrows
                 continue
-            self._bad_values += pivot(rows, points, self._latest)
+            self._bad_values += pivot(rows, batch.points, self._latest)
             rows = []
-            if type(item) is CheckpointRequest:
-                checkpoints.append(
-                    {
-                        "step": item.step,
-                        "timestamp": item.timestamp,
-                        "reason": item.reason,
-                        "metrics": dict(self._latest),
-                        "gradient_stats": item.gradient_stats,
-                        "system_metrics": item.system_metrics,
-                    }
-                )
+            if type(item) is Background:
+                self._add_collected(batch, item.source)
+            elif type(item) is CheckpointRequest:
+                batch.checkpoints.append(self._checkpoint(item, batch))
             elif type(item) is _Barrier:
                 barriers.append(item)
-        self._bad_values += pivot(rows, points, self._latest)
-        if points or checkpoints:
-            self._unwritten.append(_Batch(points, checkpoints))
+        self._bad_values += pivot(rows, batch.points, self._latest)
+        if batch.points or batch.checkpoints or batch.events or batch.samples:
+            self._unwritten.append(batch)
             self._bound_unwritten()
         return barriers
+
+    def _add_collected(
+        self, batch: _Batch, source: Union[Collected, Callable[[], Collected]]
+    ) -> None:
+        try:
+            collected = source if isinstance(source, Collected) else source()
+        except Exception as error:
+            self._report_section_failure("collector data", error)
+            return
+        if collected.rows:
+            steps = [step for step, _ in collected.rows]
+            dicts = [metrics for _, metrics in collected.rows]
+            latest = self._latest if collected.snapshot else None
+            self._bad_values += pivot_columns(steps, dicts, batch.points, latest)
+        batch.events.extend(collected.events)
+        batch.samples.extend(collected.samples)
+
+    def _checkpoint(self, request: CheckpointRequest, batch: _Batch) -> CheckpointWrite:
+        checkpoint: CheckpointWrite = {
+            "step": request.step,
+            "timestamp": request.timestamp,
+            "reason": request.reason,
+            "metrics": dict(self._latest),
+            "gradient_stats": {},
+            "system_metrics": {},
+            "extra": {},
+        }
+        for name, section in request.sections.items():
+            try:
+                value = section() if callable(section) else section
+            except Exception as error:
+                self._report_section_failure(name, error)
+                continue
+            if name in _OWN_SECTIONS:
+                checkpoint[name] = value  # type: ignore[literal-required]
+            elif name == "samples":
+                batch.samples.extend(value)
+            else:
+                checkpoint["extra"][name] = value
+        return checkpoint
+
+    def _report_section_failure(self, name: str, error: BaseException) -> None:
+        if name not in self._failed_sections:
+            self._failed_sections.add(name)
+            logger.warning("Tracer could not collect %s: %s: %s", name, type(error).__name__, error)
 
     def _bound_unwritten(self) -> None:
         total = sum(batch.size() for batch in self._unwritten)

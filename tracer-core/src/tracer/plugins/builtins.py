@@ -2,4 +2,7 @@
 
 from __future__ import annotations
 
-BUILTIN_PLUGINS: tuple[str, ...] = ("tracer.storage.sqlite.plugin",)
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "tracer.storage.sqlite.plugin",
+    "tracer.capture.plugin",
+)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    from tracer.capture.collector import CollectorFactory
     from tracer.core.tracer import TrainingTracer
     from tracer.storage.base import StorageBackend
 
@@ -37,6 +38,21 @@ def tracer_register_storage(register: RegisterStorage) -> None:
     `StorageBackend(config)` or query), on every rank. A `storage_path` such as
     `s3://bucket/prefix` then opens `S3Storage(config)`. A plain path selects the built-in
     SQLite backend (scheme "sqlite"); registering a scheme twice is an error.
+    """
+
+
+class RegisterCollector(Protocol):
+    def __call__(self, name: str, factory: CollectorFactory) -> None: ...
+
+
+@hookspec
+def tracer_register_collectors(register: RegisterCollector) -> None:
+    """Register collectors by name: `register("my_probe", factory)`.
+
+    Called once per process, when the first run starts, on every rank. For each run,
+    `factory(run)` is called in `tracer.init` and returns a `tracer.capture.Collector` (or
+    None to sit this run out). A collector can add per-step series and its own section of
+    every checkpoint; see `tracer.capture.collector`. Names must be unique.
     """
 
 

@@ -20,6 +20,7 @@ from tracer.plugins import hookspecs
 from tracer.plugins.builtins import BUILTIN_PLUGINS
 
 if TYPE_CHECKING:
+    from tracer.capture.collector import CollectorFactory
     from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class TracerPluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT_NAME)
         self.add_hookspecs(hookspecs)
         self._storage_backends: Optional[dict[str, type[StorageBackend]]] = None
+        self._collector_factories: Optional[dict[str, CollectorFactory]] = None
         self._failed_hooks: set[str] = set()
 
     def storage_backends(self) -> dict[str, type[StorageBackend]]:
@@ -58,6 +60,19 @@ class TracerPluginManager(pluggy.PluginManager):
             self.hook.tracer_register_storage(register=register)
             self._storage_backends = backends
         return self._storage_backends
+
+    def collector_factories(self) -> dict[str, CollectorFactory]:
+        if self._collector_factories is None:
+            factories: dict[str, CollectorFactory] = {}
+
+            def register(name: str, factory: CollectorFactory) -> None:
+                if name in factories and factories[name] is not factory:
+                    raise ValueError(f"collector {name!r} registered twice")
+                factories[name] = factory
+
+            self.hook.tracer_register_collectors(register=register)
+            self._collector_factories = factories
+        return self._collector_factories
 
     def call_lifecycle_hook(self, name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook; a plugin's exception is logged once per hook, never raised."""

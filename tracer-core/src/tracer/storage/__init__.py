@@ -8,9 +8,11 @@ from __future__ import annotations
 from tracer.storage.base import (
     RUN_STATUSES,
     CheckpointRecord,
+    EventRecord,
     MetricSeries,
     MetricSummary,
     RunRecord,
+    SampleRecord,
     StorageBackend,
 )
 from tracer.storage.registry import open_storage
@@ -18,9 +20,11 @@ from tracer.storage.registry import open_storage
 __all__ = [
     "RUN_STATUSES",
     "CheckpointRecord",
+    "EventRecord",
     "MetricSeries",
     "MetricSummary",
     "RunRecord",
+    "SampleRecord",
     "StorageBackend",
     "open_storage",
 ]

@@ -44,6 +44,7 @@ class CheckpointWrite(TypedDict):
     """A snapshot: latest metrics, per-layer gradient statistics and system metrics at a step.
 
     `reason` says why it was taken: "interval" (every `checkpoint_interval` steps) or "finish".
+    `extra` holds sections added by third-party collectors, by collector name.
     """
 
     step: int
@@ -52,11 +53,42 @@ class CheckpointWrite(TypedDict):
     metrics: dict[str, float]
     gradient_stats: dict[str, dict[str, float]]
     system_metrics: dict[str, float]
+    extra: dict[str, Any]
 
 
 class CheckpointRecord(CheckpointWrite):
     """A stored checkpoint, as read back."""
 
+    run_id: str
+
+
+class EventWrite(TypedDict):
+    """Something that happened at a step: "nonfinite_gradients", "optimizer_step_skipped",
+    "gradient_capture" (which capture point a watched model uses), framework events."""
+
+    step: int
+    kind: str
+    data: dict[str, Any]
+
+
+class EventRecord(EventWrite):
+    run_id: str
+
+
+class SampleWrite(TypedDict):
+    """The first rows of one input or output tensor of the batch trained on at `step`."""
+
+    step: int
+    reason: str
+    role: str  # "input" or "output"
+    name: str
+    shape: list[int]
+    dtype: str
+    values: list[Any]
+    truncated: bool
+
+
+class SampleRecord(SampleWrite):
     run_id: str
 
 
@@ -171,12 +203,30 @@ class StorageBackend(abc.ABC):
         system_metrics: Mapping[str, float],
         *,
         reason: str = "interval",
+        extra: Optional[Mapping[str, Any]] = None,
     ) -> None:
         """Store a checkpoint snapshot."""
 
     @abc.abstractmethod
     def get_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
         """Checkpoints of a run in step order."""
+
+    # -- events and samples -----------------------------------------------------------------
+    @abc.abstractmethod
+    def write_events(self, run_id: str, events: Sequence[EventWrite]) -> None:
+        """Store events (several per step and kind are allowed)."""
+
+    @abc.abstractmethod
+    def get_events(self, run_id: str, kind: Optional[str] = None) -> list[EventRecord]:
+        """Events of a run in step order (then write order), optionally of one kind."""
+
+    @abc.abstractmethod
+    def write_samples(self, run_id: str, samples: Sequence[SampleWrite]) -> None:
+        """Store batch samples."""
+
+    @abc.abstractmethod
+    def get_samples(self, run_id: str, step: Optional[int] = None) -> list[SampleRecord]:
+        """Samples of a run (or of one step) in step order, then write order."""
 
     # -- batching and lifetime --------------------------------------------------------------
     def write_batch(
@@ -185,12 +235,18 @@ class StorageBackend(abc.ABC):
         points: PointBatch,
         checkpoints: Sequence[CheckpointWrite] = (),
         run_fields: Optional[Mapping[str, Any]] = None,
+        events: Sequence[EventWrite] = (),
+        samples: Sequence[SampleWrite] = (),
     ) -> None:
         """One flush of the background writer. Backends with transactions make it atomic."""
         if points:
             self.write_metrics(run_id, points)
         for checkpoint in checkpoints:
             self.write_checkpoint(run_id, **checkpoint)
+        if events:
+            self.write_events(run_id, events)
+        if samples:
+            self.write_samples(run_id, samples)
         if run_fields:
             self.update_run(run_id, **run_fields)
 

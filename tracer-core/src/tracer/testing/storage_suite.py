@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tracer.exceptions import DuplicateRunError
-from tracer.storage.base import StorageBackend
+from tracer.storage.base import SampleWrite, StorageBackend
 
 
 def _bits(value: float) -> bytes:
@@ -239,14 +239,87 @@ class StorageConformance:
                     "metrics": {"loss": 0.25},
                     "gradient_stats": {},
                     "system_metrics": {},
+                    "extra": {"probe": {"x": 1}},
                 }
             ],
             {"total_steps": 6, "heartbeat": 5.0},
+            events=[{"step": 5, "kind": "k", "data": {"a": 1}}],
+            samples=[
+                {
+                    "step": 5,
+                    "reason": "interval",
+                    "role": "input",
+                    "name": "x",
+                    "shape": [1, 2],
+                    "dtype": "float32",
+                    "values": [[1.0, 2.0]],
+                    "truncated": False,
+                }
+            ],
         )
         assert storage.get_metric_timeseries("r1", "loss") == {"steps": [5], "values": [0.25]}
-        assert [c["step"] for c in storage.get_checkpoints("r1")] == [5]
+        (checkpoint,) = storage.get_checkpoints("r1")
+        assert checkpoint["step"] == 5 and checkpoint["extra"] == {"probe": {"x": 1}}
+        assert [e["kind"] for e in storage.get_events("r1")] == ["k"]
+        assert [s["name"] for s in storage.get_samples("r1", step=5)] == ["x"]
         run = storage.get_run("r1")
         assert run is not None and run["total_steps"] == 6
+
+    # -- events and samples -----------------------------------------------------------------
+    def test_events_round_trip_by_kind_in_step_order(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        storage.write_events(
+            "r1",
+            [
+                {"step": 9, "kind": "nonfinite_gradients", "data": {"layers": ["b", "a"]}},
+                {"step": 3, "kind": "optimizer_step_skipped", "data": {}},
+                {"step": 3, "kind": "nonfinite_gradients", "data": {"layers": ["c"]}},
+            ],
+        )
+        events = storage.get_events("r1")
+        assert [(e["step"], e["kind"]) for e in events] == [
+            (3, "optimizer_step_skipped"),
+            (3, "nonfinite_gradients"),
+            (9, "nonfinite_gradients"),
+        ]
+        nonfinite = storage.get_events("r1", kind="nonfinite_gradients")
+        assert [e["data"]["layers"] for e in nonfinite] == [["c"], ["b", "a"]]
+        assert all(e["run_id"] == "r1" for e in events)
+        assert storage.get_events("other") == []
+
+    def test_samples_round_trip(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        sample: SampleWrite = {
+            "step": 7,
+            "reason": "interval",
+            "role": "output",
+            "name": "logits",
+            "shape": [8, 3],
+            "dtype": "bfloat16",
+            "values": [[0.5, math.inf, -1.0]],
+            "truncated": False,
+        }
+        storage.write_samples(
+            "r1",
+            [
+                sample,
+                {
+                    **sample,
+                    "step": 2,
+                    "role": "input",
+                    "name": "ids",
+                    "values": [[1, 2, 3]],
+                },
+            ],
+        )
+        assert [s["step"] for s in storage.get_samples("r1")] == [2, 7]
+        (stored,) = storage.get_samples("r1", step=7)
+        assert stored["values"] == [[0.5, math.inf, -1.0]] and stored["shape"] == [8, 3]
+        assert (stored["role"], stored["dtype"], stored["truncated"]) == (
+            "output",
+            "bfloat16",
+            False,
+        )
 
     # -- lifetime ---------------------------------------------------------------------------
     def test_data_survives_reopening(self, storage: StorageBackend, location: Path) -> None:

@@ -21,10 +21,14 @@ from tracer.exceptions import DuplicateRunError, StorageError
 from tracer.storage.base import (
     CheckpointRecord,
     CheckpointWrite,
+    EventRecord,
+    EventWrite,
     MetricSeries,
     MetricSummary,
     PointBatch,
     RunRecord,
+    SampleRecord,
+    SampleWrite,
     StorageBackend,
 )
 from tracer.storage.liveness import effective_status
@@ -409,40 +413,45 @@ class SQLiteStorage(StorageBackend):
         system_metrics: Mapping[str, float],
         *,
         reason: str = "interval",
+        extra: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        checkpoint: CheckpointWrite = {
+            "step": step,
+            "timestamp": timestamp,
+            "reason": reason,
+            "metrics": dict(metrics),
+            "gradient_stats": {k: dict(v) for k, v in gradient_stats.items()},
+            "system_metrics": dict(system_metrics),
+            "extra": dict(extra or {}),
+        }
         with self._transaction() as conn:
-            self._write_checkpoint(
-                conn,
-                run_id,
-                {
-                    "step": step,
-                    "timestamp": timestamp,
-                    "reason": reason,
-                    "metrics": dict(metrics),
-                    "gradient_stats": {k: dict(v) for k, v in gradient_stats.items()},
-                    "system_metrics": dict(system_metrics),
-                },
-            )
+            self._write_checkpoints(conn, run_id, [checkpoint])
 
     @staticmethod
-    def _write_checkpoint(conn: sqlite3.Connection, run_id: str, ckpt: CheckpointWrite) -> None:
-        conn.execute(
+    def _write_checkpoints(
+        conn: sqlite3.Connection, run_id: str, checkpoints: Sequence[CheckpointWrite]
+    ) -> None:
+        conn.executemany(
             "INSERT INTO checkpoints (run_id, step, timestamp, reason, metrics, gradient_stats,"
-            " system_metrics) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                int(ckpt["step"]),
-                float(ckpt["timestamp"]),
-                ckpt["reason"],
-                _json(ckpt["metrics"]),
-                _json(ckpt["gradient_stats"]),
-                _json(ckpt["system_metrics"]),
-            ),
+            " system_metrics, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run_id,
+                    int(c["step"]),
+                    float(c["timestamp"]),
+                    c["reason"],
+                    _json(c["metrics"]),
+                    _json(c["gradient_stats"]),
+                    _json(c["system_metrics"]),
+                    _json(c.get("extra") or {}),
+                )
+                for c in checkpoints
+            ],
         )
 
     def get_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
         rows = self._read(
-            "SELECT step, timestamp, reason, metrics, gradient_stats, system_metrics"
+            "SELECT step, timestamp, reason, metrics, gradient_stats, system_metrics, extra"
             " FROM checkpoints WHERE run_id = ? ORDER BY step, id",
             (run_id,),
         )
@@ -455,8 +464,85 @@ class SQLiteStorage(StorageBackend):
                 "metrics": json.loads(metrics),
                 "gradient_stats": json.loads(gradient_stats),
                 "system_metrics": json.loads(system_metrics),
+                "extra": json.loads(extra),
             }
-            for step, timestamp, reason, metrics, gradient_stats, system_metrics in rows
+            for step, timestamp, reason, metrics, gradient_stats, system_metrics, extra in rows
+        ]
+
+    # -- events and samples -----------------------------------------------------------------
+    def write_events(self, run_id: str, events: Sequence[EventWrite]) -> None:
+        with self._transaction() as conn:
+            self._write_events(conn, run_id, events)
+
+    @staticmethod
+    def _write_events(conn: sqlite3.Connection, run_id: str, events: Sequence[EventWrite]) -> None:
+        conn.executemany(
+            "INSERT INTO events (run_id, step, kind, data) VALUES (?, ?, ?, ?)",
+            [(run_id, int(e["step"]), e["kind"], _json(e["data"])) for e in events],
+        )
+
+    def get_events(self, run_id: str, kind: Optional[str] = None) -> list[EventRecord]:
+        sql = "SELECT step, kind, data FROM events WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        rows = self._read(sql + " ORDER BY step, id", params)
+        return [
+            {"run_id": run_id, "step": step, "kind": kind_, "data": json.loads(data)}
+            for step, kind_, data in rows
+        ]
+
+    def write_samples(self, run_id: str, samples: Sequence[SampleWrite]) -> None:
+        with self._transaction() as conn:
+            self._write_samples(conn, run_id, samples)
+
+    @staticmethod
+    def _write_samples(
+        conn: sqlite3.Connection, run_id: str, samples: Sequence[SampleWrite]
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO samples (run_id, step, reason, role, name, shape, dtype, vals,"
+            " truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run_id,
+                    int(s["step"]),
+                    s["reason"],
+                    s["role"],
+                    s["name"],
+                    _json(s["shape"]),
+                    s["dtype"],
+                    _json(s["values"]),
+                    int(bool(s["truncated"])),
+                )
+                for s in samples
+            ],
+        )
+
+    def get_samples(self, run_id: str, step: Optional[int] = None) -> list[SampleRecord]:
+        sql = (
+            "SELECT step, reason, role, name, shape, dtype, vals, truncated FROM samples"
+            " WHERE run_id = ?"
+        )
+        params: list[Any] = [run_id]
+        if step is not None:
+            sql += " AND step = ?"
+            params.append(step)
+        rows = self._read(sql + " ORDER BY step, id", params)
+        return [
+            {
+                "run_id": run_id,
+                "step": step_,
+                "reason": reason,
+                "role": role,
+                "name": name,
+                "shape": json.loads(shape),
+                "dtype": dtype,
+                "values": json.loads(values),
+                "truncated": bool(truncated),
+            }
+            for step_, reason, role, name, shape, dtype, values, truncated in rows
         ]
 
     # -- batching ---------------------------------------------------------------------------
@@ -466,13 +552,19 @@ class SQLiteStorage(StorageBackend):
         points: PointBatch,
         checkpoints: Sequence[CheckpointWrite] = (),
         run_fields: Optional[Mapping[str, Any]] = None,
+        events: Sequence[EventWrite] = (),
+        samples: Sequence[SampleWrite] = (),
     ) -> None:
         """One writer flush in one transaction: all of it lands, or none of it."""
         with self._transaction() as conn:
             if points:
                 self._write_metrics(conn, run_id, points)
-            for checkpoint in checkpoints:
-                self._write_checkpoint(conn, run_id, checkpoint)
+            if checkpoints:
+                self._write_checkpoints(conn, run_id, checkpoints)
+            if events:
+                self._write_events(conn, run_id, events)
+            if samples:
+                self._write_samples(conn, run_id, samples)
             if run_fields:
                 self._update_run(conn, run_id, run_fields)
 

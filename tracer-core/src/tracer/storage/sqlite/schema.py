@@ -117,9 +117,28 @@ def summarize(
     )
 
 
+def _add_events_samples_and_checkpoint_extras(conn: sqlite3.Connection) -> None:
+    """v3: step events, batch samples, and collector sections of checkpoints."""
+    conn.execute("ALTER TABLE checkpoints ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
+    conn.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY,"
+        " run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,"
+        " step INTEGER NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL)"
+    )
+    conn.execute("CREATE INDEX events_by_run ON events (run_id, kind, step)")
+    conn.execute(
+        "CREATE TABLE samples (id INTEGER PRIMARY KEY,"
+        " run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,"
+        " step INTEGER NOT NULL, reason TEXT NOT NULL, role TEXT NOT NULL, name TEXT NOT NULL,"
+        " shape TEXT NOT NULL, dtype TEXT NOT NULL, vals TEXT NOT NULL,"
+        " truncated INTEGER NOT NULL)"
+    )
+    conn.execute("CREATE INDEX samples_by_run ON samples (run_id, step)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _add_series_summaries,
+    _add_events_samples_and_checkpoint_extras,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-TRACER_TABLES = frozenset({"runs", "series", "metric_chunks", "checkpoints"})

@@ -1,0 +1,328 @@
+"""Gradient capture: once per optimizer step, on the device, read back in batches.
+
+Capture point, recorded as the run event "gradient_capture":
+- "optimizer_step": `watch(model, optimizer=...)` registers the optimizer's step pre-hook,
+  so gradients are seen after accumulation, after GradScaler's unscale, after DDP's
+  all-reduce and right before they are applied;
+- "backward_end": without an optimizer, the end of each backward pass (the autograd engine's
+  final callback); the last backward before `tracer.step()` wins, so accumulation is
+  captured once, but values are still scaled when a GradScaler is used.
+
+A tracer step in which a backward ran but the known optimizer did not step (GradScaler
+skipped it after an fp16 overflow) is recorded as `optimizer/skipped_step` = 1 and the event
+"optimizer_step_skipped", and is not captured. This assumes the usual convention: one
+`tracer.step()` per optimizer step.
+
+Per step, `grad_stats.step_summary` writes one row into a device ring buffer; every
+`RING_CAPACITY` captured steps, and at checkpoints and finish, the filled rows are copied to
+the host asynchronously and turned into the series `grad/global_norm`, `grad/max_abs` and
+`grad/nonfinite_layers`, plus an event "nonfinite_gradients" naming the layers (in
+parameter order, the first is the one to look at) at each step where some were non-finite.
+
+`gradient_layers` selects parameters by their `named_parameters()` name: a pattern with
+`*`, `?` or `[` is an fnmatch glob over the full name ("*.attn.*"); a plain pattern matches
+that name or any name under it as a module prefix ("encoder.layer.0").
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
+
+from tracer.capture import grad_stats
+from tracer.capture.collector import Collected, Collector, Contribution
+from tracer.capture.transfer import HostCopy, copy_to_host
+
+if TYPE_CHECKING:
+    from tracer.core.tracer import TrainingTracer
+    from tracer.storage.base import EventWrite
+
+logger = logging.getLogger(__name__)
+
+RING_CAPACITY = 64
+POINT_OPTIMIZER = "optimizer_step"
+POINT_BACKWARD = "backward_end"
+
+
+def select_parameters(
+    named: Sequence[tuple[str, Any]], patterns: Optional[Sequence[str]]
+) -> list[tuple[str, Any]]:
+    """Trainable parameters whose names match `patterns` (all of them when None)."""
+
+    def wanted(name: str) -> bool:
+        if patterns is None:
+            return True
+        for pattern in patterns:
+            if any(char in pattern for char in "*?["):
+                if fnmatch.fnmatchcase(name, pattern):
+                    return True
+            elif name == pattern or name.startswith(pattern.rstrip(".") + "."):
+                return True
+        return False
+
+    return [(name, p) for name, p in named if p.requires_grad and wanted(name)]
+
+
+class ModelWatch:
+    """Capture for one watched model (and its optimizer, when known)."""
+
+    def __init__(self, run: TrainingTracer, model: Any, optimizer: Any, prefix: str) -> None:
+        import torch
+
+        selected = select_parameters(list(model.named_parameters()), run.config.gradient_layers)
+        self.names = [prefix + name for name, _ in selected]
+        self.params = [param for _, param in selected]
+        self.prefix = prefix
+        self.model = model
+        self.optimizer = optimizer
+        self.point = POINT_OPTIMIZER if optimizer is not None else POINT_BACKWARD
+        self._run = run
+        self._ring: Any = None
+        self._ring_steps: list[int] = []
+        self._captured = False
+        self._backward_seen = False
+        self._end_queued = False
+        self._index_cache: dict[tuple[bool, ...], Any] = {}
+        self._max_since_checkpoint: Optional[list[float]] = None
+        self._last_norms: Optional[list[float]] = None
+        self._full: Any = None  # full statistics taken at a capture of a checkpoint step
+        self._handles: list[Any] = []
+        if not self.params:
+            logger.warning(
+                "tracer.watch: no trainable parameter of %s matches"
+                " gradient_layers=%r; nothing is captured.",
+                type(model).__name__,
+                run.config.gradient_layers,
+            )
+            return
+        self._handles.append(
+            torch.autograd.graph.register_multi_grad_hook(
+                self.params, self._on_first_grad, mode="any"
+            )
+        )
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
+
+    # -- hooks (training thread, inside backward / optimizer.step) -----------------------------
+    def _on_first_grad(self, grad: Any) -> None:
+        if not self._end_queued:
+            import torch
+
+            self._end_queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
+
+    def _on_backward_end(self) -> None:
+        self._end_queued = False
+        self._backward_seen = True
+        if self.optimizer is None:
+            self._capture()
+
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._capture()
+
+    def _capture(self) -> None:
+        grads = [param.grad for param in self.params]
+        present = tuple(grad is not None for grad in grads)
+        if not any(present):
+            return
+        index = None
+        if not all(present):
+            index = self._index_cache.get(present)
+            if index is None:
+                import torch
+
+                device = next(g for g in grads if g is not None).device
+                index = torch.tensor([i for i, p in enumerate(present) if p], device=device)
+                self._index_cache[present] = index
+            grads = [grad for grad in grads if grad is not None]
+        if self._run.checkpoint_due:  # the gradients may be gone (zero_grad) by then
+            self._full = grad_stats.full_stats([param.grad for param in self.params])
+        row = grad_stats.step_summary(grads, index, len(self.params))
+        if self._ring is None:
+            import torch
+
+            self._ring = torch.empty(
+                (RING_CAPACITY, row.numel()), dtype=row.dtype, device=row.device
+            )
+        self._ring[len(self._ring_steps)].copy_(row)  # a repeated capture overwrites
+        self._captured = True
+
+    # -- run calls (training thread) ------------------------------------------------------
+    def on_step_end(self, step: int) -> None:
+        if self._captured:
+            self._captured = False
+            self._ring_steps.append(step)
+            if len(self._ring_steps) == RING_CAPACITY:
+                self.drain()
+        elif self._backward_seen and self.optimizer is not None:
+            prefix = self.prefix
+            event: EventWrite = {
+                "step": step,
+                "kind": "optimizer_step_skipped",
+                "data": {"model": type(self.model).__name__},
+            }
+            self._run.submit_background(
+                lambda: Collected([(step, {prefix + "optimizer/skipped_step": 1.0})], [event])
+            )
+        self._backward_seen = False
+
+    def drain(self) -> None:
+        """Send the filled ring rows to the writer (one async copy)."""
+        if not self._ring_steps:
+            return
+        copy = copy_to_host(self._ring[: len(self._ring_steps)])
+        steps, self._ring_steps = self._ring_steps, []
+        self._run.submit_background(lambda: self._rows(copy, steps))
+
+    def checkpoint(self) -> Any:
+        """Per-layer statistics for a checkpoint, resolved on the writer thread.
+
+        Full statistics come from the capture of this step when it was known to be a
+        checkpoint step, else from the gradients present now. When neither exists (a
+        checkpoint forced after `zero_grad`, such as the one at finish), each layer gets the
+        norm of its last capture and its largest norm since the previous checkpoint.
+        """
+        self.drain()
+        full, self._full = self._full, None
+        if full is None and any(param.grad is not None for param in self.params):
+            full = grad_stats.full_stats([param.grad for param in self.params])
+        copy = copy_to_host(full) if full is not None else None
+        return lambda: self._stats(copy)
+
+    def close(self) -> None:
+        self.drain()
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    # -- writer thread ----------------------------------------------------------------------
+    def _rows(self, copy: HostCopy, steps: list[int]) -> Collected:
+        table = copy.get()
+        layer_norms = table[:, grad_stats.SUMMARY_HEAD :]
+        finite = layer_norms.isfinite()
+        running = layer_norms.nan_to_num(nan=-math.inf).amax(dim=0).tolist()
+        self._last_norms = layer_norms[-1].tolist()
+        if self._max_since_checkpoint is None:
+            self._max_since_checkpoint = running
+        else:
+            self._max_since_checkpoint = [
+                max(a, b) for a, b in zip(self._max_since_checkpoint, running, strict=True)
+            ]
+        bad_counts = (~finite).sum(dim=1).tolist()
+        heads = table[:, : grad_stats.SUMMARY_HEAD].tolist()
+        prefix = self.prefix
+        rows: list[tuple[int, dict[str, float]]] = []
+        events: list[EventWrite] = []
+        for index, (step, (global_norm, max_abs), bad) in enumerate(
+            zip(steps, heads, bad_counts, strict=True)
+        ):
+            rows.append(
+                (
+                    step,
+                    {
+                        prefix + "grad/global_norm": global_norm,
+                        prefix + "grad/max_abs": max_abs,
+                        prefix + "grad/nonfinite_layers": float(bad),
+                    },
+                )
+            )
+            if bad:
+                layers = [self.names[i] for i in (~finite[index]).nonzero().flatten().tolist()]
+                events.append(
+                    {
+                        "step": step,
+                        "kind": "nonfinite_gradients",
+                        "data": {"layers": layers, "first_layer": layers[0]},
+                    }
+                )
+        return Collected(rows, events)
+
+    def _stats(self, copy: Optional[HostCopy]) -> dict[str, dict[str, float]]:
+        peaks = self._max_since_checkpoint or [-math.inf] * len(self.names)
+        self._max_since_checkpoint = None
+        if copy is not None:
+            rows = [
+                dict(zip(grad_stats.FULL_STAT_NAMES, values, strict=True))
+                for values in copy.get().tolist()
+            ]
+        elif self._last_norms is not None:
+            rows = [{"norm": norm} for norm in self._last_norms]
+        else:
+            return {}
+        stats = {}
+        for name, entry, peak in zip(self.names, rows, peaks, strict=True):
+            entry["max_norm_since_checkpoint"] = peak if peak != -math.inf else math.nan
+            stats[name] = entry
+        return stats
+
+
+class GradientCapture(Collector):
+    """The built-in gradient collector: one `ModelWatch` per `tracer.watch()` call."""
+
+    name = "gradients"
+
+    def __init__(self, run: TrainingTracer) -> None:
+        self._run = run
+        self._watches: list[ModelWatch] = []
+
+    def watch(self, model: Any, optimizer: Optional[Any] = None) -> None:
+        if any(w.model is model for w in self._watches):
+            logger.warning(
+                "tracer.watch: %s is already watched; ignoring the second call.",
+                type(model).__name__,
+            )
+            return
+        prefix = f"m{len(self._watches)}." if self._watches else ""
+        watch = ModelWatch(self._run, model, optimizer, prefix)
+        self._watches.append(watch)
+        self.per_step = True
+        event: EventWrite = {
+            "step": self._run.current_step,
+            "kind": "gradient_capture",
+            "data": {
+                "point": watch.point,
+                "model": type(model).__name__,
+                "prefix": prefix,
+                "layers": watch.names,
+            },
+        }
+        self._run.submit_background(lambda: Collected([], [event]))
+        logger.info(
+            "Tracer watches %d parameters of %s at %s.",
+            len(watch.names),
+            type(model).__name__,
+            watch.point,
+        )
+
+    @property
+    def capture_points(self) -> list[str]:
+        return [w.point for w in self._watches]
+
+    def on_step_end(self, step: int) -> None:
+        for watch in self._watches:
+            watch.on_step_end(step)
+
+    def checkpoint(self, step: int, reason: str) -> Contribution:
+        if not self._watches:
+            return {}
+        parts = [watch.checkpoint() for watch in self._watches]
+
+        def merged() -> dict[str, dict[str, float]]:
+            stats: dict[str, dict[str, float]] = {}
+            for part in parts:
+                stats.update(part())
+            return stats
+
+        return {"gradient_stats": merged}
+
+    def close(self) -> None:
+        for watch in self._watches:
+            watch.close()
+
+
+def gradient_collector(run: TrainingTracer) -> Optional[Collector]:
+    """Factory registered by the built-in capture plugin; None when tracking is off."""
+    return GradientCapture(run) if run.config.track_gradients else None

@@ -1,0 +1,15 @@
+"""Registers the built-in collectors: gradients, system metrics and batch samples."""
+
+from __future__ import annotations
+
+from tracer.capture.gradients import gradient_collector
+from tracer.capture.samples import sample_collector
+from tracer.capture.system import system_collector
+from tracer.plugins.hookspecs import RegisterCollector, hookimpl
+
+
+@hookimpl
+def tracer_register_collectors(register: RegisterCollector) -> None:
+    register("gradients", gradient_collector)
+    register("system", system_collector)
+    register("samples", sample_collector)

@@ -1,0 +1,125 @@
+"""Samples of the batch being trained on, so a bad batch can be looked at after the fact.
+
+A forward hook on each watched model keeps, from every forward pass, a small copy of the
+first `capture_samples` rows of each input and output tensor (at most
+`MAX_ELEMENTS_PER_ROW` elements per row, `MAX_TENSORS` tensors per side; nested tuples,
+lists and dicts such as HF ModelOutput are walked). The copy is one small device kernel per
+tensor and no host sync. At a checkpoint the last forward's copies are sent to the writer,
+which stores them with their names, shapes (the full shape, before truncation) and dtypes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Optional
+
+from tracer.capture.collector import Collector, Contribution
+from tracer.capture.transfer import copy_to_host
+
+if TYPE_CHECKING:
+    from tracer.core.tracer import TrainingTracer
+    from tracer.storage.base import SampleWrite
+
+logger = logging.getLogger(__name__)
+
+MAX_ELEMENTS_PER_ROW = 1024
+MAX_TENSORS = 16
+
+
+def tensors_in(value: Any, name: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """(dotted name, tensor) for every tensor inside nested tuples, lists and dicts."""
+    if depth > 4:
+        return
+    if hasattr(value, "detach") and hasattr(value, "shape"):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from tensors_in(item, f"{name}.{key}" if name else str(key), depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from tensors_in(item, f"{name}.{index}" if name else str(index), depth + 1)
+
+
+class _Kept:
+    __slots__ = ("copy", "dtype", "name", "role", "shape")
+
+    def __init__(self, role: str, name: str, tensor: Any, rows: int) -> None:
+        self.role = role
+        self.name = name
+        self.shape = list(tensor.shape)
+        self.dtype = str(tensor.dtype).removeprefix("torch.")
+        head = tensor.detach()
+        if head.dim() == 0:
+            head = head.reshape(1, 1)
+        else:
+            head = head[:rows].reshape(min(rows, head.shape[0]), -1)
+        self.copy = head[:, :MAX_ELEMENTS_PER_ROW].clone()
+
+    def write(self, step: int, reason: str, host: Any) -> SampleWrite:
+        values = host.float().tolist() if host.is_floating_point() else host.tolist()
+        return {
+            "step": step,
+            "reason": reason,
+            "role": self.role,
+            "name": self.name,
+            "shape": self.shape,
+            "dtype": self.dtype,
+            "values": values,
+            "truncated": any(len(row) < _row_size(self.shape) for row in values),
+        }
+
+
+def _row_size(shape: list[int]) -> int:
+    size = 1
+    for dim in shape[1:]:
+        size *= dim
+    return size
+
+
+class SampleCapture(Collector):
+    """The built-in sample collector."""
+
+    name = "samples"
+
+    def __init__(self, run: TrainingTracer, rows: int) -> None:
+        self._run = run
+        self._rows = rows
+        self._last: list[_Kept] = []
+        self._handles: list[Any] = []
+
+    def watch(self, model: Any, optimizer: Optional[Any] = None) -> None:
+        self._handles.append(model.register_forward_hook(self._on_forward, with_kwargs=True))
+
+    def _on_forward(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
+        inputs = [(f"arg{i}", value) for i, value in enumerate(args)] + list(kwargs.items())
+        kept: list[_Kept] = []
+        for role, named in (("input", inputs), ("output", [("output", output)])):
+            found = (pair for name, value in named for pair in tensors_in(value, name))
+            for count, (name, tensor) in enumerate(found):
+                if count >= MAX_TENSORS:
+                    break
+                kept.append(_Kept(role, name, tensor, self._rows))
+        self._last = kept
+
+    def checkpoint(self, step: int, reason: str) -> Contribution:
+        if not self._last:
+            return {}
+        pending = [(kept, copy_to_host(kept.copy)) for kept in self._last]
+
+        def resolve() -> list[SampleWrite]:
+            return [kept.write(step, reason, copy.get()) for kept, copy in pending]
+
+        return {"samples": resolve}
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._last = []
+
+
+def sample_collector(run: TrainingTracer) -> Optional[Collector]:
+    """Factory registered by the built-in capture plugin; None when `capture_samples` is 0."""
+    rows = run.config.capture_samples
+    return SampleCapture(run, rows) if rows > 0 else None
