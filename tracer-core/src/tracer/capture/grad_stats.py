@@ -21,14 +21,16 @@ if TYPE_CHECKING:
 
 FULL_STAT_NAMES = ("norm", "mean", "std", "min", "max", "num_zeros", "num_nans", "num_infs")
 SUMMARY_HEAD = 2  # global norm, global max |g|
+MISSING = -1.0  # the per-layer norm of a layer that has no gradient at this capture
 
 
 def step_summary(grads: list[torch.Tensor], layer_index: Any, num_layers: int) -> Any:
     """[global_norm, max_abs, norm_0 .. norm_{L-1}] as a float32 device tensor.
 
     `grads` are the present gradients; `layer_index` is None when they are all the watched
-    layers in order, else a device index tensor placing them among `num_layers` (missing
-    layers read NaN, so they are never mistaken for a zero gradient).
+    layers in order, else a device index tensor placing them among `num_layers`. Layers
+    without a gradient read MISSING (-1: no norm is negative), never 0 or NaN, so they are
+    mistaken neither for a zero gradient nor for a non-finite one.
     """
     import torch
 
@@ -36,7 +38,7 @@ def step_summary(grads: list[torch.Tensor], layer_index: Any, num_layers: int) -
     max_abs = torch.stack(torch._foreach_norm(grads, float("inf"), dtype=torch.float32))
     head = torch.stack([torch.linalg.vector_norm(norms), max_abs.max()])
     if layer_index is not None:
-        full = torch.full((num_layers,), float("nan"), dtype=torch.float32, device=norms.device)
+        full = torch.full((num_layers,), MISSING, dtype=torch.float32, device=norms.device)
         full.index_copy_(0, layer_index, norms)
         norms = full
     return torch.cat([head, norms])

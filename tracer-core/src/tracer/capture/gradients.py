@@ -203,7 +203,8 @@ class ModelWatch:
         table = copy.get()
         layer_norms = table[:, grad_stats.SUMMARY_HEAD :]
         finite = layer_norms.isfinite()
-        running = layer_norms.nan_to_num(nan=-math.inf).amax(dim=0).tolist()
+        # NaN sorts as the largest value: an explosion to NaN/Inf shows as the peak.
+        running = layer_norms.nan_to_num(nan=math.inf).amax(dim=0).tolist()
         self._last_norms = layer_norms[-1].tolist()
         if self._max_since_checkpoint is None:
             self._max_since_checkpoint = running
@@ -241,7 +242,7 @@ class ModelWatch:
         return Collected(rows, events)
 
     def _stats(self, copy: Optional[HostCopy]) -> dict[str, dict[str, float]]:
-        peaks = self._max_since_checkpoint or [-math.inf] * len(self.names)
+        peaks = self._max_since_checkpoint or [grad_stats.MISSING] * len(self.names)
         self._max_since_checkpoint = None
         if copy is not None:
             rows = [
@@ -249,14 +250,18 @@ class ModelWatch:
                 for values in copy.get().tolist()
             ]
         elif self._last_norms is not None:
-            rows = [{"norm": norm} for norm in self._last_norms]
+            rows = [{"norm": _present(norm)} for norm in self._last_norms]
         else:
             return {}
         stats = {}
         for name, entry, peak in zip(self.names, rows, peaks, strict=True):
-            entry["max_norm_since_checkpoint"] = peak if peak != -math.inf else math.nan
+            entry["max_norm_since_checkpoint"] = _present(peak)
             stats[name] = entry
         return stats
+
+
+def _present(norm: float) -> float:
+    return math.nan if norm == grad_stats.MISSING else norm
 
 
 class GradientCapture(Collector):

@@ -18,7 +18,6 @@ logger = logging.getLogger(__name__)
 TIMESTAMP_METRIC = "_timestamp"
 
 Points = dict[str, tuple[list[int], list[float]]]
-Row = tuple[int, float, dict[str, Any]]
 
 
 def _extend(points: Points, name: str, steps: Sequence[int], values: Sequence[float]) -> None:
@@ -52,16 +51,21 @@ def _floats(name: str, raw: list[Any], steps: list[int]) -> tuple[list[int], lis
         return kept_steps, kept, bad
 
 
-def pivot(rows: list[Row], points: Points, latest: dict[str, float]) -> int:
+def pivot(
+    steps: list[int],
+    timestamps: list[float],
+    dicts: list[dict[str, Any]],
+    points: Points,
+    latest: dict[str, float],
+) -> int:
     """Append closed steps to `points` as columns (with `_timestamp`) and update `latest`.
 
     Returns how many values could not be read (they are left out).
     """
-    if not rows:
+    if not steps:
         return 0
-    steps = [row[0] for row in rows]
-    _extend(points, TIMESTAMP_METRIC, steps, [row[1] for row in rows])
-    return pivot_columns(steps, [row[2] for row in rows], points, latest)
+    _extend(points, TIMESTAMP_METRIC, steps, timestamps)
+    return pivot_columns(steps, dicts, points, latest)
 
 
 def pivot_columns(

@@ -51,9 +51,15 @@ class DeferringLock:
 
     def __enter__(self) -> None:
         global _main_thread_in_flush
-        if threading.get_ident() == _MAIN_THREAD_ID:
-            _main_thread_in_flush += 1  # before acquiring: a signal may land right after
-        self._lock.acquire()
+        if threading.get_ident() != _MAIN_THREAD_ID:
+            self._lock.acquire()
+            return
+        _main_thread_in_flush += 1  # before acquiring: a signal may land right after
+        try:
+            self._lock.acquire()
+        except BaseException:  # KeyboardInterrupt while waiting
+            _main_thread_in_flush -= 1
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         global _main_thread_in_flush, _deferred_sigterm

@@ -244,7 +244,7 @@ class TrainingTracer:
     def _close_step(self, checkpoint: bool = True) -> None:
         step = self._step
         if self._pending:
-            self._writer.submit((step, time.time(), self._pending))
+            self._writer.submit_step(step, time.time(), self._pending)
             self._pending = {}
         self._last_closed_step = step
         if self._collectors.stepping:
@@ -290,7 +290,7 @@ class TrainingTracer:
         if self._state is not _ACTIVE:
             return self._state is _DISABLED
         if self._pending:
-            self._writer.submit((self._step, time.time(), self._pending))
+            self._writer.submit_step(self._step, time.time(), self._pending)
             self._pending = {}
         return self._writer.flush(timeout)
 

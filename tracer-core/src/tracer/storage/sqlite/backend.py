@@ -330,7 +330,10 @@ class SQLiteStorage(StorageBackend):
         return int(row[0])
 
     def _write_metrics(self, conn: sqlite3.Connection, run_id: str, points: PointBatch) -> None:
+        # One executemany per table: each statement releases and retakes the GIL, and on a
+        # busy training thread retaking it can cost a whole switch interval.
         chunks = []
+        summaries = []
         for name, (raw_steps, raw_values) in points.items():
             if not raw_steps:
                 continue
@@ -338,14 +341,7 @@ class SQLiteStorage(StorageBackend):
             series_id = self._series_id(conn, run_id, name)
             chunks.append((series_id, *codec.encode(steps, values)))
             count, last_step, last_value, low, high = schema.summarize(steps, values)
-            conn.execute(
-                "UPDATE series SET count = count + ?,"
-                " last_value = CASE WHEN last_step IS NULL OR last_step <= ?"
-                "   THEN ? ELSE last_value END,"
-                " last_step = max(coalesce(last_step, ?), ?),"
-                " min_value = CASE WHEN min_value IS NULL THEN ? ELSE min(min_value, coalesce(?, min_value)) END,"  # noqa: E501
-                " max_value = CASE WHEN max_value IS NULL THEN ? ELSE max(max_value, coalesce(?, max_value)) END"  # noqa: E501
-                " WHERE id = ?",
+            summaries.append(
                 (
                     count,
                     last_step,
@@ -357,12 +353,24 @@ class SQLiteStorage(StorageBackend):
                     high,
                     high,
                     series_id,
-                ),
+                )
             )
         conn.executemany(
             "INSERT INTO metric_chunks (series_id, first_step, last_step, count, steps, vals)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             chunks,
+        )
+        conn.executemany(
+            "UPDATE series SET count = count + ?,"
+            " last_value = CASE WHEN last_step IS NULL OR last_step <= ?"
+            "   THEN ? ELSE last_value END,"
+            " last_step = max(coalesce(last_step, ?), ?),"
+            " min_value = CASE WHEN min_value IS NULL THEN ?"
+            "   ELSE min(min_value, coalesce(?, min_value)) END,"
+            " max_value = CASE WHEN max_value IS NULL THEN ?"
+            "   ELSE max(max_value, coalesce(?, max_value)) END"
+            " WHERE id = ?",
+            summaries,
         )
 
     def get_metric_timeseries(self, run_id: str, metric: str) -> MetricSeries:

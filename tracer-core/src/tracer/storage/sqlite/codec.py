@@ -46,11 +46,15 @@ def normalize(steps: Sequence[int], values: Sequence[float]) -> tuple[list[int],
 
 
 def encode(steps: list[int], values: list[float]) -> tuple[int, int, int, Optional[bytes], bytes]:
-    """(first_step, last_step, count, steps_blob_or_None, values_blob) for ascending steps."""
+    """(first_step, last_step, count, steps_blob_or_None, values_blob).
+
+    `steps` must be strictly ascending (as `normalize` leaves them): then `last - first ==
+    count - 1` already proves they are contiguous, the common case, with no per-step check.
+    """
     count = len(steps)
     first, last = steps[0], steps[-1]
     steps_blob: Optional[bytes] = None
-    if count > 2:
+    if count > 2 and last - first != count - 1:
         stride, remainder = divmod(last - first, count - 1)
         if remainder or stride <= 0 or steps != list(range(first, last + 1, stride)):
             steps_blob = _to_bytes(array("q", steps))

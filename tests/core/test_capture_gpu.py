@@ -1,0 +1,94 @@
+"""On a CUDA GPU: the per-step capture path never syncs the host, and NVML readings arrive.
+
+Skipped without CUDA (the CPU suite proves the values; this proves the absence of syncs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import tracer
+from tests.core.helpers import open_store, series
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def _model() -> Any:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256)
+    ).cuda()
+
+
+def _steps(model: Any, optimizer: Any, count: int, log: bool) -> None:
+    for _ in range(count):
+        inputs = torch.randn(32, 256, device="cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(inputs).float().pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if log:
+            tracer.log({"loss": loss.detach()})  # a device tensor: read on the writer thread
+            tracer.step()
+
+
+def test_tracked_steps_make_no_host_sync() -> None:
+    model = _model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    _steps(model, optimizer, 3, log=False)  # warm up kernels and the optimizer state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _steps(model, optimizer, 3, log=False)  # the loop itself is sync-free
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+    run = tracer.init(
+        project="gpu",
+        checkpoint_interval=10,
+        flush_interval=60,
+        write_buffer_size=10**6,
+        system_metrics_interval=60,
+    )
+    tracer.watch(model, optimizer=optimizer)
+    _steps(model, optimizer, 2, log=True)  # first capture allocates the ring buffer
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        # 70 steps: ring drains (every 64), checkpoints with full statistics (every 10)
+        # and batch samples, all on the training thread, none waiting on the device.
+        _steps(model, optimizer, 70, log=True)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    tracer.finish()
+    assert series(run.run_id, "grad/global_norm")["steps"] == list(range(72))
+    assert len(series(run.run_id, "loss")["values"]) == 72
+    with open_store() as store:
+        checkpoints = store.get_checkpoints(run.run_id)
+    assert checkpoints[0]["gradient_stats"]["0.weight"]["norm"] > 0
+
+
+def test_nvml_and_allocator_readings_are_recorded() -> None:
+    pytest.importorskip("pynvml")
+    run = tracer.init(project="gpu", system_metrics_interval=0.1, checkpoint_interval=5)
+    model = _model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    tracer.watch(model, optimizer=optimizer)
+    _steps(model, optimizer, 20, log=True)
+    tracer.finish()
+    with open_store() as store:
+        checkpoint = store.get_checkpoints(run.run_id)[-1]
+        names = {metric["name"] for metric in store.list_metrics(run.run_id)}
+    system = checkpoint["system_metrics"]
+    assert system["system/gpu0/memory_total_mb"] > 1000
+    assert 0 <= system["system/gpu0/utilization_percent"] <= 100
+    assert system["system/torch/allocated_mb"] > 0
+    assert "system/gpu0/memory_used_mb" in names
