@@ -322,7 +322,7 @@ def test_watch_misuse_raises_clearly() -> None:
     with pytest.raises(RuntimeError, match=r"tracer\.init"):
         tracer.watch(make_model())
     tracer.init(project="p")
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         tracer.watch("model")
-    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+    with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer"):
         tracer.watch(make_model(), optimizer="adam")
