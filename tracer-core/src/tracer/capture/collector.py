@@ -110,7 +110,7 @@ class CollectorSet:
         self.stepping = [c for c in self._collectors if c.per_step]
 
     def step_end(self, step: int) -> None:
-        for collector in self.stepping:
+        for collector in list(self.stepping):  # a failing one may be removed mid-loop
             try:
                 collector.on_step_end(step)
             except Exception:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
-from tracer.capture.collector import Collector, Contribution
+from tracer.capture.collector import MAX_FAILURES, Collector, Contribution
 from tracer.capture.transfer import copy_to_host
 
 if TYPE_CHECKING:
@@ -53,7 +53,8 @@ class _Kept:
         if head.dim() == 0:
             head = head.reshape(1, 1)
         else:
-            head = head[:rows].reshape(min(rows, head.shape[0]), -1)
+            head = head[:rows]
+            head = head.reshape(head.shape[0], _row_size(self.shape))  # rows may be 0
         self.copy = head[:, :MAX_ELEMENTS_PER_ROW].clone()
 
     def write(self, step: int, reason: str, host: Any) -> SampleWrite:
@@ -87,11 +88,26 @@ class SampleCapture(Collector):
         self._rows = rows
         self._last: list[_Kept] = []
         self._handles: list[Any] = []
+        self._failures = 0
 
     def watch(self, model: Any, optimizer: Optional[Any] = None) -> None:
         self._handles.append(model.register_forward_hook(self._on_forward, with_kwargs=True))
 
     def _on_forward(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
+        # Called by torch inside the user's forward: nothing may escape from here.
+        if self._failures >= MAX_FAILURES:
+            return
+        try:
+            self._keep(args, kwargs, output)
+        except Exception:
+            self._failures += 1
+            if self._failures == 1:
+                logger.exception("Tracer could not sample a batch; training goes on.")
+            elif self._failures == MAX_FAILURES:
+                logger.warning("Tracer stops sampling batches after %d failures.", MAX_FAILURES)
+            self._last = []
+
+    def _keep(self, args: Any, kwargs: Any, output: Any) -> None:
         inputs = [(f"arg{i}", value) for i, value in enumerate(args)] + list(kwargs.items())
         kept: list[_Kept] = []
         for role, named in (("input", inputs), ("output", [("output", output)])):
