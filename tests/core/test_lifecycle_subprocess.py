@@ -2,9 +2,9 @@
 
 Each test writes a small training script, runs it with `sys.executable` and reads what it left
 in `<tmp_path>/store/tracer.db` afterwards: what survives SIGKILL, SIGTERM (with and without
-a user handler), an uncaught exception, a forgotten `finish()`, a context manager that raises,
-and four processes writing one database at once. The children import only `tracer`, so these
-tests run where torch is not installed.
+a user handler, and landing inside a synchronous write), an uncaught exception, a forgotten
+`finish()`, a context manager that raises, and four processes writing one database at once.
+The children import only `tracer`, so these tests run where torch is not installed.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 import tracer
 from tracer.config import TracerConfig
-from tracer.storage import RunRecord, StorageBackend
+from tracer.storage import RunRecord, StorageBackend, open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +34,7 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX sig
 PROJECT = "p"
 CHILD_TIMEOUT_S = 120.0  # generous: the machine may be shared and slow
 POLL_TIMEOUT_S = 60.0
+SIGNAL_EXIT_TIMEOUT_S = 60.0  # finishing takes well under a second; a hang must not take 2 min
 LOSS_WINDOW_LIMIT_S = 1.5  # the contract: about one flush interval (1 s) lost to SIGKILL
 
 # Environment variables that would change what a child does (see tracer.core.tracer/config).
@@ -137,7 +139,8 @@ def database(tmp_path: Path) -> Path:
 
 @contextmanager
 def reader(tmp_path: Path) -> Iterator[StorageBackend]:
-    storage = StorageBackend(
+    """The storage API a user reads with (`open_storage` is `StorageBackend(config)`)."""
+    storage = open_storage(
         TracerConfig(project_name=PROJECT, storage_path=str(storage_dir(tmp_path)))
     )
     try:
@@ -206,17 +209,23 @@ ENDLESS_TRAINING = """
         time.sleep(0.001)
 """
 
-# Nothing is flushed in the background (60 s interval, huge buffer): what reaches the
-# database after the signal was written by the SIGTERM handler. argv[2] is a file created
-# once 300 steps are logged.
+# argv: storage, a file created once 300 steps are logged, async_writes 1/0, sleep per step.
+# Async: nothing is flushed in the background (60 s interval, huge buffer), so what reaches
+# the database was written by the SIGTERM handler. Sync: every step is its own transaction,
+# so the signal mostly lands inside one (the main thread holding the writer's lock).
 SIGTERM_TRAINING = """
     import signal, sys, time
     import tracer
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever the parent left us
     run = tracer.init(
-        "p", storage_path=sys.argv[1], flush_interval=60, write_buffer_size=1_000_000
+        "p",
+        storage_path=sys.argv[1],
+        async_writes=sys.argv[3] == "1",
+        flush_interval=60,
+        write_buffer_size=1_000_000,
     )
+    pause = float(sys.argv[4])
     step = 0
     while True:
         tracer.log({"loss": 1.0 / (step + 1)})
@@ -224,9 +233,11 @@ SIGTERM_TRAINING = """
         step += 1
         if step == 300:
             open(sys.argv[2], "w").close()
-        time.sleep(0.002)
+        if pause:
+            time.sleep(pause)
 """
 
+# argv: storage, a file created once 50 steps are logged, marker file, async 1/0, sleep.
 USER_SIGTERM_HANDLER = """
     import signal, sys, time
     import tracer
@@ -238,7 +249,14 @@ USER_SIGTERM_HANDLER = """
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    tracer.init("p", storage_path=sys.argv[1], flush_interval=60, write_buffer_size=1_000_000)
+    tracer.init(
+        "p",
+        storage_path=sys.argv[1],
+        async_writes=sys.argv[4] == "1",
+        flush_interval=60,
+        write_buffer_size=1_000_000,
+    )
+    pause = float(sys.argv[5])
     step = 0
     while True:
         tracer.log({"loss": 1.0 / (step + 1)})
@@ -246,7 +264,8 @@ USER_SIGTERM_HANDLER = """
         step += 1
         if step == 50:
             open(sys.argv[2], "w").close()
-        time.sleep(0.002)
+        if pause:
+            time.sleep(pause)
 """
 
 UNCAUGHT_EXCEPTION = """
@@ -335,7 +354,9 @@ def test_sigkill_loses_at_most_one_flush_interval(tmp_path: Path, buffer_size: i
     than about one flush interval of steps lost; what is stored is a gap-free prefix."""
     child = start_child(ENDLESS_TRAINING, tmp_path, str(buffer_size))
     wait_until(lambda: stored_points(tmp_path) >= 2000, child, "2000 stored steps")
-    time.sleep(0.5)
+    # The count just grew, so a flush just landed: kill near the end of the next interval
+    # (1 s), when the most is at stake.
+    time.sleep(0.9)
     kill_time = time.time()
     child.proc.send_signal(signal.SIGKILL)
     finished = child.wait()
@@ -362,15 +383,21 @@ def test_sigkill_loses_at_most_one_flush_interval(tmp_path: Path, buffer_size: i
 
 
 @posix_only
-def test_sigterm_marks_killed_and_keeps_everything_logged(tmp_path: Path) -> None:
-    """SIGTERM marks the run "killed", writes every step logged before the signal (here
-    nothing was flushed before it), then ends the process with the default action."""
+@pytest.mark.parametrize("asynchronous", [True, False], ids=["async", "sync"])
+def test_sigterm_marks_killed_and_keeps_everything_logged(
+    tmp_path: Path, asynchronous: bool
+) -> None:
+    """SIGTERM marks the run "killed", writes every step logged before the signal (async:
+    nothing was flushed before it), then ends the process promptly with the default action,
+    also when it lands inside a synchronous write."""
     ready = tmp_path / "ready"
-    child = start_child(SIGTERM_TRAINING, tmp_path, str(ready))
+    pause = "0.002" if asynchronous else "0"
+    child = start_child(SIGTERM_TRAINING, tmp_path, str(ready), str(int(asynchronous)), pause)
     wait_until(ready.exists, child, "300 logged steps")
-    assert stored_points(tmp_path) == 0  # all of it is still in the child's queue
+    if asynchronous:
+        assert stored_points(tmp_path) == 0  # all of it is still in the child's queue
     child.proc.send_signal(signal.SIGTERM)
-    finished = child.wait()
+    finished = child.wait(timeout=SIGNAL_EXIT_TIMEOUT_S)
 
     assert finished.returncode == -signal.SIGTERM, finished.stderr
     run = only_run(tmp_path)
@@ -383,14 +410,18 @@ def test_sigterm_marks_killed_and_keeps_everything_logged(tmp_path: Path) -> Non
 
 
 @posix_only
-def test_sigterm_calls_the_users_earlier_handler(tmp_path: Path) -> None:
+@pytest.mark.parametrize("asynchronous", [True, False], ids=["async", "sync"])
+def test_sigterm_calls_the_users_earlier_handler(tmp_path: Path, asynchronous: bool) -> None:
     """A SIGTERM handler installed before `tracer.init` still runs, after the run was ended
     as "killed"; its `sys.exit(0)` decides the exit status."""
     ready, marker = tmp_path / "ready", tmp_path / "marker"
-    child = start_child(USER_SIGTERM_HANDLER, tmp_path, str(ready), str(marker))
+    pause = "0.002" if asynchronous else "0"
+    child = start_child(
+        USER_SIGTERM_HANDLER, tmp_path, str(ready), str(marker), str(int(asynchronous)), pause
+    )
     wait_until(ready.exists, child, "50 logged steps")
     child.proc.send_signal(signal.SIGTERM)
-    finished = child.wait()
+    finished = child.wait(timeout=SIGNAL_EXIT_TIMEOUT_S)
 
     assert finished.returncode == 0, finished.stderr
     assert marker.read_text() == "called; tracer run ended"
@@ -515,6 +546,7 @@ def test_concurrent_processes_share_one_database(
                 assert list(points["steps"]) == list(range(steps)), (run["run_id"], metric)
             total += len(storage.get_metric_timeseries(run["run_id"], "loss")["steps"])
     assert total == processes * steps
+    assert stored_points(tmp_path) == processes * steps  # the per-series counters agree
 
 
 def test_finish_is_idempotent(tmp_path: Path) -> None:
