@@ -82,6 +82,8 @@ def test_every_hook_is_prefixed_typed_and_documented() -> None:
     assert {name for name, _ in hooks} == {
         "tracer_register_storage",
         "tracer_register_collectors",
+        "tracer_register_detectors",
+        "tracer_anomaly",
         "tracer_run_start",
         "tracer_checkpoint_written",
         "tracer_run_end",

@@ -20,12 +20,14 @@ from tracer._api import finish, get_run, init, log, step, watch
 if TYPE_CHECKING:
     from tracer.config import TracerConfig
     from tracer.core.tracer import TrainingTracer
+    from tracer.exceptions import TrainingHalted
     from tracer.plugins.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 __all__ = [
     "TracerConfig",
+    "TrainingHalted",
     "TrainingTracer",
     "finish",
     "get_run",
@@ -40,6 +42,7 @@ _LAZY = {
     "TracerConfig": "tracer.config",
     "TrainingTracer": "tracer.core.tracer",
     "hookimpl": "tracer.plugins.hookspecs",
+    "TrainingHalted": "tracer.exceptions",
 }
 
 

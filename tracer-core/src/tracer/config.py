@@ -74,6 +74,20 @@ class TracerConfig(BaseModel):
     write_buffer_size: int = Field(default=100, gt=0)
     max_workers: int = Field(default=4, gt=0)
 
+    # Detection (not in the seed reference)
+    detectors: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per detector: False to disable it, or a dict of its settings.",
+    )
+    loss_metrics: list[str] = Field(
+        default_factory=lambda: ["*loss*"],
+        description="fnmatch patterns (case-insensitive) of the metrics loss detectors watch.",
+    )
+    halt_on: list[str] = Field(
+        default_factory=list,
+        description="Anomaly types that stop training: tracer.step() raises TrainingHalted.",
+    )
+
     # Lifecycle (not in the seed reference; needed by preempted jobs and crash detection)
     resume: Optional[str] = Field(
         default=None, description="Id or name of an existing run of the project to continue."

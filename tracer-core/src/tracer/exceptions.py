@@ -17,3 +17,25 @@ class RunNotFoundError(TracerError, LookupError):
 
 class DuplicateRunError(StorageError):
     """`create_run` with an id, or a (project, name), that is already stored."""
+
+
+class TrainingHalted(TracerError):
+    """Raised by `tracer.step()` after an anomaly whose type is in `halt_on` was found.
+
+    The run is already finished (status "failed", the anomaly in its error) when this is
+    raised; `anomaly` is the stored anomaly dict. Catch it to end training cleanly:
+
+        try:
+            for batch in loader:
+                ...
+                tracer.step()
+        except tracer.TrainingHalted as halted:
+            print("stopped:", halted.anomaly["message"])
+    """
+
+    def __init__(self, anomaly: dict[str, object]) -> None:
+        super().__init__(
+            f"training halted on {anomaly['anomaly_type']} at step"
+            f" {anomaly['step']}: {anomaly['message']}"
+        )
+        self.anomaly = anomaly

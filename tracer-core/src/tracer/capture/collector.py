@@ -64,6 +64,13 @@ class Collector:
         """A checkpoint is being taken at `step`; return this collector's sections."""
         return {}
 
+    def anomaly_sections(self, step: int) -> Contribution:
+        """An anomaly was found at `step` (a past step): sections for its checkpoint.
+
+        Called on the writer thread; return what is still known about that step.
+        """
+        return {}
+
     def close(self) -> None:
         """The run is finishing: submit what is left, remove hooks, stop threads."""
 
@@ -123,6 +130,16 @@ class CollectorSet:
                 sections.update(collector.checkpoint(step, reason))
             except Exception:
                 self._failed(collector, "checkpoint")
+        return sections
+
+    def anomaly_sections(self, step: int) -> dict[str, Any]:
+        """Writer thread: each collector's sections for an anomaly checkpoint at `step`."""
+        sections: dict[str, Any] = {}
+        for collector in list(self._collectors):
+            try:
+                sections.update(collector.anomaly_sections(step))
+            except Exception:
+                logger.debug("collector %r has no anomaly sections", collector.name, exc_info=True)
         return sections
 
     def close(self) -> None:

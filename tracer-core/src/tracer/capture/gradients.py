@@ -88,6 +88,7 @@ class ModelWatch:
         self._index_cache: dict[tuple[bool, ...], Any] = {}
         self._max_since_checkpoint: Optional[list[float]] = None
         self._last_norms: Optional[list[float]] = None
+        self._recent_norms: dict[int, list[float]] = {}  # per-layer norms of recent steps
         self._full: Any = None  # full statistics taken at a capture of a checkpoint step
         self._handles: list[Any] = []
         if not self.params:
@@ -212,6 +213,7 @@ class ModelWatch:
             self._max_since_checkpoint = [
                 max(a, b) for a, b in zip(self._max_since_checkpoint, running, strict=True)
             ]
+        self._recent_norms = dict(zip(steps, layer_norms.tolist(), strict=True))
         bad_counts = (~finite).sum(dim=1).tolist()
         heads = table[:, : grad_stats.SUMMARY_HEAD].tolist()
         prefix = self.prefix
@@ -240,6 +242,17 @@ class ModelWatch:
                     }
                 )
         return Collected(rows, events)
+
+    def anomaly_stats(self, step: int) -> dict[str, dict[str, float]]:
+        """Writer thread: per-layer norms at `step`, if it is among the last drained steps."""
+        norms = self._recent_norms.get(step)
+        if norms is None:
+            return {}
+        peaks = self._max_since_checkpoint or [grad_stats.MISSING] * len(self.names)
+        return {
+            name: {"norm": _present(norm), "max_norm_since_checkpoint": _present(peak)}
+            for name, norm, peak in zip(self.names, norms, peaks, strict=True)
+        }
 
     def _stats(self, copy: Optional[HostCopy]) -> dict[str, dict[str, float]]:
         peaks = self._max_since_checkpoint or [grad_stats.MISSING] * len(self.names)
@@ -322,6 +335,12 @@ class GradientCapture(Collector):
             return stats
 
         return {"gradient_stats": merged}
+
+    def anomaly_sections(self, step: int) -> Contribution:
+        stats: dict[str, dict[str, float]] = {}
+        for watch in self._watches:
+            stats.update(watch.anomaly_stats(step))
+        return {"gradient_stats": stats} if stats else {}
 
     def close(self) -> None:
         for watch in self._watches:

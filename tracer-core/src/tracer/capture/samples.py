@@ -11,6 +11,7 @@ which stores them with their names, shapes (the full shape, before truncation) a
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+HISTORY_STEPS = 64  # how many recent steps' batches are kept for anomaly checkpoints
 MAX_ELEMENTS_PER_ROW = 1024
 MAX_TENSORS = 16
 
@@ -87,6 +89,7 @@ class SampleCapture(Collector):
         self._run = run
         self._rows = rows
         self._last: list[_Kept] = []
+        self._history: deque[tuple[int, list[_Kept]]] = deque(maxlen=HISTORY_STEPS)
         self._handles: list[Any] = []
         self._failures = 0
 
@@ -117,6 +120,11 @@ class SampleCapture(Collector):
                     break
                 kept.append(_Kept(role, name, tensor, self._rows))
         self._last = kept
+        step = self._run.current_step
+        if self._history and self._history[-1][0] == step:
+            self._history[-1] = (step, kept)  # the last forward of a step wins
+        else:
+            self._history.append((step, kept))
 
     def checkpoint(self, step: int, reason: str) -> Contribution:
         if not self._last:
@@ -128,11 +136,21 @@ class SampleCapture(Collector):
 
         return {"samples": resolve}
 
+    def anomaly_sections(self, step: int) -> Contribution:
+        """Writer thread: the batch of `step`, if it is still among the last steps kept."""
+        for kept_step, kept in list(self._history):
+            if kept_step == step:
+                return {
+                    "samples": [k.write(step, "anomaly", copy_to_host(k.copy).get()) for k in kept]
+                }
+        return {}
+
     def close(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
         self._last = []
+        self._history.clear()
 
 
 def sample_collector(run: TrainingTracer) -> Optional[Collector]:

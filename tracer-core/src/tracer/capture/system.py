@@ -141,6 +141,9 @@ class SystemSampler(Collector):
             return {"system_metrics": lambda: {**self.sample(), **snapshot}}
         return {"system_metrics": snapshot}
 
+    def anomaly_sections(self, step: int) -> Contribution:
+        return {"system_metrics": dict(self._latest)} if self._latest else {}
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)

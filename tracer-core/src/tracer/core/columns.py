@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from operator import itemgetter
+from operator import itemgetter, lt
 from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
@@ -101,3 +101,14 @@ def pivot_columns(
                 if latest is not None:
                     latest[name] = values[-1]
     return bad
+
+
+def order_by_step(points: Points) -> None:
+    """Put every series of `points` in step order, in place (stable: a repeated step keeps
+    its write order). Pivoting by metric-name groups can interleave steps; detectors and
+    readers expect order."""
+    for name, (steps, values) in points.items():
+        if all(map(lt, steps, steps[1:])):
+            continue
+        order = sorted(range(len(steps)), key=steps.__getitem__)
+        points[name] = ([steps[i] for i in order], [values[i] for i in order])

@@ -23,9 +23,10 @@ from tracer.core.distributed import rank_and_world_size
 from tracer.core.naming import free_name, new_run_id, random_run_name
 from tracer.core.values import check_metrics
 from tracer.core.writer import Background, CheckpointRequest, RunWriter
-from tracer.exceptions import DuplicateRunError, RunNotFoundError, TracerError
+from tracer.detection.runner import DetectorSet, build_detectors, detection_settings
+from tracer.exceptions import DuplicateRunError, RunNotFoundError, TracerError, TrainingHalted
 from tracer.plugins.manager import get_plugin_manager
-from tracer.storage.base import RunRecord, StorageBackend
+from tracer.storage.base import AnomalyWrite, RunRecord, StorageBackend
 from tracer.storage.liveness import process_is_alive, this_host
 from tracer.storage.registry import open_storage
 from tracer.storage.retention import apply_retention
@@ -57,10 +58,19 @@ class TrainingTracer:
         self._next_checkpoint = config.checkpoint_interval
         self.run_id: str = "disabled"
         self.run_name: str = config.run_name or "disabled"
+        self._halt: Optional[AnomalyWrite] = None
         if tracing_disabled():
             self._state = _DISABLED
             return
         self._plugins = get_plugin_manager()
+        detectors = build_detectors(
+            self._plugins.detector_classes(), config.detectors, config.loss_metrics
+        )  # a bad setting fails before storage
+        unknown = set(config.halt_on) - {
+            t for d in self._plugins.detector_classes().values() for t in d.anomaly_types
+        }
+        if unknown:
+            raise ValueError(f"halt_on names unknown anomaly types: {sorted(unknown)}")
         self.storage: StorageBackend = open_storage(config)
         try:
             self._start_or_resume()
@@ -77,6 +87,9 @@ class TrainingTracer:
             heartbeat_interval=config.heartbeat_interval,
             progress=lambda: self._step,
             on_checkpoint_written=self._checkpoint_written,
+            detectors=DetectorSet(self.run_id, detectors) if detectors else None,
+            anomaly_sections=lambda step: self._collectors.anomaly_sections(step),
+            on_anomalies=self._anomalies_found,
         )
         self._collectors = CollectorSet([])
         self._state = _ACTIVE
@@ -154,6 +167,7 @@ class TrainingTracer:
                     rank=rank,
                     world_size=world_size,
                     heartbeat_interval=config.heartbeat_interval,
+                    settings=detection_settings(config),
                 )
             except DuplicateRunError:
                 continue  # another process took the name between our check and insert
@@ -233,13 +247,39 @@ class TrainingTracer:
         self._pending.update(checked)
 
     def step(self) -> None:
-        """Close the current step (its metrics go to the writer) and move to the next one."""
+        """Close the current step (its metrics go to the writer) and move to the next one.
+
+        Raises `TrainingHalted` (after finishing the run) once an anomaly of a `halt_on`
+        type has been found.
+        """
         if self._state is not _ACTIVE:
             if self._state is _DISABLED:
                 return
             raise RuntimeError(self._ended_message())
         self._close_step()
         self._step += 1
+        if self._halt is not None:
+            self._halt_now()
+
+    @property
+    def should_stop(self) -> bool:
+        """True once an anomaly of a `halt_on` type was found (adapters poll this)."""
+        return self._halt is not None
+
+    def _halt_now(self) -> None:
+        anomaly = self._halt
+        assert anomaly is not None
+        halted = TrainingHalted(dict(anomaly))
+        self.finish("failed", error=str(halted))
+        raise halted
+
+    def _anomalies_found(self, anomalies: list[AnomalyWrite]) -> None:
+        """Writer thread, after the anomalies are stored: hooks, then the halt flag."""
+        for anomaly in anomalies:
+            self._plugins.call_lifecycle_hook("tracer_anomaly", run=self, anomaly=anomaly)
+            if self._halt is None and anomaly["anomaly_type"] in self.config.halt_on:
+                logger.warning("Tracer halts training: %s", anomaly["message"])
+                self._halt = anomaly
 
     def _close_step(self, checkpoint: bool = True) -> None:
         step = self._step

@@ -21,8 +21,15 @@ from typing import Any, NamedTuple, Optional, Union
 
 from tracer.capture.collector import Collected
 from tracer.core import lifecycle
-from tracer.core.columns import Points, pivot, pivot_columns
-from tracer.storage.base import CheckpointWrite, EventWrite, SampleWrite, StorageBackend
+from tracer.core.columns import Points, order_by_step, pivot, pivot_columns
+from tracer.detection.runner import DetectorSet
+from tracer.storage.base import (
+    AnomalyWrite,
+    CheckpointWrite,
+    EventWrite,
+    SampleWrite,
+    StorageBackend,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,7 @@ class _Batch(NamedTuple):
     checkpoints: list[CheckpointWrite]
     events: list[EventWrite]
     samples: list[SampleWrite]
+    anomalies: list[AnomalyWrite]
 
     def size(self) -> int:
         return sum(len(steps) for steps, _ in self.points.values())
@@ -87,6 +95,9 @@ class RunWriter:
         heartbeat_interval: float,
         progress: Callable[[], int],
         on_checkpoint_written: Callable[[int, str], None],
+        detectors: Optional[DetectorSet] = None,
+        anomaly_sections: Callable[[int], dict[str, Any]] = lambda step: {},
+        on_anomalies: Callable[[list[AnomalyWrite]], None] = lambda anomalies: None,
     ) -> None:
         self._storage = storage
         self._run_id = run_id
@@ -96,6 +107,10 @@ class RunWriter:
         self._heartbeat_interval = heartbeat_interval
         self._progress = progress
         self._on_checkpoint_written = on_checkpoint_written
+        self._detectors = detectors
+        self._anomaly_sections = anomaly_sections
+        self._on_anomalies = on_anomalies
+        self._anomaly_checkpoint_steps: set[int] = set()
         # A list, not a deque: append is atomic under the GIL, and the writer takes a whole
         # prefix with one slice instead of popping items one by one.
         self._queue: list[_Item] = []
@@ -217,6 +232,7 @@ class RunWriter:
                         run_fields,
                         events=batch.events,
                         samples=batch.samples,
+                        anomalies=batch.anomalies,
                     )
                 except Exception as error:
                     self._record_failure(error)
@@ -226,6 +242,8 @@ class RunWriter:
                 run_fields = {}
                 for checkpoint in batch.checkpoints:
                     self._on_checkpoint_written(checkpoint["step"], checkpoint["reason"])
+                if batch.anomalies:
+                    self._on_anomalies(batch.anomalies)
             else:
                 if run_fields:
                     try:
@@ -241,7 +259,7 @@ class RunWriter:
         barriers: list[_Barrier] = []
         if not self._queue:
             return barriers
-        batch = _Batch({}, [], [], [])
+        batch = _Batch({}, [], [], [], [])
         queue = self._queue
         count = len(queue)
         items = queue[:count]
@@ -263,10 +281,34 @@ class RunWriter:
         taken = self._pivot_steps(batch, dicts, taken)
         del self._queued_steps[:taken]
         del self._queued_times[:taken]
+        order_by_step(batch.points)
+        if self._detectors is not None:
+            self._detect(batch)
         if batch.points or batch.checkpoints or batch.events or batch.samples:
             self._unwritten.append(batch)
             self._bound_unwritten()
         return barriers
+
+    def _detect(self, batch: _Batch) -> None:
+        """Online detection over this batch; each new anomaly step gets a checkpoint."""
+        assert self._detectors is not None
+        found = self._detectors.feed(batch.points, batch.events, batch.checkpoints)
+        if not found:
+            return
+        batch.anomalies.extend(found)
+        for step in sorted({anomaly["step"] for anomaly in found}):
+            if step in self._anomaly_checkpoint_steps:
+                continue
+            self._anomaly_checkpoint_steps.add(step)
+            request = CheckpointRequest(step, time.time(), "anomaly", self._anomaly_sections(step))
+            checkpoint = self._checkpoint(request, batch)
+            for name, (steps, values) in batch.points.items():  # the values at that step
+                if steps and steps[0] <= step <= steps[-1] and not name.startswith("_"):
+                    try:
+                        checkpoint["metrics"][name] = values[steps.index(step)]
+                    except ValueError:
+                        continue
+            batch.checkpoints.append(checkpoint)
 
     def _pivot_steps(self, batch: _Batch, dicts: list[dict[str, Any]], taken: int) -> int:
         if dicts:

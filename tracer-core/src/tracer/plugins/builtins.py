@@ -5,4 +5,5 @@ from __future__ import annotations
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "tracer.storage.sqlite.plugin",
     "tracer.capture.plugin",
+    "tracer.detection.plugin",
 )

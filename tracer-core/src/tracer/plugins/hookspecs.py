@@ -18,7 +18,8 @@ import pluggy
 if TYPE_CHECKING:
     from tracer.capture.collector import CollectorFactory
     from tracer.core.tracer import TrainingTracer
-    from tracer.storage.base import StorageBackend
+    from tracer.detection.base import Detector
+    from tracer.storage.base import AnomalyWrite, StorageBackend
 
 PROJECT_NAME = "tracer"
 
@@ -53,6 +54,30 @@ def tracer_register_collectors(register: RegisterCollector) -> None:
     `factory(run)` is called in `tracer.init` and returns a `tracer.capture.Collector` (or
     None to sit this run out). A collector can add per-step series and its own section of
     every checkpoint; see `tracer.capture.collector`. Names must be unique.
+    """
+
+
+class RegisterDetector(Protocol):
+    def __call__(self, detector: type[Detector]) -> None: ...
+
+
+@hookspec
+def tracer_register_detectors(register: RegisterDetector) -> None:
+    """Register detector classes: `register(MyDetector)` (a `tracer.detection.Detector`).
+
+    Called once per process, when detectors are first needed (the first `tracer.init`, or an
+    `AnomalyDetector`), on every rank. A detector is built per run, with its settings from
+    `TracerConfig.detectors[MyDetector.name]`, and runs both online (on the writer thread)
+    and offline. Names must be unique.
+    """
+
+
+@hookspec
+def tracer_anomaly(run: TrainingTracer, anomaly: AnomalyWrite) -> None:
+    """An anomaly was found while the run trains, and is stored.
+
+    Called on the run's writer thread right after the flush that stored it commits, once per
+    new anomaly (never for offline detection). Keep it quick: alerts, not analysis.
     """
 
 

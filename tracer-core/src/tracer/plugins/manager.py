@@ -21,6 +21,7 @@ from tracer.plugins.builtins import BUILTIN_PLUGINS
 
 if TYPE_CHECKING:
     from tracer.capture.collector import CollectorFactory
+    from tracer.detection.base import Detector
     from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class TracerPluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self._storage_backends: Optional[dict[str, type[StorageBackend]]] = None
         self._collector_factories: Optional[dict[str, CollectorFactory]] = None
+        self._detector_classes: Optional[dict[str, type[Detector]]] = None
         self._failed_hooks: set[str] = set()
 
     def storage_backends(self) -> dict[str, type[StorageBackend]]:
@@ -73,6 +75,22 @@ class TracerPluginManager(pluggy.PluginManager):
             self.hook.tracer_register_collectors(register=register)
             self._collector_factories = factories
         return self._collector_factories
+
+    def detector_classes(self) -> dict[str, type[Detector]]:
+        if self._detector_classes is None:
+            classes: dict[str, type[Detector]] = {}
+
+            def register(detector: type[Detector]) -> None:
+                name = detector.name
+                if not name:
+                    raise ValueError(f"detector {detector.__qualname__} has no name")
+                if name in classes and classes[name] is not detector:
+                    raise ValueError(f"detector {name!r} registered twice")
+                classes[name] = detector
+
+            self.hook.tracer_register_detectors(register=register)
+            self._detector_classes = classes
+        return self._detector_classes
 
     def call_lifecycle_hook(self, name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook; a plugin's exception is logged once per hook, never raised."""

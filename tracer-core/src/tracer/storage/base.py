@@ -38,6 +38,7 @@ class RunRecord(TypedDict):
     world_size: int
     total_steps: int
     error: Optional[str]
+    settings: dict[str, Any]
 
 
 class CheckpointWrite(TypedDict):
@@ -90,6 +91,21 @@ class SampleWrite(TypedDict):
 
 class SampleRecord(SampleWrite):
     run_id: str
+
+
+class AnomalyWrite(TypedDict):
+    """An anomaly as stored: one per (run, type, step, subject); writing it again is a no-op."""
+
+    run_id: str
+    step: int
+    anomaly_type: str
+    severity: str
+    subject: str
+    value: float
+    baseline: float
+    threshold: float
+    message: str
+    detector: str
 
 
 class MetricSeries(TypedDict):
@@ -153,8 +169,13 @@ class StorageBackend(abc.ABC):
         rank: int = 0,
         world_size: int = 1,
         heartbeat_interval: Optional[float] = None,
+        settings: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        """Store a new run with status "running". A duplicate id or (project, name) raises."""
+        """Store a new run with status "running". A duplicate id or (project, name) raises.
+
+        `settings` keeps Tracer's own settings that readers need (the detector settings, so
+        offline detection judges the run as the online detectors did).
+        """
 
     @abc.abstractmethod
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -228,6 +249,18 @@ class StorageBackend(abc.ABC):
     def get_samples(self, run_id: str, step: Optional[int] = None) -> list[SampleRecord]:
         """Samples of a run (or of one step) in step order, then write order."""
 
+    # -- anomalies --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def write_anomalies(self, anomalies: Sequence[AnomalyWrite]) -> int:
+        """Store anomalies not stored yet (same run, type, step and subject); returns how many
+        were new."""
+
+    @abc.abstractmethod
+    def get_anomalies(
+        self, run_id: str, anomaly_types: Optional[Sequence[str]] = None
+    ) -> list[AnomalyWrite]:
+        """Anomalies of a run in step order, optionally only of some types."""
+
     # -- batching and lifetime --------------------------------------------------------------
     def write_batch(
         self,
@@ -237,8 +270,11 @@ class StorageBackend(abc.ABC):
         run_fields: Optional[Mapping[str, Any]] = None,
         events: Sequence[EventWrite] = (),
         samples: Sequence[SampleWrite] = (),
+        anomalies: Sequence[AnomalyWrite] = (),
     ) -> None:
         """One flush of the background writer. Backends with transactions make it atomic."""
+        if anomalies:
+            self.write_anomalies(anomalies)
         if points:
             self.write_metrics(run_id, points)
         for checkpoint in checkpoints:

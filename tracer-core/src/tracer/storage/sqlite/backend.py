@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.exceptions import DuplicateRunError, StorageError
 from tracer.storage.base import (
+    AnomalyWrite,
     CheckpointRecord,
     CheckpointWrite,
     EventRecord,
@@ -45,7 +46,7 @@ _LOCKED_RETRIES = 20
 
 _RUN_COLUMNS = (
     "id, project, name, status, tags, notes, config, start_time, end_time, heartbeat,"
-    " heartbeat_interval, host, pid, rank, world_size, total_steps, error"
+    " heartbeat_interval, host, pid, rank, world_size, total_steps, error, settings"
 )
 _UPDATABLE_RUN_FIELDS = {
     "status": "status",
@@ -70,6 +71,18 @@ def database_path(storage_path: str) -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(value, allow_nan=True, default=str)
+
+
+def _real(value: Any) -> Optional[float]:
+    """NaN is stored as NULL in a REAL column; `_float` reads it back as NaN."""
+    if value is None:
+        return None
+    number = float(value)
+    return None if number != number else number
+
+
+def _float(value: Optional[float]) -> float:
+    return float("nan") if value is None else float(value)
 
 
 class SQLiteStorage(StorageBackend):
@@ -212,63 +225,36 @@ class SQLiteStorage(StorageBackend):
         rank: int = 0,
         world_size: int = 1,
         heartbeat_interval: Optional[float] = None,
+        settings: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        row = (
+            run_id,
+            project_name,
+            run_name,
+            _json(list(tags)),
+            notes,
+            _json(dict(config)),
+            start_time,
+            start_time,
+            heartbeat_interval,
+            host,
+            pid,
+            rank,
+            world_size,
+            _json(dict(settings or {})),
+        )
         try:
-            self._insert_run(
-                run_id,
-                project_name,
-                run_name,
-                start_time,
-                config,
-                tags,
-                notes,
-                host,
-                pid,
-                rank,
-                world_size,
-                heartbeat_interval,
-            )
+            with self._transaction() as conn:
+                conn.execute(
+                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES"
+                    " (?, ?, ?, 'running', ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, 0, NULL, ?)",
+                    row,
+                )
         except sqlite3.IntegrityError as error:
             raise DuplicateRunError(
                 f"a run with id {run_id!r} or name {run_name!r} in project {project_name!r}"
                 " already exists"
             ) from error
-
-    def _insert_run(
-        self,
-        run_id: str,
-        project_name: str,
-        run_name: str,
-        start_time: float,
-        config: Mapping[str, Any],
-        tags: Sequence[str],
-        notes: Optional[str],
-        host: Optional[str],
-        pid: Optional[int],
-        rank: int,
-        world_size: int,
-        heartbeat_interval: Optional[float],
-    ) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES"
-                " (?, ?, ?, 'running', ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, 0, NULL)",
-                (
-                    run_id,
-                    project_name,
-                    run_name,
-                    _json(list(tags)),
-                    notes,
-                    _json(dict(config)),
-                    start_time,
-                    start_time,
-                    heartbeat_interval,
-                    host,
-                    pid,
-                    rank,
-                    world_size,
-                ),
-            )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         with self._transaction() as conn:
@@ -553,6 +539,65 @@ class SQLiteStorage(StorageBackend):
             for step_, reason, role, name, shape, dtype, values, truncated in rows
         ]
 
+    # -- anomalies --------------------------------------------------------------------------
+    def write_anomalies(self, anomalies: Sequence[AnomalyWrite]) -> int:
+        with self._transaction() as conn:
+            return self._write_anomalies(conn, anomalies)
+
+    @staticmethod
+    def _write_anomalies(conn: sqlite3.Connection, anomalies: Sequence[AnomalyWrite]) -> int:
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO anomalies (run_id, step, anomaly_type, severity, subject,"
+            " value, baseline, threshold, message, detector)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    a["run_id"],
+                    int(a["step"]),
+                    a["anomaly_type"],
+                    a["severity"],
+                    a.get("subject") or "",
+                    _real(a.get("value")),
+                    _real(a.get("baseline")),
+                    _real(a.get("threshold")),
+                    a.get("message", ""),
+                    a.get("detector", ""),
+                )
+                for a in anomalies
+            ],
+        )
+        return conn.total_changes - before
+
+    def get_anomalies(
+        self, run_id: str, anomaly_types: Optional[Sequence[str]] = None
+    ) -> list[AnomalyWrite]:
+        sql = (
+            "SELECT step, anomaly_type, severity, subject, value, baseline, threshold, message,"
+            " detector FROM anomalies WHERE run_id = ?"
+        )
+        params: list[Any] = [run_id]
+        if anomaly_types is not None:
+            types = list(anomaly_types)
+            sql += f" AND anomaly_type IN ({', '.join('?' * len(types))})"
+            params.extend(types)
+        rows = self._read(sql + " ORDER BY step, id", params)
+        return [
+            {
+                "run_id": run_id,
+                "step": step,
+                "anomaly_type": kind,
+                "severity": severity,
+                "subject": subject,
+                "value": _float(value),
+                "baseline": _float(baseline),
+                "threshold": _float(threshold),
+                "message": message,
+                "detector": detector,
+            }
+            for step, kind, severity, subject, value, baseline, threshold, message, detector in rows
+        ]
+
     # -- batching ---------------------------------------------------------------------------
     def write_batch(
         self,
@@ -562,9 +607,12 @@ class SQLiteStorage(StorageBackend):
         run_fields: Optional[Mapping[str, Any]] = None,
         events: Sequence[EventWrite] = (),
         samples: Sequence[SampleWrite] = (),
+        anomalies: Sequence[AnomalyWrite] = (),
     ) -> None:
         """One writer flush in one transaction: all of it lands, or none of it."""
         with self._transaction() as conn:
+            if anomalies:
+                self._write_anomalies(conn, anomalies)
             if points:
                 self._write_metrics(conn, run_id, points)
             if checkpoints:
@@ -596,6 +644,7 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         world_size,
         total_steps,
         error,
+        settings,
     ) = row
     return {
         "run_id": run_id,
@@ -617,4 +666,5 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         "world_size": world_size,
         "total_steps": total_steps,
         "error": error,
+        "settings": json.loads(settings),
     }

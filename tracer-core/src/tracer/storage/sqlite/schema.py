@@ -136,9 +136,24 @@ def _add_events_samples_and_checkpoint_extras(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX samples_by_run ON samples (run_id, step)")
 
 
+def _add_anomalies_and_run_settings(conn: sqlite3.Connection) -> None:
+    """v4: anomalies (unique per run, type, step and subject) and runs.settings."""
+    conn.execute("ALTER TABLE runs ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'")
+    conn.execute(
+        "CREATE TABLE anomalies (id INTEGER PRIMARY KEY,"
+        " run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,"
+        " step INTEGER NOT NULL, anomaly_type TEXT NOT NULL, severity TEXT NOT NULL,"
+        " subject TEXT NOT NULL, value REAL, baseline REAL, threshold REAL,"
+        " message TEXT NOT NULL, detector TEXT NOT NULL,"
+        " UNIQUE (run_id, anomaly_type, step, subject))"
+    )
+    conn.execute("CREATE INDEX anomalies_by_run ON anomalies (run_id, step)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _add_series_summaries,
     _add_events_samples_and_checkpoint_extras,
+    _add_anomalies_and_run_settings,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

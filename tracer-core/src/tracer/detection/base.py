@@ -1,0 +1,121 @@
+"""The detector interface: the same object judges a run while it trains and afterwards.
+
+A detector sees three streams, each in step order, and never relies on how they are cut into
+pieces or interleaved with each other: that is what makes the online result (fed by the
+writer thread, one flush at a time) identical to the offline one (`AnomalyDetector` replays
+whole series from storage):
+- series points: `observe(series, steps, values)` for each series it `wants`;
+- events: `observe_event(event)` ("nonfinite_gradients", "gradient_capture", ...);
+- checkpoints: `observe_checkpoint(checkpoint)` (per-layer gradient statistics).
+Each call returns findings. The runner adds the run id and the detector name, and storage
+keeps one anomaly per (type, step, subject), so replaying a run never duplicates one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Optional, TypedDict
+
+from tracer.storage.base import CheckpointWrite, EventWrite
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+class Finding(TypedDict):
+    """One anomaly as a detector reports it."""
+
+    step: int
+    anomaly_type: str
+    severity: str
+    subject: str  # the metric or layer concerned ("" when it is the run as a whole)
+    value: float  # what was observed
+    baseline: float  # what was expected (NaN when there is no baseline)
+    threshold: float  # the limit that was crossed (NaN when not a threshold test)
+    message: str
+
+
+def finding(
+    step: int,
+    anomaly_type: str,
+    severity: str,
+    subject: str,
+    message: str,
+    *,
+    value: float = float("nan"),
+    baseline: float = float("nan"),
+    threshold: float = float("nan"),
+) -> Finding:
+    return {
+        "step": int(step),
+        "anomaly_type": anomaly_type,
+        "severity": severity,
+        "subject": subject,
+        "value": float(value),
+        "baseline": float(baseline),
+        "threshold": float(threshold),
+        "message": message,
+    }
+
+
+class DetectorContext:
+    """Run-wide detection settings shared by every detector (which series are losses)."""
+
+    def __init__(self, loss_metrics: Sequence[str] = ("*loss*",)) -> None:
+        self.loss_metrics = tuple(loss_metrics)
+
+    def is_loss(self, series: str) -> bool:
+        if series.startswith(("_", "grad/", "system/", "optimizer/")) or "/grad/" in series:
+            return False
+        lowered = series.lower()
+        return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.loss_metrics)
+
+    @staticmethod
+    def is_user_metric(series: str) -> bool:
+        """A metric the user logged (not one of Tracer's own grad/, system/ or _ series)."""
+        return not (
+            series.startswith(("_", "grad/", "system/", "optimizer/")) or ".grad/" in series
+        )
+
+
+class Detector:
+    """Base class. Subclasses set `name`, `anomaly_types`, `defaults` and override `wants`
+    plus whichever `observe*` methods they need. Settings come from
+    `TracerConfig.detectors[name]`; an unknown setting is an error naming the closest one.
+    """
+
+    name: ClassVar[str] = ""
+    anomaly_types: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(
+        self,
+        settings: Optional[Mapping[str, Any]] = None,
+        context: Optional[DetectorContext] = None,
+    ) -> None:
+        settings = dict(settings or {})
+        for key in settings:
+            if key not in self.defaults:
+                close = difflib.get_close_matches(key, list(self.defaults), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"detector {self.name!r} has no setting {key!r}{hint}")
+        self.settings: dict[str, Any] = {**self.defaults, **settings}
+        self.context = context or DetectorContext()
+        self.setup()
+
+    def setup(self) -> None:
+        """Create per-run state (called at the end of __init__, settings already set)."""
+
+    def wants(self, series: str) -> bool:
+        """Whether `observe` should receive this series (asked once per series name)."""
+        return False
+
+    def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
+        return []
+
+    def observe_event(self, event: EventWrite) -> list[Finding]:
+        return []
+
+    def observe_checkpoint(self, checkpoint: CheckpointWrite) -> list[Finding]:
+        return []

@@ -1,0 +1,169 @@
+"""Loss detectors, on every series the context counts as a loss (default: names with "loss").
+
+- `loss_spike` / `loss_drop`: robust z-score of each value against the running median and
+  MAD of the previous `window` values; |z| > `z_threshold` reports, then the series is quiet
+  for `cooldown` values (a few corrupted batches in a row are one spike).
+- `loss_divergence`: a sustained rise: the last `rising_blocks` block medians (blocks of
+  `block` values) each rose, and the latest is above (1 + `rise`) x the best block median.
+- `loss_plateau`: no block median improved on the best by `min_delta` (relative) for
+  `patience` blocks, like SageMaker Debugger's LossNotDecreasing.
+Each reports once per episode and re-arms when the condition clears.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+from tracer.detection.base import Detector, Finding, finding
+from tracer.detection.stats import BlockMedians, RobustBaseline
+
+
+class LossSpikeDetector(Detector):
+    name = "loss_spike"
+    anomaly_types = ("loss_spike", "loss_drop")
+    defaults = {"z_threshold": 8.0, "window": 64, "min_count": 32, "cooldown": 16}
+
+    def setup(self) -> None:
+        self._baselines: dict[str, RobustBaseline] = {}
+        self._quiet: dict[str, int] = {}
+
+    def wants(self, series: str) -> bool:
+        return self.context.is_loss(series)
+
+    def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
+        baseline = self._baselines.get(series)
+        if baseline is None:
+            baseline = self._baselines[series] = RobustBaseline(
+                self.settings["window"], min_count=self.settings["min_count"]
+            )
+        threshold, cooldown = self.settings["z_threshold"], self.settings["cooldown"]
+        quiet = self._quiet.get(series, 0)
+        found = []
+        for step, value in zip(steps, values, strict=True):
+            if value - value != 0.0:
+                continue  # non-finite: nan_or_inf
+            if baseline.ready:
+                z = (value - baseline.median) / baseline.sigma()
+                if abs(z) > threshold:
+                    if quiet == 0:
+                        kind = "loss_spike" if z > 0 else "loss_drop"
+                        found.append(
+                            finding(
+                                step,
+                                kind,
+                                "warning",
+                                series,
+                                f"{series} {value:.4g} at step {step} is {abs(z):.1f} robust"
+                                f" sigmas {'above' if z > 0 else 'below'} its running median"
+                                f" {baseline.median:.4g}",
+                                value=value,
+                                baseline=baseline.median,
+                                threshold=baseline.median
+                                + math.copysign(threshold, z) * baseline.sigma(),
+                            )
+                        )
+                    quiet = cooldown
+                    continue  # outliers stay out of the baseline
+            quiet = max(0, quiet - 1)
+            baseline.push(value)
+        self._quiet[series] = quiet
+        return found
+
+
+class LossDivergenceDetector(Detector):
+    name = "loss_divergence"
+    anomaly_types = ("loss_divergence",)
+    defaults = {"block": 20, "rising_blocks": 3, "rise": 0.5}
+
+    def setup(self) -> None:
+        self._blocks: dict[str, BlockMedians] = {}
+        self._diverging: dict[str, bool] = {}
+
+    def wants(self, series: str) -> bool:
+        return self.context.is_loss(series)
+
+    def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
+        blocks = self._blocks.get(series)
+        if blocks is None:
+            blocks = self._blocks[series] = BlockMedians(self.settings["block"])
+        rising, rise = self.settings["rising_blocks"], self.settings["rise"]
+        found = []
+        for step, value in zip(steps, values, strict=True):
+            if value - value != 0.0 or not blocks.push(value):
+                continue
+            medians = blocks.medians
+            best = min(medians)
+            latest = medians[-1]
+            recent = medians[-rising - 1 :]
+            climbing = len(recent) == rising + 1 and all(
+                a < b for a, b in itertools.pairwise(recent)
+            )
+            if climbing and latest > (1 + rise) * best:
+                if not self._diverging.get(series):
+                    self._diverging[series] = True
+                    found.append(
+                        finding(
+                            step,
+                            "loss_divergence",
+                            "critical",
+                            series,
+                            f"{series} has risen for {rising} blocks of {blocks.size} steps to"
+                            f" {latest:.4g}, {latest / best:.2f}x its best {best:.4g}",
+                            value=latest,
+                            baseline=best,
+                            threshold=(1 + rise) * best,
+                        )
+                    )
+            elif latest <= (1 + rise) * best:
+                self._diverging[series] = False
+        return found
+
+
+class LossPlateauDetector(Detector):
+    name = "loss_plateau"
+    anomaly_types = ("loss_plateau",)
+    defaults = {"block": 25, "patience": 6, "min_delta": 0.001}
+
+    def setup(self) -> None:
+        self._blocks: dict[str, BlockMedians] = {}
+        self._best: dict[str, tuple[float, int]] = {}  # best median, its block index
+        self._flat: dict[str, bool] = {}
+
+    def wants(self, series: str) -> bool:
+        return self.context.is_loss(series)
+
+    def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
+        blocks = self._blocks.get(series)
+        if blocks is None:
+            blocks = self._blocks[series] = BlockMedians(self.settings["block"])
+        patience, min_delta = self.settings["patience"], self.settings["min_delta"]
+        found = []
+        for step, value in zip(steps, values, strict=True):
+            if value - value != 0.0 or not blocks.push(value):
+                continue
+            index = len(blocks.medians) - 1
+            latest = blocks.medians[-1]
+            best, best_index = self._best.get(series, (math.inf, index))
+            if best == math.inf or latest < best - min_delta * abs(best):
+                self._best[series] = (latest, index)
+                self._flat[series] = False
+                continue
+            self._best[series] = (best, best_index)
+            if index - best_index >= patience and not self._flat.get(series):
+                self._flat[series] = True
+                found.append(
+                    finding(
+                        step,
+                        "loss_plateau",
+                        "info",
+                        series,
+                        f"{series} has not improved on {best:.4g} for {index - best_index}"
+                        f" blocks of {blocks.size} steps",
+                        value=latest,
+                        baseline=best,
+                        threshold=best * (1 - min_delta),
+                    )
+                )
+        return found

@@ -1,0 +1,143 @@
+"""Memory detectors on the system sampler's series (process RSS, torch allocator, NVML).
+
+- `memory_spike`: a sample above (1 + `jump`) x the running median of the previous samples
+  and at least `min_mb` above it; or, for a GPU, used memory above `capacity` of its total.
+- `memory_leak`: steady growth: over the last `window` samples a least-squares line with
+  R^2 >= `min_r2` that rose by more than `min_growth` (relative) and `min_mb`.
+Series fed in name order, so a GPU's memory_total_mb is known before its memory_used_mb.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Sequence
+
+from tracer.detection.base import Detector, Finding, finding
+from tracer.detection.stats import RobustBaseline
+
+_MEMORY = re.compile(
+    r"^system/(process_rss_mb|torch/(allocated|reserved)_mb|gpu\d+/memory_used_mb)$"
+)
+_GPU_TOTAL = re.compile(r"^system/(gpu\d+)/memory_total_mb$")
+
+
+class MemoryDetector(Detector):
+    name = "memory"
+    anomaly_types = ("memory_spike", "memory_leak")
+    defaults = {
+        "jump": 0.5,
+        "min_mb": 256.0,
+        "capacity": 0.97,
+        "window": 40,
+        "min_r2": 0.9,
+        "min_growth": 0.2,
+        "spike_window": 16,
+    }
+
+    def setup(self) -> None:
+        self._baselines: dict[str, RobustBaseline] = {}
+        self._recent: dict[str, deque[tuple[int, float]]] = {}
+        self._totals: dict[str, float] = {}
+        self._flagged: set[tuple[str, str]] = set()
+
+    def wants(self, series: str) -> bool:
+        return bool(_MEMORY.match(series) or _GPU_TOTAL.match(series))
+
+    def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
+        total = _GPU_TOTAL.match(series)
+        if total:
+            if values:
+                self._totals[total.group(1)] = values[-1]
+            return []
+        found = []
+        for step, value in zip(steps, values, strict=True):
+            if value - value != 0.0:
+                continue
+            found.extend(self._spike(series, step, value))
+            found.extend(self._leak(series, step, value))
+        return found
+
+    def _report_once(self, kind: str, series: str, active: bool) -> bool:
+        key = (kind, series)
+        if not active:
+            self._flagged.discard(key)
+            return False
+        if key in self._flagged:
+            return False
+        self._flagged.add(key)
+        return True
+
+    def _spike(self, series: str, step: int, value: float) -> list[Finding]:
+        baseline = self._baselines.get(series)
+        if baseline is None:
+            size = self.settings["spike_window"]
+            baseline = self._baselines[series] = RobustBaseline(
+                size, refresh=4, min_count=size // 2
+            )
+        gpu = series.split("/")[1] if series.startswith("system/gpu") else None
+        capacity = self._totals.get(gpu, 0.0) * self.settings["capacity"] if gpu else 0.0
+        jumped = baseline.ready and (
+            value > (1 + self.settings["jump"]) * baseline.median
+            and value - baseline.median > self.settings["min_mb"]
+        )
+        full = capacity > 0 and value > capacity
+        baseline.push(value)
+        if not self._report_once("memory_spike", series, jumped or full):
+            return []
+        reason = (
+            f"above {self.settings['capacity']:.0%} of the GPU's memory"
+            if full
+            else f"{value / baseline.median:.2f}x its running median {baseline.median:.0f} MB"
+        )
+        return [
+            finding(
+                step,
+                "memory_spike",
+                "warning",
+                series,
+                f"{series} {value:.0f} MB at step {step}: {reason}",
+                value=value,
+                baseline=baseline.median,
+                threshold=capacity if full else (1 + self.settings["jump"]) * baseline.median,
+            )
+        ]
+
+    def _leak(self, series: str, step: int, value: float) -> list[Finding]:
+        window = self.settings["window"]
+        recent = self._recent.setdefault(series, deque(maxlen=window))
+        recent.append((step, value))
+        if len(recent) < window:
+            return []
+        xs = list(range(window))
+        ys = [v for _, v in recent]
+        mean_x, mean_y = (window - 1) / 2, sum(ys) / window
+        sxx = sum((x - mean_x) ** 2 for x in xs)
+        sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+        syy = sum((y - mean_y) ** 2 for y in ys)
+        slope = sxy / sxx
+        r2 = (sxy * sxy) / (sxx * syy) if syy > 0 else 0.0
+        growth = slope * (window - 1)
+        start = mean_y - slope * mean_x
+        leaking = (
+            slope > 0
+            and r2 >= self.settings["min_r2"]
+            and growth > self.settings["min_growth"] * max(start, 1e-9)
+            and growth > self.settings["min_mb"] / 4
+        )
+        if not self._report_once("memory_leak", series, leaking):
+            return []
+        first_step = recent[0][0]
+        return [
+            finding(
+                step,
+                "memory_leak",
+                "warning",
+                series,
+                f"{series} grew steadily by {growth:.0f} MB over {window} samples"
+                f" since step {first_step} (R^2 {r2:.2f})",
+                value=value,
+                baseline=start,
+                threshold=self.settings["min_growth"],
+            )
+        ]

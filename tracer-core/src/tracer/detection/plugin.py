@@ -1,0 +1,30 @@
+"""Registers the built-in detectors."""
+
+from __future__ import annotations
+
+from tracer.detection.gradient import (
+    DeadLayerDetector,
+    GradientExplosionDetector,
+    VanishingGradientDetector,
+)
+from tracer.detection.loss import LossDivergenceDetector, LossPlateauDetector, LossSpikeDetector
+from tracer.detection.memory import MemoryDetector
+from tracer.detection.nonfinite import NanOrInfDetector
+from tracer.plugins.hookspecs import RegisterDetector, hookimpl
+
+BUILTIN_DETECTORS = (
+    NanOrInfDetector,
+    GradientExplosionDetector,
+    VanishingGradientDetector,
+    DeadLayerDetector,
+    LossSpikeDetector,
+    LossDivergenceDetector,
+    LossPlateauDetector,
+    MemoryDetector,
+)
+
+
+@hookimpl
+def tracer_register_detectors(register: RegisterDetector) -> None:
+    for detector in BUILTIN_DETECTORS:
+        register(detector)

@@ -1,0 +1,123 @@
+"""Running a set of detectors over data, the same way online and offline.
+
+`DetectorSet.feed(points, events, checkpoints)` takes one slice of a run: series points (fed
+in series-name order), then events, then checkpoints, each in step order. The writer thread
+calls it once per flush; `AnomalyDetector` calls it once with the whole stored run. A
+detector that raises is reported once and switched off for the rest of the run: a broken
+plugin never stops training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+from tracer.detection.base import Detector, DetectorContext, Finding
+from tracer.storage.base import AnomalyWrite, CheckpointWrite, EventWrite
+
+logger = logging.getLogger(__name__)
+
+
+def detection_settings(config: Any) -> dict[str, Any]:
+    """What a run stores so offline detection judges it with its own settings."""
+    return {"detectors": dict(config.detectors), "loss_metrics": list(config.loss_metrics)}
+
+
+def build_detectors(
+    registry: Mapping[str, type[Detector]],
+    settings: Mapping[str, Any],
+    loss_metrics: Sequence[str],
+    only: Optional[Sequence[str]] = None,
+) -> list[Detector]:
+    """Instantiate the registered detectors that `settings` leaves enabled.
+
+    `settings[name]` is False to disable a detector, or a dict of its settings. `only`
+    restricts to detectors reporting one of those anomaly types.
+    """
+    import difflib
+
+    for name in settings:
+        if name not in registry:
+            close = difflib.get_close_matches(name, list(registry), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown detector {name!r} in detectors{hint}"
+                f" (installed: {', '.join(sorted(registry))})"
+            )
+    context = DetectorContext(loss_metrics)
+    detectors = []
+    for name, cls in registry.items():
+        chosen = settings.get(name, True)
+        if chosen is False:
+            continue
+        if only is not None and not set(cls.anomaly_types) & set(only):
+            continue
+        detectors.append(cls(chosen if isinstance(chosen, Mapping) else None, context))
+    return detectors
+
+
+def to_anomaly(run_id: str, detector: str, found: Finding) -> AnomalyWrite:
+    return {**found, "run_id": run_id, "detector": detector}
+
+
+class DetectorSet:
+    """Detectors of one run, with per-series routing cached and failures contained."""
+
+    def __init__(
+        self, run_id: str, detectors: list[Detector], only_types: Optional[Sequence[str]] = None
+    ) -> None:
+        self.run_id = run_id
+        self.detectors = detectors
+        self._routes: dict[str, list[Detector]] = {}
+        self._only = set(only_types) if only_types is not None else None
+
+    def _route(self, series: str) -> list[Detector]:
+        route = self._routes.get(series)
+        if route is None:
+            route = self._routes[series] = [d for d in self.detectors if d.wants(series)]
+        return route
+
+    def _disable(self, detector: Detector, action: str) -> None:
+        logger.exception(
+            "Tracer detector %r failed in %s and is switched off for this run; training goes on.",
+            detector.name,
+            action,
+        )
+        self.detectors = [d for d in self.detectors if d is not detector]
+        self._routes = {
+            series: [d for d in route if d is not detector]
+            for series, route in self._routes.items()
+        }
+
+    def feed(
+        self,
+        points: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+        events: Sequence[EventWrite] = (),
+        checkpoints: Sequence[CheckpointWrite] = (),
+    ) -> list[AnomalyWrite]:
+        anomalies: list[AnomalyWrite] = []
+        for series in sorted(points):
+            route = self._route(series)
+            if not route:
+                continue
+            steps, values = points[series]
+            for detector in list(route):
+                try:
+                    found = detector.observe(series, steps, values)
+                except Exception:
+                    self._disable(detector, f"observe({series!r})")
+                    continue
+                anomalies.extend(to_anomaly(self.run_id, detector.name, f) for f in found)
+        for method, items in (("observe_event", events), ("observe_checkpoint", checkpoints)):
+            for item in items:
+                for detector in list(self.detectors):
+                    try:
+                        found = getattr(detector, method)(item)
+                    except Exception:
+                        self._disable(detector, method)
+                        continue
+                    anomalies.extend(to_anomaly(self.run_id, detector.name, f) for f in found)
+        if self._only is not None:
+            anomalies = [a for a in anomalies if a["anomaly_type"] in self._only]
+        return anomalies
