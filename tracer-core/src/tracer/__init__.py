@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tracer._api import finish, get_run, init, log, step, watch
+from tracer._api import finish, get_run, init, log, record_model_save, step, watch
 
 if TYPE_CHECKING:
     from tracer.config import TracerConfig
@@ -34,6 +34,7 @@ __all__ = [
     "hookimpl",
     "init",
     "log",
+    "record_model_save",
     "step",
     "watch",
 ]

@@ -71,6 +71,14 @@ def watch(model: Any, optimizer: Optional[Any] = None) -> None:
     run.watch(model, optimizer)
 
 
+def record_model_save(path: str, step: Optional[int] = None) -> None:
+    """Note a saved model checkpoint in the current run (see `TrainingTracer.record_model_save`)."""
+    run = _current
+    if run is None:
+        raise RuntimeError(_NOT_INITIALIZED.format("tracer.record_model_save"))
+    run.record_model_save(path, step)
+
+
 def finish(status: str = "finished") -> None:
     """Finish the current run. Without one (never started, or finished) it does nothing."""
     global _current

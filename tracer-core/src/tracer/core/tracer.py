@@ -26,7 +26,7 @@ from tracer.core.writer import Background, CheckpointRequest, RunWriter
 from tracer.detection.runner import DetectorSet, build_detectors, detection_settings
 from tracer.exceptions import DuplicateRunError, RunNotFoundError, TracerError, TrainingHalted
 from tracer.plugins.manager import get_plugin_manager
-from tracer.storage.base import AnomalyWrite, RunRecord, StorageBackend
+from tracer.storage.base import AnomalyWrite, EventWrite, RunRecord, StorageBackend
 from tracer.storage.liveness import process_is_alive, this_host
 from tracer.storage.registry import open_storage
 from tracer.storage.retention import apply_retention
@@ -315,6 +315,18 @@ class TrainingTracer:
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
         self._collectors.watch(model, optimizer)
+
+    def record_model_save(self, path: str, step: Optional[int] = None) -> None:
+        """Note that a model checkpoint was saved to `path` (at `step`, default the current
+        one), so queries can name the last healthy save before an anomaly."""
+        if self._state is not _ACTIVE:
+            return
+        event: EventWrite = {
+            "step": self._step if step is None else int(step),
+            "kind": "model_saved",
+            "data": {"path": str(path)},
+        }
+        self.submit_background(Collected([], [event]))
 
     def submit_background(self, source: Collected | Callable[[], Collected]) -> None:
         """For collectors: hand data (or a function producing it) to the writer thread."""

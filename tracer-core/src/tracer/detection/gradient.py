@@ -94,6 +94,8 @@ class GradientExplosionDetector(Detector):
     def observe_checkpoint(self, checkpoint: CheckpointWrite) -> list[Finding]:
         found = []
         for layer, peak in _layer_peaks(checkpoint).items():
+            if not math.isfinite(peak):
+                continue  # non-finite gradients are nan_or_inf's
             history = self._layer_history.setdefault(layer, [])
             key = "layer:" + layer
             if len(history) >= self.settings["min_checkpoints"]:
@@ -116,8 +118,7 @@ class GradientExplosionDetector(Detector):
                         )
                     continue
             self._exploding[key] = False
-            if math.isfinite(peak):
-                history.append(peak)
+            history.append(peak)
         return found
 
 

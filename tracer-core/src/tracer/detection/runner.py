@@ -1,7 +1,8 @@
 """Running a set of detectors over data, the same way online and offline.
 
-`DetectorSet.feed(points, events, checkpoints)` takes one slice of a run: series points (fed
-in series-name order), then events, then checkpoints, each in step order. The writer thread
+`DetectorSet.feed(points, events, checkpoints)` takes one slice of a run: its events first
+(they carry context such as the capture point), then series points (in series-name order),
+then checkpoints, each in step order. The writer thread
 calls it once per flush; `AnomalyDetector` calls it once with the whole stored run. A
 detector that raises is reported once and switched off for the rest of the run: a broken
 plugin never stops training.
@@ -90,6 +91,16 @@ class DetectorSet:
             for series, route in self._routes.items()
         }
 
+    def _feed_items(self, method: str, items: Sequence[Any], out: list[AnomalyWrite]) -> None:
+        for item in items:
+            for detector in list(self.detectors):
+                try:
+                    found = getattr(detector, method)(item)
+                except Exception:
+                    self._disable(detector, method)
+                    continue
+                out.extend(to_anomaly(self.run_id, detector.name, f) for f in found)
+
     def feed(
         self,
         points: Mapping[str, tuple[Sequence[int], Sequence[float]]],
@@ -97,6 +108,7 @@ class DetectorSet:
         checkpoints: Sequence[CheckpointWrite] = (),
     ) -> list[AnomalyWrite]:
         anomalies: list[AnomalyWrite] = []
+        self._feed_items("observe_event", events, anomalies)  # first: they set up context
         for series in sorted(points):
             route = self._route(series)
             if not route:
@@ -109,15 +121,7 @@ class DetectorSet:
                     self._disable(detector, f"observe({series!r})")
                     continue
                 anomalies.extend(to_anomaly(self.run_id, detector.name, f) for f in found)
-        for method, items in (("observe_event", events), ("observe_checkpoint", checkpoints)):
-            for item in items:
-                for detector in list(self.detectors):
-                    try:
-                        found = getattr(detector, method)(item)
-                    except Exception:
-                        self._disable(detector, method)
-                        continue
-                    anomalies.extend(to_anomaly(self.run_id, detector.name, f) for f in found)
+        self._feed_items("observe_checkpoint", checkpoints, anomalies)
         if self._only is not None:
             anomalies = [a for a in anomalies if a["anomaly_type"] in self._only]
         return anomalies

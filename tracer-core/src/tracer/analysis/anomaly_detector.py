@@ -1,0 +1,130 @@
+"""`AnomalyDetector`: run the detectors over a stored run, after the fact.
+
+It replays what the run stored (every series, the events, the checkpoints except those that
+anomalies themselves caused) through the same detector classes the run used online, with
+the detector settings stored with the run, so the result matches online detection.
+`store_anomalies` writes them; an anomaly already stored (same run, type, step and subject)
+is never stored twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from tracer.detection.runner import DetectorSet, build_detectors
+from tracer.plugins.manager import get_plugin_manager
+from tracer.storage.base import AnomalyWrite, StorageBackend
+
+GRADIENT_TYPES = ("gradient_explosion", "vanishing_gradient", "dead_layer")
+LOSS_TYPES = ("loss_spike", "loss_drop", "loss_divergence", "loss_plateau")
+NAN_INF_TYPES = ("nan_or_inf",)
+MEMORY_TYPES = ("memory_spike", "memory_leak")
+
+
+def anomaly_dict(anomaly: AnomalyWrite, checkpoint_steps: Sequence[int] = ()) -> dict[str, Any]:
+    """The public shape: the stored fields, `details` (the SEED-API's), and the step of the
+    nearest checkpoint (None when the run has none)."""
+    nearest = (
+        min(checkpoint_steps, key=lambda s: (abs(s - anomaly["step"]), -s))
+        if checkpoint_steps
+        else None
+    )
+    details = {
+        "subject": anomaly["subject"],
+        "value": anomaly["value"],
+        "baseline": anomaly["baseline"],
+        "threshold": anomaly["threshold"],
+        "message": anomaly["message"],
+        "detector": anomaly["detector"],
+    }
+    return {**anomaly, "details": details, "checkpoint_step": nearest}
+
+
+class AnomalyDetector:
+    """Offline detection over a storage backend (`StorageBackend(config)` or any backend)."""
+
+    def __init__(
+        self,
+        storage_backend: StorageBackend,
+        detectors: Optional[dict[str, Any]] = None,
+        loss_metrics: Optional[Sequence[str]] = None,
+    ) -> None:
+        """`detectors` / `loss_metrics` override the settings stored with each run."""
+        self.storage = storage_backend
+        self._detectors = detectors
+        self._loss_metrics = loss_metrics
+
+    def _replay(self, run_id: str, only: Optional[Sequence[str]]) -> list[dict[str, Any]]:
+        run = self.storage.get_run(run_id)
+        if run is None:
+            from tracer.exceptions import RunNotFoundError
+
+            raise RunNotFoundError(f"no run with id {run_id!r} in this storage")
+        stored = run.get("settings") or {}
+        settings = self._detectors if self._detectors is not None else stored.get("detectors", {})
+        loss_metrics = self._loss_metrics or stored.get("loss_metrics") or ["*loss*"]
+        registry = get_plugin_manager().detector_classes()
+        detectors = build_detectors(registry, settings, loss_metrics, only=only)
+        runner = DetectorSet(run_id, detectors, only_types=only)
+        points: dict[str, tuple[Sequence[int], Sequence[float]]] = {}
+        for metric in self.storage.list_metrics(run_id):
+            name = metric["name"]
+            if name.startswith("_") or not any(d.wants(name) for d in detectors):
+                continue
+            series = self.storage.get_metric_timeseries(run_id, name)
+            points[name] = (series["steps"], series["values"])
+        checkpoints = [c for c in self.storage.get_checkpoints(run_id) if c["reason"] != "anomaly"]
+        found = runner.feed(points, self.storage.get_events(run_id), checkpoints)
+        steps = sorted({c["step"] for c in self.storage.get_checkpoints(run_id)})
+        found.sort(key=lambda a: (a["step"], a["anomaly_type"], a["subject"]))
+        return [anomaly_dict(anomaly, steps) for anomaly in found]
+
+    def detect_all_anomalies(self, run_id: str) -> list[dict[str, Any]]:
+        """Every detector enabled for the run."""
+        return self._replay(run_id, None)
+
+    def detect_gradient_anomalies(self, run_id: str) -> list[dict[str, Any]]:
+        """Gradient explosion (global and per layer), vanishing gradients, dead layers."""
+        return self._replay(run_id, GRADIENT_TYPES)
+
+    def detect_loss_anomalies(self, run_id: str) -> list[dict[str, Any]]:
+        """Loss spikes and drops, divergence and plateaus, on every loss metric."""
+        return self._replay(run_id, LOSS_TYPES)
+
+    def detect_nan_inf(self, run_id: str) -> list[dict[str, Any]]:
+        """The first non-finite value of each metric and the first non-finite gradient."""
+        return self._replay(run_id, NAN_INF_TYPES)
+
+    def detect_memory_spikes(self, run_id: str) -> list[dict[str, Any]]:
+        """Memory jumps, memory near a GPU's capacity, and steady growth (leaks)."""
+        return self._replay(run_id, MEMORY_TYPES)
+
+    def store_anomalies(self, anomalies: Sequence[dict[str, Any]]) -> int:
+        """Store anomalies not stored yet; returns how many were new."""
+        rows: list[AnomalyWrite] = []
+        for anomaly in anomalies:
+            details = anomaly.get("details") or {}
+            rows.append(
+                {
+                    "run_id": anomaly["run_id"],
+                    "step": int(anomaly["step"]),
+                    "anomaly_type": anomaly["anomaly_type"],
+                    "severity": anomaly.get("severity", "warning"),
+                    "subject": anomaly.get("subject", details.get("subject", "")) or "",
+                    "value": _number(anomaly.get("value", details.get("value"))),
+                    "baseline": _number(anomaly.get("baseline", details.get("baseline"))),
+                    "threshold": _number(anomaly.get("threshold", details.get("threshold"))),
+                    "message": anomaly.get("message", details.get("message", "")) or "",
+                    "detector": anomaly.get("detector", details.get("detector", "")) or "",
+                }
+            )
+        return self.storage.write_anomalies(rows) if rows else 0
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,217 @@
+"""`QueryEngine`: questions about stored runs, answered from storage alone.
+
+Runs are named by id or by name (a name matching runs in several projects is an error that
+lists them; an unknown one lists near matches). Everything reads what is committed, so it
+works while the run is still being written. Summaries use the per-metric aggregates kept
+on write; only `compare_runs` reads whole histories (one packed read per metric).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from tracer.analysis.anomaly_detector import anomaly_dict
+from tracer.config import TracerConfig
+from tracer.exceptions import RunNotFoundError
+from tracer.storage.base import RunRecord, StorageBackend
+from tracer.storage.registry import open_storage
+
+# Metrics where lower is better, for "best" values; every other metric: higher is better.
+LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "wer", "cer", "mse", "mae", "nll")
+MODEL_SAVED_EVENT = "model_saved"
+
+
+def lower_is_better(metric: str) -> bool:
+    lowered = metric.lower()
+    return any(word in lowered for word in LOWER_IS_BETTER) or lowered.startswith(
+        ("grad/", "system/")
+    )
+
+
+class QueryEngine:
+    """Read-only questions about the runs in one storage location."""
+
+    def __init__(
+        self, storage_path: str = "./.tracer", storage: Optional[StorageBackend] = None
+    ) -> None:
+        self.storage = (
+            storage
+            if storage is not None
+            else open_storage(TracerConfig(project_name="query", storage_path=storage_path))
+        )
+
+    def close(self) -> None:
+        self.storage.close()
+
+    def __enter__(self) -> QueryEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- runs -------------------------------------------------------------------------------
+    def resolve_run(self, run: str) -> RunRecord:
+        """The run with this id, or the one run with this name."""
+        record = self.storage.get_run(run)
+        if record is not None:
+            return record
+        runs = self.storage.list_runs()
+        named = [r for r in runs if r["run_name"] == run]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            where = ", ".join(f"{r['run_id']} in {r['project_name']!r}" for r in named)
+            raise RunNotFoundError(f"run name {run!r} is ambiguous: {where}; use an id")
+        candidates = [r["run_id"] for r in runs] + [r["run_name"] for r in runs]
+        near = difflib.get_close_matches(run, candidates, n=5, cutoff=0.4)
+        hint = f"; near matches: {', '.join(near)}" if near else ""
+        raise RunNotFoundError(f"no run with id or name {run!r}{hint}")
+
+    def list_runs(
+        self,
+        project_name: Optional[str] = None,
+        *,
+        status: Optional[str] = None,
+        tag: Optional[str] = None,
+    ) -> list[RunRecord]:
+        return self.storage.list_runs(project_name, status=status, tag=tag)
+
+    def get_metric_history(self, run: str, metric: str) -> dict[str, list[Any]]:
+        """{"steps": [...], "values": [...]} of one metric."""
+        series = self.storage.get_metric_timeseries(self.resolve_run(run)["run_id"], metric)
+        return {"steps": list(series["steps"]), "values": list(series["values"])}
+
+    # -- summaries --------------------------------------------------------------------------
+    def get_run_summary(self, run_id: str) -> dict[str, Any]:
+        """Status, steps, duration, final and best metrics, anomaly counts, config, tags."""
+        run = self.resolve_run(run_id)
+        rid = run["run_id"]
+        metrics = [m for m in self.storage.list_metrics(rid) if not m["name"].startswith("_")]
+        anomalies = self.storage.get_anomalies(rid)
+        counts: dict[str, int] = {}
+        for anomaly in anomalies:
+            counts[anomaly["anomaly_type"]] = counts.get(anomaly["anomaly_type"], 0) + 1
+        end = (
+            run["end_time"]
+            if run["end_time"] is not None
+            else (run["heartbeat"] if run["status"] != "running" else time.time())
+        )
+        checkpoints = self.storage.get_checkpoints(rid)
+        return {
+            "run_id": rid,
+            "run_name": run["run_name"],
+            "project_name": run["project_name"],
+            "status": run["status"],
+            "error": run["error"],
+            "total_steps": run["total_steps"],
+            "start_time": run["start_time"],
+            "end_time": run["end_time"],
+            "duration": (end or run["start_time"]) - run["start_time"],
+            "final_metrics": {m["name"]: m["last_value"] for m in metrics},
+            "best_metrics": {
+                m["name"]: m["min_value"] if lower_is_better(m["name"]) else m["max_value"]
+                for m in metrics
+            },
+            "anomaly_counts": counts,
+            "anomalies": len(anomalies),
+            "first_anomaly": anomaly_dict(anomalies[0]) if anomalies else None,
+            "checkpoints": len(checkpoints),
+            "config": run["config"],
+            "tags": run["tags"],
+            "notes": run["notes"],
+        }
+
+    def compare_runs(
+        self, run_id1: str, run_id2: str, metrics: Sequence[str], tolerance: float = 0.05
+    ) -> dict[str, Any]:
+        """Per metric: final, min, max and mean of each run, the final delta (run2 - run1),
+        and the first common step where they differ by more than `tolerance` (relative)."""
+        first, second = self.resolve_run(run_id1), self.resolve_run(run_id2)
+        result: dict[str, Any] = {"run1": first["run_id"], "run2": second["run_id"], "metrics": {}}
+        for metric in metrics:
+            a = self.storage.get_metric_timeseries(first["run_id"], metric)
+            b = self.storage.get_metric_timeseries(second["run_id"], metric)
+            stats_a, stats_b = _describe(a["values"]), _describe(b["values"])
+            result["metrics"][metric] = {
+                "run1": stats_a,
+                "run2": stats_b,
+                "delta": stats_b["final"] - stats_a["final"],
+                "first_divergence_step": _first_divergence(a, b, tolerance),
+            }
+        return result
+
+    # -- anomalies and checkpoints ----------------------------------------------------------
+    def get_anomalies(
+        self, run: str, anomaly_types: Optional[Sequence[str]] = None
+    ) -> list[dict[str, Any]]:
+        rid = self.resolve_run(run)["run_id"]
+        steps = sorted({c["step"] for c in self.storage.get_checkpoints(rid)})
+        return [anomaly_dict(a, steps) for a in self.storage.get_anomalies(rid, anomaly_types)]
+
+    def find_anomalous_checkpoints(
+        self, run_id: str, anomaly_types: Optional[Sequence[str]] = None
+    ) -> list[dict[str, Any]]:
+        """Checkpoints that have anomalies linked to them (their nearest checkpoint), each with
+        an `anomalies` list, in step order."""
+        rid = self.resolve_run(run_id)["run_id"]
+        checkpoints = self.storage.get_checkpoints(rid)
+        by_step: dict[int, dict[str, Any]] = {}
+        for checkpoint in checkpoints:  # an anomaly checkpoint wins over one at the same step
+            if checkpoint["step"] not in by_step or checkpoint["reason"] == "anomaly":
+                by_step[checkpoint["step"]] = {**checkpoint, "anomalies": []}
+        steps = sorted(by_step)
+        for anomaly in self.storage.get_anomalies(rid, anomaly_types):
+            linked = anomaly_dict(anomaly, steps)
+            if linked["checkpoint_step"] is not None:
+                by_step[linked["checkpoint_step"]]["anomalies"].append(linked)
+        return [by_step[s] for s in steps if by_step[s]["anomalies"]]
+
+    def last_healthy_checkpoint(self, run: str) -> Optional[dict[str, Any]]:
+        """The last model checkpoint saved (event "model_saved") before the first anomaly of
+        severity warning or critical; the last one saved when there is no such anomaly."""
+        rid = self.resolve_run(run)["run_id"]
+        serious = [a for a in self.storage.get_anomalies(rid) if a["severity"] != "info"]
+        limit = serious[0]["step"] if serious else math.inf
+        saves = [e for e in self.storage.get_events(rid, MODEL_SAVED_EVENT) if e["step"] < limit]
+        if not saves:
+            return None
+        last = saves[-1]
+        return {"step": last["step"], **last["data"]}
+
+
+def _describe(values: Sequence[float]) -> dict[str, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not values:
+        nan = math.nan
+        return {"final": nan, "min": nan, "max": nan, "mean": nan, "count": 0}
+    return {
+        "final": values[-1],
+        "min": min(finite) if finite else math.nan,
+        "max": max(finite) if finite else math.nan,
+        "mean": math.fsum(finite) / len(finite) if finite else math.nan,
+        "count": len(values),
+    }
+
+
+def _differs(mine: float, theirs: float, tolerance: float) -> bool:
+    if abs(mine - theirs) <= tolerance * max(abs(mine), abs(theirs), 1e-12):
+        return False
+    return not (mine != mine and theirs != theirs)  # NaN on both sides agrees
+
+
+def _first_divergence(a: Any, b: Any, tolerance: float) -> Optional[int]:
+    if a["steps"] == b["steps"]:  # the usual case: same steps, compare in one pass
+        pairs = zip(a["steps"], a["values"], b["values"], strict=True)
+        return next(
+            (int(step) for step, mine, theirs in pairs if _differs(mine, theirs, tolerance)), None
+        )
+    other = dict(zip(b["steps"], b["values"], strict=True))
+    for step, mine in zip(a["steps"], a["values"], strict=True):
+        theirs = other.get(step)
+        if theirs is not None and _differs(mine, theirs, tolerance):
+            return int(step)
+    return None
