@@ -1,25 +1,25 @@
-"""The main job: a small real training traced end to end, then what Tracer recorded.
+"""The main job: a small real training traced end to end, then what Tracer found.
 
-    python examples/train_and_inspect.py [--steps 600] [--storage ./.tracer]
+    python examples/train_and_inspect.py [--steps 600] [--storage ./.tracer] [--clean]
 
-Trains a small MLP classifier on synthetic data with AdamW and a cosine schedule, logging
-the training loss (as a tensor: Tracer reads it off the training thread), accuracy, learning
-rate and a periodic evaluation loss. Then it reads the run back through the storage API and
-prints its summary and anything non-finite it recorded.
+Trains a small MLP classifier on synthetic data with AdamW and a cosine schedule, with
+`tracer.watch` on the model and optimizer, logging the training loss (as a tensor: Tracer
+reads it off the training thread), accuracy, learning rate and a periodic evaluation loss.
+Unless `--clean` is given, three corrupted batches (inputs scaled x40) are fed at 70% of the
+run, the kind of fault Tracer exists to find. Then it prints the run's summary and the
+anomalies found online, and checks that offline detection over the stored run agrees.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
 from torch import nn
 
 import tracer
-from tracer.config import TracerConfig
-from tracer.storage import StorageBackend
+from tracer.analysis import AnomalyDetector, QueryEngine
 
 
 def make_data(samples: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +31,7 @@ def make_data(samples: int, generator: torch.Generator) -> tuple[torch.Tensor, t
     return points + 0.08 * torch.randn(samples, 2, generator=generator), labels
 
 
-def train(steps: int, storage: str) -> str:
+def train(steps: int, storage: str, clean: bool) -> str:
     generator = torch.Generator().manual_seed(0)
     train_x, train_y = make_data(4096, generator)
     eval_x, eval_y = make_data(1024, generator)
@@ -40,17 +40,20 @@ def train(steps: int, storage: str) -> str:
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    corrupted = set() if clean else {int(steps * 0.7) + i for i in range(3)}
     run = tracer.init(
         project="quickstart",
         storage_path=storage,
-        checkpoint_interval=200,
+        checkpoint_interval=100,
         tags=["example", "mlp"],
-        config={"steps": steps, "lr": 3e-3, "batch_size": 64},
+        config={"steps": steps, "lr": 3e-3, "batch_size": 64, "corrupted": sorted(corrupted)},
     )
+    tracer.watch(model, optimizer=optimizer)
     try:
-        for _ in range(steps):
+        for step in range(steps):
             batch = torch.randint(0, len(train_x), (64,), generator=generator)
-            logits = model(train_x[batch])
+            inputs = train_x[batch] * (40.0 if step in corrupted else 1.0)
+            logits = model(inputs)
             loss = nn.functional.cross_entropy(logits, train_y[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -60,7 +63,7 @@ def train(steps: int, storage: str) -> str:
             tracer.log(
                 {"train/loss": loss, "train/accuracy": accuracy, "lr": schedule.get_last_lr()[0]}
             )
-            if run.current_step % 100 == 0:
+            if step % 100 == 0:
                 with torch.no_grad():
                     eval_loss = nn.functional.cross_entropy(model(eval_x), eval_y)
                 tracer.log({"eval/loss": eval_loss})
@@ -71,47 +74,40 @@ def train(steps: int, storage: str) -> str:
 
 
 def show(run_id: str, storage_path: str) -> None:
-    storage = StorageBackend(TracerConfig(project_name="quickstart", storage_path=storage_path))
-    try:
-        run = storage.get_run(run_id)
-        assert run is not None
-        duration = (run["end_time"] or time.time()) - run["start_time"]
-        print(f"\nRun {run['run_name']} ({run_id}) in project {run['project_name']!r}")
+    with QueryEngine(storage_path) as query:
+        summary = query.get_run_summary(run_id)
+        print(f"\nRun {summary['run_name']} ({run_id}) in project {summary['project_name']!r}")
         print(
-            f"  status {run['status']}, {run['total_steps']} steps in {duration:.1f} s,"
-            f" tags {run['tags']}, stored in {storage_path}/tracer.db"
+            f"  status {summary['status']}, {summary['total_steps']} steps in"
+            f" {summary['duration']:.1f} s, {summary['checkpoints']} checkpoints,"
+            f" stored in {storage_path}/tracer.db"
         )
-        print(f"\n  {'metric':<16}{'points':>8}{'final':>12}{'min':>12}{'max':>12}")
-        for metric in storage.list_metrics(run_id):
-            if metric["name"].startswith("_"):
-                continue
+        print(f"\n  {'metric':<24}{'final':>12}{'best':>12}")
+        for name, final in summary["final_metrics"].items():
+            best = summary["best_metrics"][name]
+            print(f"  {name:<24}{final:>12.4g}{best:>12.4g}")
+        anomalies = query.get_anomalies(run_id)
+        print(f"\nAnomalies found while training: {len(anomalies) or 'none'}")
+        for anomaly in anomalies:
+            kind = anomaly["anomaly_type"]
             print(
-                f"  {metric['name']:<16}{metric['count']:>8}{metric['last_value']:>12.4g}"
-                f"{metric['min_value']:>12.4g}{metric['max_value']:>12.4g}"
+                f"  step {anomaly['step']:>5}  {anomaly['severity']:<8} {kind:<20} "
+                f"{anomaly['message']}"
             )
-        checkpoints = storage.get_checkpoints(run_id)
-        print(f"\n  checkpoints at steps {[c['step'] for c in checkpoints]}")
-        print("\nNon-finite values recorded:")
-        found = False
-        for metric in storage.list_metrics(run_id):
-            history = storage.get_metric_timeseries(run_id, metric["name"])
-            pairs = zip(history["steps"], history["values"], strict=True)
-            bad = [step for step, value in pairs if not math.isfinite(value)]
-            if bad:
-                found = True
-                print(f"  {metric['name']}: {len(bad)} values, first at step {bad[0]}")
-        if not found:
-            print("  none")
-    finally:
-        storage.close()
+        offline = AnomalyDetector(query.storage).detect_all_anomalies(run_id)
+        same = {(a["anomaly_type"], a["step"], a["subject"]) for a in offline} == {
+            (a["anomaly_type"], a["step"], a["subject"]) for a in anomalies
+        }
+        print(f"\nOffline detection over the stored run agrees: {'yes' if same else 'NO'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--storage", default="./.tracer")
+    parser.add_argument("--clean", action="store_true", help="no corrupted batches")
     args = parser.parse_args()
-    run_id = train(args.steps, args.storage)
+    run_id = train(args.steps, args.storage, args.clean)
     show(run_id, args.storage)
 
 

@@ -1,8 +1,10 @@
 """Gradient detectors: explosion, vanishing and dead layers, relative to the run itself.
 
 - `gradient_explosion`: a global gradient norm (`grad/global_norm`, and `m1.grad/...` for
-  further watched models) above `factor` x its running median, or above `ceiling` (unless the
-  capture point is "backward_end", where values are loss-scaled under AMP); and, at each
+  further watched models) above `factor` (10) x its running median over `window` (64)
+  captures, or above `ceiling` (1e6; not when the capture point is "backward_end", where
+  values are loss-scaled under AMP). One report per episode: another needs `cooldown` (100)
+  captures below the limit first, so a regime change is not reported over and over; and, at each
   checkpoint, a layer whose largest norm since the previous checkpoint is `factor` x the
   median of its earlier checkpoints.
 - `vanishing_gradient`: at a checkpoint, a layer whose largest norm over every capture since
@@ -36,11 +38,19 @@ def _layer_peaks(checkpoint: CheckpointWrite) -> dict[str, float]:
 class GradientExplosionDetector(Detector):
     name = "gradient_explosion"
     anomaly_types = ("gradient_explosion",)
-    defaults = {"factor": 10.0, "ceiling": 1e6, "window": 64, "min_count": 32, "min_checkpoints": 2}
+    defaults = {
+        "factor": 10.0,
+        "ceiling": 1e6,
+        "window": 64,
+        "min_count": 32,
+        "min_checkpoints": 2,
+        "cooldown": 100,
+    }
 
     def setup(self) -> None:
         self._baselines: dict[str, RobustBaseline] = {}
-        self._exploding: dict[str, bool] = {}
+        self._exploding: dict[str, bool] = {}  # per layer, from checkpoints
+        self._calm: dict[str, int] = {}
         self._layer_history: dict[str, list[float]] = {}
         self._scaled = False
 
@@ -59,36 +69,36 @@ class GradientExplosionDetector(Detector):
             baseline = self._baselines[series] = RobustBaseline(
                 self.settings["window"], min_count=self.settings["min_count"]
             )
-        exploding = self._exploding.get(series, False)
-        found = []
+        calm = self._calm.get(series, self.settings["cooldown"])  # captures since the last
+        found = []  # one above the limit; an episode ends after `cooldown` calm captures
         for step, value in zip(steps, values, strict=True):
             if value != value or value == math.inf:
                 continue  # non-finite is nan_or_inf's
             limit = factor * baseline.median if baseline.ready else math.inf
             if not self._scaled:
                 limit = min(limit, ceiling)
-            if value > limit:
-                if not exploding:
-                    exploding = True
-                    found.append(
-                        finding(
-                            step,
-                            "gradient_explosion",
-                            "critical",
-                            series,
-                            f"{series} {value:.4g} at step {step}, {value / baseline.median:.1f}x"
-                            f" its running median {baseline.median:.4g}"
-                            if baseline.ready
-                            else f"{series} {value:.4g} at step {step} is above {ceiling:g}",
-                            value=value,
-                            baseline=baseline.median,
-                            threshold=limit,
-                        )
+            baseline.push(value)  # a lasting level change becomes the new normal
+            if value <= limit:
+                calm += 1
+                continue
+            if calm >= self.settings["cooldown"]:
+                found.append(
+                    finding(
+                        step,
+                        "gradient_explosion",
+                        "critical",
+                        series,
+                        f"{series} {value:.4g} at step {step}, {value / baseline.median:.1f}x"
+                        f" its running median {baseline.median:.4g}"
+                        if limit < ceiling or self._scaled
+                        else f"{series} {value:.4g} at step {step} is above {ceiling:g}",
+                        value=value,
+                        baseline=baseline.median,
+                        threshold=limit,
                     )
-                continue  # an exploded value does not become the new normal
-            exploding = False
-            baseline.push(value)
-        self._exploding[series] = exploding
+                )
+            calm = 0
+        self._calm[series] = calm
         return found
 
     def observe_checkpoint(self, checkpoint: CheckpointWrite) -> list[Finding]:
