@@ -22,7 +22,7 @@ import statistics
 from collections.abc import Sequence
 
 from tracer.detection.base import Detector, Finding, finding
-from tracer.detection.stats import RobustBaseline
+from tracer.detection.stats import SAFETY, RobustBaseline, all_finite, segments
 from tracer.storage.base import CheckpointWrite, EventWrite
 
 
@@ -70,36 +70,46 @@ class GradientExplosionDetector(Detector):
                 self.settings["window"], min_count=self.settings["min_count"]
             )
         calm = self._calm.get(series, self.settings["cooldown"])  # captures since the last
-        found = []  # one above the limit; an episode ends after `cooldown` calm captures
-        for step, value in zip(steps, values, strict=True):
-            if value != value or value == math.inf:
-                continue  # non-finite is nan_or_inf's
+        found: list[Finding] = []  # one above the limit; a new episode needs `cooldown` calm
+        for start, end in segments(baseline, len(values)):
+            segment = values[start:end]
             limit = factor * baseline.median if baseline.ready else math.inf
             if not self._scaled:
                 limit = min(limit, ceiling)
-            baseline.push(value)  # a lasting level change becomes the new normal
-            if value <= limit:
-                calm += 1
+            if all_finite(segment) and max(segment) <= limit * SAFETY:
+                calm += len(segment)  # the usual case, at C speed
+                baseline.extend(segment)
                 continue
-            if calm >= self.settings["cooldown"]:
-                found.append(
-                    finding(
-                        step,
-                        "gradient_explosion",
-                        "critical",
-                        series,
-                        f"{series} {value:.4g} at step {step}, {value / baseline.median:.1f}x"
-                        f" its running median {baseline.median:.4g}"
-                        if limit < ceiling or self._scaled
-                        else f"{series} {value:.4g} at step {step} is above {ceiling:g}",
-                        value=value,
-                        baseline=baseline.median,
-                        threshold=limit,
-                    )
-                )
-            calm = 0
+            for step, value in zip(steps[start:end], segment, strict=True):
+                if value != value or value == math.inf:
+                    continue  # non-finite is nan_or_inf's
+                baseline.push(value)  # a lasting level change becomes the new normal
+                if value <= limit:
+                    calm += 1
+                    continue
+                if calm >= self.settings["cooldown"]:
+                    found.append(self._report(series, step, value, limit, baseline))
+                calm = 0
         self._calm[series] = calm
         return found
+
+    def _report(
+        self, series: str, step: int, value: float, limit: float, baseline: RobustBaseline
+    ) -> Finding:
+        relative = baseline.ready and (limit < self.settings["ceiling"] or self._scaled)
+        return finding(
+            step,
+            "gradient_explosion",
+            "critical",
+            series,
+            f"{series} {value:.4g} at step {step}, {value / baseline.median:.1f}x its running"
+            f" median {baseline.median:.4g}"
+            if relative
+            else f"{series} {value:.4g} at step {step} is above {limit:g}",
+            value=value,
+            baseline=baseline.median,
+            threshold=limit,
+        )
 
     def observe_checkpoint(self, checkpoint: CheckpointWrite) -> list[Finding]:
         found = []

@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 
 from tracer.detection.base import Detector, Finding, finding
-from tracer.detection.stats import BlockMedians, RobustBaseline
+from tracer.detection.stats import SAFETY, BlockMedians, RobustBaseline, all_finite, segments
 
 
 class LossSpikeDetector(Detector):
@@ -40,36 +40,52 @@ class LossSpikeDetector(Detector):
             )
         threshold, cooldown = self.settings["z_threshold"], self.settings["cooldown"]
         quiet = self._quiet.get(series, 0)
-        found = []
-        for step, value in zip(steps, values, strict=True):
-            if value - value != 0.0:
-                continue  # non-finite: nan_or_inf
-            if baseline.ready:
-                z = (value - baseline.median) / baseline.sigma()
-                if abs(z) > threshold:
-                    if quiet == 0:
-                        kind = "loss_spike" if z > 0 else "loss_drop"
-                        found.append(
-                            finding(
-                                step,
-                                kind,
-                                "warning",
-                                series,
-                                f"{series} {value:.4g} at step {step} is {abs(z):.1f} robust"
-                                f" sigmas {'above' if z > 0 else 'below'} its running median"
-                                f" {baseline.median:.4g}",
-                                value=value,
-                                baseline=baseline.median,
-                                threshold=baseline.median
-                                + math.copysign(threshold, z) * baseline.sigma(),
-                            )
-                        )
-                    quiet = cooldown
-                    continue  # outliers stay out of the baseline
-            quiet = max(0, quiet - 1)
-            baseline.push(value)
+        found: list[Finding] = []
+        for start, end in segments(baseline, len(values)):
+            segment = values[start:end]
+            if all_finite(segment):
+                if not baseline.ready:
+                    quiet = max(0, quiet - len(segment))
+                    baseline.extend(segment)
+                    continue
+                reach = threshold * baseline.sigma() * SAFETY
+                if (
+                    baseline.median - reach <= min(segment)
+                    and max(segment) <= baseline.median + reach
+                ):
+                    quiet = max(0, quiet - len(segment))  # the usual case: nothing unusual
+                    baseline.extend(segment)
+                    continue
+            for step, value in zip(steps[start:end], segment, strict=True):
+                if value - value != 0.0:
+                    continue  # non-finite: nan_or_inf
+                if baseline.ready:
+                    z = (value - baseline.median) / baseline.sigma()
+                    if abs(z) > threshold:
+                        if quiet == 0:
+                            found.append(self._report(series, step, value, z, baseline))
+                        quiet = cooldown
+                        continue  # outliers stay out of the baseline
+                quiet = max(0, quiet - 1)
+                baseline.push(value)
         self._quiet[series] = quiet
         return found
+
+    def _report(
+        self, series: str, step: int, value: float, z: float, baseline: RobustBaseline
+    ) -> Finding:
+        threshold = self.settings["z_threshold"]
+        return finding(
+            step,
+            "loss_spike" if z > 0 else "loss_drop",
+            "warning",
+            series,
+            f"{series} {value:.4g} at step {step} is {abs(z):.1f} robust sigmas"
+            f" {'above' if z > 0 else 'below'} its running median {baseline.median:.4g}",
+            value=value,
+            baseline=baseline.median,
+            threshold=baseline.median + math.copysign(threshold, z) * baseline.sigma(),
+        )
 
 
 class LossDivergenceDetector(Detector):
@@ -79,6 +95,7 @@ class LossDivergenceDetector(Detector):
 
     def setup(self) -> None:
         self._blocks: dict[str, BlockMedians] = {}
+        self._best: dict[str, float] = {}
         self._diverging: dict[str, bool] = {}
 
     def wants(self, series: str) -> bool:
@@ -90,13 +107,14 @@ class LossDivergenceDetector(Detector):
             blocks = self._blocks[series] = BlockMedians(self.settings["block"])
         rising, rise = self.settings["rising_blocks"], self.settings["rise"]
         found = []
-        for step, value in zip(steps, values, strict=True):
-            if value - value != 0.0 or not blocks.push(value):
-                continue
-            medians = blocks.medians
-            best = min(medians)
-            latest = medians[-1]
-            recent = medians[-rising - 1 :]
+        completed = blocks.feed(steps, values)
+        first = len(blocks.medians) - len(completed)
+        for offset, step in enumerate(completed):
+            index = first + offset
+            latest = blocks.medians[index]
+            best = min(self._best.get(series, math.inf), latest)
+            self._best[series] = best
+            recent = blocks.medians[max(0, index - rising) : index + 1]
             climbing = len(recent) == rising + 1 and all(
                 a < b for a, b in itertools.pairwise(recent)
             )
@@ -140,17 +158,16 @@ class LossPlateauDetector(Detector):
             blocks = self._blocks[series] = BlockMedians(self.settings["block"])
         patience, min_delta = self.settings["patience"], self.settings["min_delta"]
         found = []
-        for step, value in zip(steps, values, strict=True):
-            if value - value != 0.0 or not blocks.push(value):
-                continue
-            index = len(blocks.medians) - 1
-            latest = blocks.medians[-1]
+        completed = blocks.feed(steps, values)
+        first = len(blocks.medians) - len(completed)
+        for offset, step in enumerate(completed):
+            index = first + offset
+            latest = blocks.medians[index]
             best, best_index = self._best.get(series, (math.inf, index))
             if best == math.inf or latest < best - min_delta * abs(best):
                 self._best[series] = (latest, index)
                 self._flat[series] = False
                 continue
-            self._best[series] = (best, best_index)
             if index - best_index >= patience and not self._flat.get(series):
                 self._flat[series] = True
                 found.append(

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from tracer.detection.base import Detector, Finding, finding
+from tracer.detection.stats import all_finite
 from tracer.storage.base import EventWrite
 
 
@@ -29,6 +30,9 @@ class NanOrInfDetector(Detector):
         return self.context.is_user_metric(series)
 
     def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
+        if values and all_finite(values):  # the usual case, at C speed
+            self._in_episode[series] = False
+            return []
         found = []
         in_episode = self._in_episode.get(series, False)
         for step, value in zip(steps, values, strict=True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator, Sequence
 
 MAD_TO_SIGMA = 1.4826  # MAD * this estimates the standard deviation of normal noise
 
@@ -22,14 +23,15 @@ def median_of_sorted(ordered: list[float]) -> float:
 class RobustBaseline:
     """Median and MAD of the last `window` finite values, refreshed every `refresh` pushes.
 
-    Refreshing in blocks keeps the cost near 0.5 us a value (two sorts of 64 floats every
-    16 values) while the baseline still follows the run; `ready` once `min_count` values
-    were seen. Non-finite values are not pushed (they are a separate anomaly).
+    Refreshing in blocks keeps the cost low (two sorts of 64 floats every `refresh` values)
+    while the baseline still follows the run, and lets detectors test a whole block against
+    one median at C speed (`until_change`, `extend`); `ready` once `min_count` values were
+    seen. Non-finite values are not pushed (they are a separate anomaly).
     """
 
     __slots__ = ("_count", "_values", "mad", "median", "min_count", "refresh")
 
-    def __init__(self, window: int = 64, refresh: int = 16, min_count: int = 32) -> None:
+    def __init__(self, window: int = 64, refresh: int = 32, min_count: int = 32) -> None:
         self._values: deque[float] = deque(maxlen=window)
         self._count = 0
         self.refresh = refresh
@@ -44,14 +46,48 @@ class RobustBaseline:
     def push(self, value: float) -> None:
         self._values.append(value)
         self._count += 1
+        self._maybe_refresh()
+
+    def until_change(self) -> int:
+        """How many pushes keep the current median and MAD (the next one may change them)."""
+        if self._count < self.min_count:
+            return self.min_count - self._count
+        if not self.ready:
+            return 1
+        return self.refresh - self._count % self.refresh
+
+    def extend(self, values: Sequence[float]) -> None:
+        """Push several finite values at C speed; at most `until_change()` of them, so the
+        refreshes happen at exactly the counts they would with one push at a time."""
+        self._values.extend(values)
+        self._count += len(values)
+        self._maybe_refresh()
+
+    def _maybe_refresh(self) -> None:
         if self._count >= self.min_count and (self._count % self.refresh == 0 or not self.ready):
             ordered = sorted(self._values)
             self.median = median_of_sorted(ordered)
-            self.mad = median_of_sorted(sorted(abs(v - self.median) for v in ordered))
+            deviations = map(abs, map(self.median.__rsub__, ordered))  # |v - median|, C speed
+            self.mad = median_of_sorted(sorted(deviations))
 
     def sigma(self) -> float:
         """Robust noise scale, floored so a perfectly flat series does not divide by 0."""
         return max(MAD_TO_SIGMA * self.mad, 1e-3 * abs(self.median), 1e-12)
+
+
+def segments(baseline: RobustBaseline, count: int) -> Iterator[tuple[int, int]]:
+    """Split `count` values into (start, end) ranges over which `baseline` stays the same,
+    assuming every value is pushed (pushing fewer only moves the next change later)."""
+    start = 0
+    while start < count:
+        end = min(count, start + baseline.until_change())
+        yield start, end
+        start = end
+
+
+# Fast paths test "certainly inside the limit" with this margin, and leave anything closer to
+# the exact value-by-value test, so both paths always agree.
+SAFETY = 1.0 - 1e-9
 
 
 class BlockMedians:
@@ -64,11 +100,29 @@ class BlockMedians:
         self._block: list[float] = []
         self.medians: list[float] = []
 
-    def push(self, value: float) -> bool:
-        """Add a value; True when it completed a block (a new median is in `medians`)."""
-        self._block.append(value)
-        if len(self._block) < self.size:
-            return False
-        self.medians.append(median_of_sorted(sorted(self._block)))
-        self._block = []
+    def feed(self, steps: Sequence[int], values: Sequence[float]) -> list[int]:
+        """Add values (non-finite ones are left out); returns, for each block they completed
+        (its median appended to `medians`), the step of the value that completed it."""
+        if not all_finite(values):
+            kept = [(s, v) for s, v in zip(steps, values, strict=True) if v - v == 0.0]
+            steps, values = [s for s, _ in kept], [v for _, v in kept]
+        completed = []
+        start = 0
+        while start < len(values):
+            room = self.size - len(self._block)
+            self._block.extend(values[start : start + room])
+            start += room
+            if len(self._block) == self.size:
+                self.medians.append(median_of_sorted(sorted(self._block)))
+                self._block = []
+                completed.append(steps[min(start, len(steps)) - 1])
+        return completed
+
+
+def all_finite(values: Sequence[float]) -> bool:
+    """True when no value is NaN or +-Inf, tested at C speed (a sum that overflows to Inf
+    falls back to a value-by-value check)."""
+    total = sum(values)
+    if total - total == 0.0:
         return True
+    return all(v - v == 0.0 for v in values)
