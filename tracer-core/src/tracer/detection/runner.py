@@ -30,11 +30,15 @@ def build_detectors(
     settings: Mapping[str, Any],
     loss_metrics: Sequence[str],
     only: Optional[Sequence[str]] = None,
+    *,
+    strict: bool = True,
 ) -> list[Detector]:
     """Instantiate the registered detectors that `settings` leaves enabled.
 
     `settings[name]` is False to disable a detector, or a dict of its settings. `only`
-    restricts to detectors reporting one of those anomaly types.
+    restricts to detectors reporting one of those anomaly types. An unknown name is an error
+    when `strict` (a user's typo), else it is skipped with a warning (settings stored with a
+    run that used a plugin this machine does not have).
     """
     import difflib
 
@@ -42,14 +46,17 @@ def build_detectors(
         if name not in registry:
             close = difflib.get_close_matches(name, list(registry), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
+            message = (
                 f"unknown detector {name!r} in detectors{hint}"
                 f" (installed: {', '.join(sorted(registry))})"
             )
+            if strict:
+                raise ValueError(message)
+            logger.warning("%s; it is skipped.", message)
     context = DetectorContext(loss_metrics)
     detectors = []
     for name, cls in registry.items():
-        chosen = settings.get(name, True)
+        chosen = settings.get(name, True)  # unknown names were dealt with above
         if chosen is False:
             continue
         if only is not None and not set(cls.anomaly_types) & set(only):
