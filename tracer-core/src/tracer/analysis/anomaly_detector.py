@@ -4,23 +4,47 @@ It replays what the run stored (every series, the events, the checkpoints except
 anomalies themselves caused) through the same detector classes the run used online, with
 the detector settings stored with the run, so the result matches online detection.
 `store_anomalies` writes them; an anomaly already stored (same run, type, step and subject)
-is never stored twice.
+is never stored twice. Runs are named by id or by name, as in `QueryEngine`.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from typing import Any, Optional
 
 from tracer.detection.runner import DetectorSet, build_detectors
+from tracer.exceptions import RunNotFoundError
 from tracer.plugins.manager import get_plugin_manager
-from tracer.storage.base import AnomalyWrite, StorageBackend
+from tracer.storage.base import AnomalyWrite, RunRecord, StorageBackend
 
 GRADIENT_TYPES = ("gradient_explosion", "vanishing_gradient", "dead_layer")
 LOSS_TYPES = ("loss_spike", "loss_drop", "loss_divergence", "loss_plateau")
 NAN_INF_TYPES = ("nan_or_inf",)
 MEMORY_TYPES = ("memory_spike", "memory_leak")
+
+
+def resolve_run(storage: StorageBackend, run: str) -> RunRecord:
+    """The run with id `run`, else the one run named `run` (in any project).
+
+    RunNotFoundError when a name matches runs in several projects (it lists them), or
+    nothing (it lists near matches).
+    """
+    record = storage.get_run(run)
+    if record is not None:
+        return record
+    runs = storage.list_runs()
+    named = [r for r in runs if r["run_name"] == run]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        where = ", ".join(f"{r['run_id']} in {r['project_name']!r}" for r in named)
+        raise RunNotFoundError(f"run name {run!r} is ambiguous: {where}; use an id")
+    candidates = [r["run_id"] for r in runs] + [r["run_name"] for r in runs]
+    near = difflib.get_close_matches(run, candidates, n=5, cutoff=0.4)
+    hint = f"; near matches: {', '.join(near)}" if near else ""
+    raise RunNotFoundError(f"no run with id or name {run!r}{hint}")
 
 
 def anomaly_dict(anomaly: AnomalyWrite, checkpoint_steps: Sequence[int] = ()) -> dict[str, Any]:
@@ -56,17 +80,16 @@ class AnomalyDetector:
         self._detectors = detectors
         self._loss_metrics = loss_metrics
 
-    def _replay(self, run_id: str, only: Optional[Sequence[str]]) -> list[dict[str, Any]]:
-        run = self.storage.get_run(run_id)
-        if run is None:
-            from tracer.exceptions import RunNotFoundError
-
-            raise RunNotFoundError(f"no run with id {run_id!r} in this storage")
-        stored = run.get("settings") or {}
+    def _replay(self, run: str, only: Optional[Sequence[str]]) -> list[dict[str, Any]]:
+        record = resolve_run(self.storage, run)
+        run_id = record["run_id"]
+        stored = record.get("settings") or {}
         settings = self._detectors if self._detectors is not None else stored.get("detectors", {})
         loss_metrics = self._loss_metrics or stored.get("loss_metrics") or ["*loss*"]
         registry = get_plugin_manager().detector_classes()
-        detectors = build_detectors(registry, settings, loss_metrics, only=only)
+        detectors = build_detectors(  # stored settings may name a plugin this machine lacks
+            registry, settings, loss_metrics, only=only, strict=self._detectors is not None
+        )
         runner = DetectorSet(run_id, detectors, only_types=only)
         points: dict[str, tuple[Sequence[int], Sequence[float]]] = {}
         for metric in self.storage.list_metrics(run_id):

@@ -8,15 +8,15 @@ on write; only `compare_runs` reads whole histories (one packed read per metric)
 
 from __future__ import annotations
 
-import difflib
 import math
 import time
 from collections.abc import Sequence
+from itertools import compress, count, islice, repeat
+from operator import le, mul, ne, not_, sub
 from typing import Any, Optional
 
-from tracer.analysis.anomaly_detector import anomaly_dict
+from tracer.analysis.anomaly_detector import anomaly_dict, resolve_run
 from tracer.config import TracerConfig
-from tracer.exceptions import RunNotFoundError
 from tracer.storage.base import RunRecord, StorageBackend
 from tracer.storage.registry import open_storage
 
@@ -56,20 +56,7 @@ class QueryEngine:
     # -- runs -------------------------------------------------------------------------------
     def resolve_run(self, run: str) -> RunRecord:
         """The run with this id, or the one run with this name."""
-        record = self.storage.get_run(run)
-        if record is not None:
-            return record
-        runs = self.storage.list_runs()
-        named = [r for r in runs if r["run_name"] == run]
-        if len(named) == 1:
-            return named[0]
-        if named:
-            where = ", ".join(f"{r['run_id']} in {r['project_name']!r}" for r in named)
-            raise RunNotFoundError(f"run name {run!r} is ambiguous: {where}; use an id")
-        candidates = [r["run_id"] for r in runs] + [r["run_name"] for r in runs]
-        near = difflib.get_close_matches(run, candidates, n=5, cutoff=0.4)
-        hint = f"; near matches: {', '.join(near)}" if near else ""
-        raise RunNotFoundError(f"no run with id or name {run!r}{hint}")
+        return resolve_run(self.storage, run)
 
     def list_runs(
         self,
@@ -101,6 +88,7 @@ class QueryEngine:
             else (run["heartbeat"] if run["status"] != "running" else time.time())
         )
         checkpoints = self.storage.get_checkpoints(rid)
+        checkpoint_steps = sorted({c["step"] for c in checkpoints})
         return {
             "run_id": rid,
             "run_name": run["run_name"],
@@ -118,7 +106,7 @@ class QueryEngine:
             },
             "anomaly_counts": counts,
             "anomalies": len(anomalies),
-            "first_anomaly": anomaly_dict(anomalies[0]) if anomalies else None,
+            "first_anomaly": anomaly_dict(anomalies[0], checkpoint_steps) if anomalies else None,
             "checkpoints": len(checkpoints),
             "config": run["config"],
             "tags": run["tags"],
@@ -130,6 +118,8 @@ class QueryEngine:
     ) -> dict[str, Any]:
         """Per metric: final, min, max and mean of each run, the final delta (run2 - run1),
         and the first common step where they differ by more than `tolerance` (relative)."""
+        if not tolerance >= 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         first, second = self.resolve_run(run_id1), self.resolve_run(run_id2)
         result: dict[str, Any] = {"run1": first["run_id"], "run2": second["run_id"], "metrics": {}}
         for metric in metrics:
@@ -184,34 +174,80 @@ class QueryEngine:
 
 
 def _describe(values: Sequence[float]) -> dict[str, float]:
-    finite = [v for v in values if math.isfinite(v)]
+    """final, min, max and mean (of the finite values) and count of one history.
+
+    C-level passes only: `fsum` is finite exactly when every value is, the usual case; only a
+    history holding NaN or +-Inf is filtered first.
+    """
     if not values:
         nan = math.nan
         return {"final": nan, "min": nan, "max": nan, "mean": nan, "count": 0}
+    try:
+        total = math.fsum(values)
+    except (OverflowError, ValueError):  # finite values overflowing; inf + -inf
+        total = math.nan
+    finite = values
+    if not math.isfinite(total):
+        finite = [v for v in values if math.isfinite(v)]
+        if not finite:
+            nan = math.nan
+            return {"final": values[-1], "min": nan, "max": nan, "mean": nan, "count": len(values)}
+        total = math.nan
     return {
         "final": values[-1],
-        "min": min(finite) if finite else math.nan,
-        "max": max(finite) if finite else math.nan,
-        "mean": math.fsum(finite) / len(finite) if finite else math.nan,
+        "min": min(finite),
+        "max": max(finite),
+        "mean": _mean(finite, total),
         "count": len(values),
     }
 
 
+def _mean(finite: Sequence[float], total: float) -> float:
+    """The mean of finite values; `total` is their fsum when known (else NaN)."""
+    if math.isfinite(total):
+        return total / len(finite)
+    try:
+        return math.fsum(finite) / len(finite)
+    except OverflowError:  # the sum overflows where the mean does not
+        count = len(finite)
+        return math.fsum(v / count for v in finite)
+
+
 def _differs(mine: float, theirs: float, tolerance: float) -> bool:
-    if abs(mine - theirs) <= tolerance * max(abs(mine), abs(theirs), 1e-12):
-        return False
-    return not (mine != mine and theirs != theirs)  # NaN on both sides agrees
+    """Whether two values differ by more than `tolerance`, relative to the larger magnitude
+    (absolute 1e-12 x tolerance near zero). NaN on both sides agrees, on one side differs;
+    equal infinities agree, an infinity against anything else differs."""
+    if mine != mine or theirs != theirs:
+        return not (mine != mine and theirs != theirs)
+    return not math.isclose(mine, theirs, rel_tol=tolerance, abs_tol=tolerance * 1e-12)
+
+
+def _common_points(a: Any, b: Any) -> tuple[Sequence[int], Sequence[float], Sequence[float]]:
+    """(steps, values of a, values of b) at the steps both histories hold, in step order."""
+    if a["steps"] == b["steps"]:  # the usual case: same steps
+        return a["steps"], a["values"], b["values"]
+    other = dict(zip(b["steps"], b["values"], strict=True))
+    mine = dict(zip(a["steps"], a["values"], strict=True))
+    steps = [step for step in a["steps"] if step in other]
+    return steps, [mine[s] for s in steps], [other[s] for s in steps]
 
 
 def _first_divergence(a: Any, b: Any, tolerance: float) -> Optional[int]:
-    if a["steps"] == b["steps"]:  # the usual case: same steps, compare in one pass
-        pairs = zip(a["steps"], a["values"], b["values"], strict=True)
-        return next(
-            (int(step) for step, mine, theirs in pairs if _differs(mine, theirs, tolerance)), None
-        )
-    other = dict(zip(b["steps"], b["values"], strict=True))
-    for step, mine in zip(a["steps"], a["values"], strict=True):
-        theirs = other.get(step)
-        if theirs is not None and _differs(mine, theirs, tolerance):
-            return int(step)
+    """The first common step where the two histories differ (`_differs`), or None.
+
+    No Python-level loop over the usual pairs, only C-level passes: one finds the first pair
+    not exactly equal (all that identical histories cost); from there a conservative closeness
+    test, |a - b| - tolerance x |a| <= 0 (false for NaN and infinities too, and never true
+    where `_differs` is), flags the pairs that get the exact test.
+    """
+    steps, mine, theirs = _common_points(a, b)
+    start = next(compress(count(), map(ne, mine, theirs)), None)  # NaN is never equal
+    if start is None:
+        return None
+    gaps = map(abs, map(sub, islice(mine, start, None), islice(theirs, start, None)))
+    allowed = map(mul, map(abs, islice(mine, start, None)), repeat(tolerance))
+    close = map(le, map(sub, gaps, allowed), repeat(0.0))
+    for index in compress(count(start), map(not_, close)):
+        if _differs(mine[index], theirs[index], tolerance):
+            return int(steps[index])
     return None

@@ -14,15 +14,39 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tracer.exceptions import DuplicateRunError
-from tracer.storage.base import SampleWrite, StorageBackend
+from tracer.storage.base import AnomalyWrite, SampleWrite, StorageBackend
 
 
 def _bits(value: float) -> bytes:
     return struct.pack("<d", value)
+
+
+def _anomaly(
+    step: int,
+    anomaly_type: str = "loss_spike",
+    subject: str = "loss",
+    run_id: str = "r1",
+    **fields: object,
+) -> AnomalyWrite:
+    anomaly: AnomalyWrite = {
+        "run_id": run_id,
+        "step": step,
+        "anomaly_type": anomaly_type,
+        "severity": "warning",
+        "subject": subject,
+        "value": 9.5,
+        "baseline": 1.25,
+        "threshold": 8.0,
+        "message": f"{anomaly_type} of {subject} at step {step}",
+        "detector": "test",
+    }
+    anomaly.update(fields)  # type: ignore[typeddict-item]
+    return anomaly
 
 
 def _dead_pid() -> int:
@@ -153,12 +177,29 @@ class StorageConformance:
         self._new_run(storage, run_id="r2", name="n2")
         storage.write_metrics("r1", {"loss": ([0, 1], [1.0, 0.5])})
         storage.write_checkpoint("r1", 1, 1.0, {"loss": 0.5}, {}, {})
+        storage.write_anomalies([_anomaly(1), _anomaly(1, run_id="r2")])
         storage.delete_run("r1")
         assert storage.get_run("r1") is None
         assert storage.get_metric_timeseries("r1", "loss") == {"steps": [], "values": []}
         assert storage.get_checkpoints("r1") == []
         assert storage.list_metrics("r1") == []
+        assert storage.get_anomalies("r1") == []
         assert storage.get_run("r2") is not None
+        assert [a["run_id"] for a in storage.get_anomalies("r2")] == ["r2"]
+
+    def test_settings_round_trip(self, storage: StorageBackend) -> None:
+        """`create_run(settings=...)` comes back in `get_run()["settings"]`; default {}."""
+        settings: dict[str, Any] = {
+            "detectors": {"loss_spike": {"z_threshold": 6.0}, "memory": False},
+            "loss_metrics": ["*loss*", "val/*"],
+        }
+        storage.create_run("r1", "p", "n1", time.time(), {}, settings=settings)
+        self._new_run(storage, run_id="r2", name="n2")  # no settings
+        first, second = storage.get_run("r1"), storage.get_run("r2")
+        assert first is not None and first["settings"] == settings
+        assert second is not None and second["settings"] == {}
+        listed = {r["run_id"]: r["settings"] for r in storage.list_runs("p")}
+        assert listed == {"r1": settings, "r2": {}}
 
     # -- metrics ----------------------------------------------------------------------------
     def test_non_finite_values_round_trip_bit_for_bit(self, storage: StorageBackend) -> None:
@@ -320,6 +361,68 @@ class StorageConformance:
             "bfloat16",
             False,
         )
+
+    # -- anomalies --------------------------------------------------------------------------
+    def test_write_anomalies_stores_each_once_and_counts_new(self, storage: StorageBackend) -> None:
+        """One anomaly per (run, type, step, subject): writing it again is a no-op that keeps
+        the first, and the return value counts only the new ones."""
+        self._new_run(storage)
+        assert storage.write_anomalies([_anomaly(5), _anomaly(7)]) == 2
+        again = [
+            _anomaly(5, message="rewritten", severity="critical"),  # same key: ignored
+            _anomaly(5, subject="val_loss"),  # another subject: new
+            _anomaly(5, anomaly_type="loss_drop"),  # another type: new
+            _anomaly(7),
+        ]
+        assert storage.write_anomalies(again) == 2
+        assert storage.write_anomalies(again) == 0
+        assert storage.write_anomalies([]) == 0
+        stored = storage.get_anomalies("r1")
+        assert len(stored) == 4
+        keys = [(a["step"], a["anomaly_type"], a["subject"]) for a in stored]
+        assert sorted(keys) == [
+            (5, "loss_drop", "loss"),
+            (5, "loss_spike", "loss"),
+            (5, "loss_spike", "val_loss"),
+            (7, "loss_spike", "loss"),
+        ]
+        first = stored[keys.index((5, "loss_spike", "loss"))]
+        assert (first["message"], first["severity"]) == ("loss_spike of loss at step 5", "warning")
+
+    def test_anomaly_fields_round_trip_nan_included(self, storage: StorageBackend) -> None:
+        """Every field reads back as written; NaN value, baseline and threshold read NaN."""
+        self._new_run(storage)
+        written = _anomaly(3, "nan_or_inf", severity="critical", detector="nan_or_inf")
+        nan_fields = _anomaly(4, "nan_or_inf", value=math.nan, baseline=math.nan)
+        nan_fields["threshold"] = math.nan
+        storage.write_anomalies([written, nan_fields])
+        first, second = storage.get_anomalies("r1")
+        assert first == written
+        assert math.isnan(second["value"])
+        assert math.isnan(second["baseline"])
+        assert math.isnan(second["threshold"])
+        assert (second["step"], second["message"]) == (4, nan_fields["message"])
+
+    def test_get_anomalies_filters_by_type_in_step_order(self, storage: StorageBackend) -> None:
+        """Anomalies come back in step order whatever the write order, only the run's own, and
+        only of the types asked for when `anomaly_types` is given."""
+        self._new_run(storage)
+        self._new_run(storage, run_id="r2", name="n2")
+        storage.write_anomalies(
+            [
+                _anomaly(30, "nan_or_inf"),
+                _anomaly(10, "loss_spike"),
+                _anomaly(20, "gradient_explosion", subject="grad/global_norm"),
+                _anomaly(5, "nan_or_inf", run_id="r2"),
+            ]
+        )
+        steps = [(a["step"], a["anomaly_type"]) for a in storage.get_anomalies("r1")]
+        assert steps == [(10, "loss_spike"), (20, "gradient_explosion"), (30, "nan_or_inf")]
+        chosen = storage.get_anomalies("r1", ["nan_or_inf", "gradient_explosion"])
+        assert [a["step"] for a in chosen] == [20, 30]
+        assert storage.get_anomalies("r1", ["memory_leak"]) == []
+        assert all(a["run_id"] == "r1" for a in storage.get_anomalies("r1"))
+        assert storage.get_anomalies("missing") == []
 
     # -- lifetime ---------------------------------------------------------------------------
     def test_data_survives_reopening(self, storage: StorageBackend, location: Path) -> None:
