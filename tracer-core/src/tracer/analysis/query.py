@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from collections.abc import Sequence
 from itertools import compress, count, islice, repeat
 from operator import le, mul, ne, not_, sub
@@ -17,7 +18,7 @@ from typing import Any, Optional
 
 from tracer.analysis.anomaly_detector import anomaly_dict, resolve_run
 from tracer.config import TracerConfig
-from tracer.storage.base import RunRecord, StorageBackend
+from tracer.storage.base import MetricSummary, RunRecord, StorageBackend
 from tracer.storage.registry import open_storage
 
 # Metrics where lower is better, for "best" values; every other metric: higher is better.
@@ -122,10 +123,15 @@ class QueryEngine:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         first, second = self.resolve_run(run_id1), self.resolve_run(run_id2)
         result: dict[str, Any] = {"run1": first["run_id"], "run2": second["run_id"], "metrics": {}}
+        summaries_a = {m["name"]: m for m in self.storage.list_metrics(first["run_id"])}
+        summaries_b = {m["name"]: m for m in self.storage.list_metrics(second["run_id"])}
         for metric in metrics:
-            a = self.storage.get_metric_timeseries(first["run_id"], metric)
-            b = self.storage.get_metric_timeseries(second["run_id"], metric)
-            stats_a, stats_b = _describe(a["values"]), _describe(b["values"])
+            steps_a, values_a = self.storage.get_metric_arrays(first["run_id"], metric)
+            steps_b, values_b = self.storage.get_metric_arrays(second["run_id"], metric)
+            a = {"steps": steps_a, "values": values_a}
+            b = {"steps": steps_b, "values": values_b}
+            stats_a = _describe(values_a, summaries_a.get(metric))
+            stats_b = _describe(values_b, summaries_b.get(metric))
             result["metrics"][metric] = {
                 "run1": stats_a,
                 "run2": stats_b,
@@ -173,11 +179,12 @@ class QueryEngine:
         return {"step": last["step"], **last["data"]}
 
 
-def _describe(values: Sequence[float]) -> dict[str, float]:
+def _describe(values: Sequence[float], summary: Optional[MetricSummary] = None) -> dict[str, float]:
     """final, min, max and mean (of the finite values) and count of one history.
 
     C-level passes only: `fsum` is finite exactly when every value is, the usual case; only a
-    history holding NaN or +-Inf is filtered first.
+    history holding NaN or +-Inf is filtered first. The min and max kept on write (`summary`)
+    are used when the history is all finite, saving two passes.
     """
     if not values:
         nan = math.nan
@@ -193,10 +200,14 @@ def _describe(values: Sequence[float]) -> dict[str, float]:
             nan = math.nan
             return {"final": values[-1], "min": nan, "max": nan, "mean": nan, "count": len(values)}
         total = math.nan
+    if finite is values and summary is not None and summary["count"] == len(values):
+        low, high = summary["min_value"], summary["max_value"]
+    else:
+        low, high = min(finite), max(finite)
     return {
         "final": values[-1],
-        "min": min(finite),
-        "max": max(finite),
+        "min": low,
+        "max": high,
         "mean": _mean(finite, total),
         "count": len(values),
     }
@@ -232,6 +243,13 @@ def _common_points(a: Any, b: Any) -> tuple[Sequence[int], Sequence[float], Sequ
     return steps, [mine[s] for s in steps], [other[s] for s in steps]
 
 
+def _bit_identical(mine: Sequence[float], theirs: Sequence[float]) -> bool:
+    """Packed histories that are the same bytes agree everywhere: one memory compare."""
+    if isinstance(mine, array) and isinstance(theirs, array):
+        return mine.tobytes() == theirs.tobytes()
+    return False
+
+
 def _first_divergence(a: Any, b: Any, tolerance: float) -> Optional[int]:
     """The first common step where the two histories differ (`_differs`), or None.
 
@@ -241,6 +259,8 @@ def _first_divergence(a: Any, b: Any, tolerance: float) -> Optional[int]:
     where `_differs` is), flags the pairs that get the exact test.
     """
     steps, mine, theirs = _common_points(a, b)
+    if _bit_identical(mine, theirs):
+        return None
     start = next(compress(count(), map(ne, mine, theirs)), None)  # NaN is never equal
     if start is None:
         return None

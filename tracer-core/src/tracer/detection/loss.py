@@ -23,7 +23,7 @@ from tracer.detection.stats import SAFETY, BlockMedians, RobustBaseline, all_fin
 class LossSpikeDetector(Detector):
     name = "loss_spike"
     anomaly_types = ("loss_spike", "loss_drop")
-    defaults = {"z_threshold": 8.0, "window": 64, "min_count": 32, "cooldown": 16}
+    defaults = {"z_threshold": 12.0, "window": 64, "min_count": 32, "cooldown": 16}
 
     def setup(self) -> None:
         self._baselines: dict[str, RobustBaseline] = {}
@@ -91,7 +91,7 @@ class LossSpikeDetector(Detector):
 class LossDivergenceDetector(Detector):
     name = "loss_divergence"
     anomaly_types = ("loss_divergence",)
-    defaults = {"block": 20, "rising_blocks": 3, "rise": 0.5}
+    defaults = {"block": 20, "rising_blocks": 3, "rise": 1.0}
 
     def setup(self) -> None:
         self._blocks: dict[str, BlockMedians] = {}

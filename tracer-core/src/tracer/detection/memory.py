@@ -5,6 +5,12 @@
 - `memory_leak`: steady growth: over the last `window` samples a least-squares line with
   R^2 >= `min_r2` that rose by more than `min_growth` (relative) and `min_mb`.
 Series fed in name order, so a GPU's memory_total_mb is known before its memory_used_mb.
+
+The sampler is time-based, so when steps are slower than its interval several samples land
+on one step. Storage keeps one value per step (the last written), so each sample is judged
+only once a later step's sample arrives (the last one of a series is never judged): a
+repeated step replaces the held sample, and online detection sees exactly what offline
+replay reads back.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class MemoryDetector(Detector):
         self._recent: dict[str, deque[tuple[int, float]]] = {}
         self._totals: dict[str, float] = {}
         self._flagged: set[tuple[str, str]] = set()
+        self._held: dict[str, tuple[int, float]] = {}  # per series: the latest step's sample
 
     def wants(self, series: str) -> bool:
         return bool(_MEMORY.match(series) or _GPU_TOTAL.match(series))
@@ -50,13 +57,20 @@ class MemoryDetector(Detector):
             if values:
                 self._totals[total.group(1)] = values[-1]
             return []
-        found = []
+        found: list[Finding] = []
+        held = self._held.get(series)
         for step, value in zip(steps, values, strict=True):
-            if value - value != 0.0:
-                continue
-            found.extend(self._spike(series, step, value))
-            found.extend(self._leak(series, step, value))
+            if held is not None and step != held[0]:
+                found.extend(self._judge(series, *held))
+            held = (step, value)  # a repeated step: the later sample wins, as in storage
+        if held is not None:
+            self._held[series] = held
         return found
+
+    def _judge(self, series: str, step: int, value: float) -> list[Finding]:
+        if value - value != 0.0:
+            return []
+        return self._spike(series, step, value) + self._leak(series, step, value)
 
     def _report_once(self, kind: str, series: str, active: bool) -> bool:
         key = (kind, series)

@@ -208,6 +208,12 @@ class StorageBackend(abc.ABC):
     def get_metric_timeseries(self, run_id: str, metric: str) -> MetricSeries:
         """Every stored point of one metric in step order; empty lists for an unknown metric."""
 
+    def get_metric_arrays(self, run_id: str, metric: str) -> tuple[Sequence[int], Sequence[float]]:
+        """The same history as `get_metric_timeseries`, as compact sequences (a backend may
+        return a `range` and an `array`), for readers that scan millions of points."""
+        series = self.get_metric_timeseries(run_id, metric)
+        return series["steps"], series["values"]
+
     @abc.abstractmethod
     def list_metrics(self, run_id: str) -> list[MetricSummary]:
         """One summary per metric of the run, by name."""

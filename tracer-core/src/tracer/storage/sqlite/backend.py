@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import sqlite3
 import threading
 import time
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import islice, pairwise
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.exceptions import DuplicateRunError, StorageError
@@ -378,6 +381,31 @@ class SQLiteStorage(StorageBackend):
             steps, values = codec.normalize(steps, values)
         return {"steps": steps, "values": values}
 
+    def get_metric_arrays(self, run_id: str, metric: str) -> tuple[Sequence[int], Sequence[float]]:
+        """Steps as one `range` when every chunk continues the last with the same stride (the
+        usual case), else an int64 array; values as one float64 array. No per-point objects."""
+        rows = self._read(
+            "SELECT c.first_step, c.last_step, c.count, c.steps, c.vals FROM metric_chunks c"
+            " JOIN series s ON s.id = c.series_id WHERE s.run_id = ? AND s.name = ?"
+            " ORDER BY c.id",
+            (run_id, metric),
+        )
+        values = array("d")
+        pieces: list[Sequence[int]] = []
+        for first, last, count, steps_blob, values_blob in rows:
+            pieces.append(codec.decode_steps(first, last, count, steps_blob))
+            values.extend(codec.decode_values(values_blob))
+        joined_range = _join_ranges(pieces)
+        if joined_range is not None:
+            return joined_range, values
+        joined = array("q")
+        for piece in pieces:
+            joined.extend(piece)
+        if not all(map(operator.lt, joined, islice(joined, 1, None))):
+            ordered, ordered_values = codec.normalize(list(joined), list(values))
+            return ordered, array("d", ordered_values)
+        return joined, values
+
     def list_metrics(self, run_id: str) -> list[MetricSummary]:
         rows = self._read(
             "SELECT name, count, last_step, last_value, min_value, max_value FROM series"
@@ -623,6 +651,21 @@ class SQLiteStorage(StorageBackend):
                 self._write_samples(conn, run_id, samples)
             if run_fields:
                 self._update_run(conn, run_id, run_fields)
+
+
+def _join_ranges(pieces: Sequence[Sequence[int]]) -> Optional[range]:
+    """One range equal to the pieces laid end to end, if they are ranges that continue one
+    another with one stride; else None."""
+    if not pieces:
+        return range(0)
+    if not all(isinstance(piece, range) for piece in pieces):
+        return None
+    ranges = [piece for piece in pieces if isinstance(piece, range)]
+    stride = next((r.step for r in ranges if len(r) > 1), 1)
+    for before, after in pairwise(ranges):
+        if (len(after) > 1 and after.step != stride) or after.start != before[-1] + stride:
+            return None
+    return range(ranges[0].start, ranges[-1][-1] + 1, stride)
 
 
 def _run_record(row: Sequence[Any]) -> RunRecord:
