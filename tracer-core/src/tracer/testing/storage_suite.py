@@ -225,6 +225,17 @@ class StorageConformance:
         }
         assert storage.get_metric_timeseries("r1", "nope") == {"steps": [], "values": []}
 
+    def test_metric_arrays_match_the_timeseries(self, storage: StorageBackend) -> None:
+        self._new_run(storage)
+        storage.write_metrics("r1", {"loss": ([0, 1, 2], [3.0, math.nan, 1.0])})
+        storage.write_metrics("r1", {"loss": ([3, 4], [0.5, 0.25]), "sparse": ([0, 7], [1, 2])})
+        storage.write_metrics("r1", {"late": ([9, 5], [1.0, 2.0])})
+        for metric in ("loss", "sparse", "late", "missing"):
+            series = storage.get_metric_timeseries("r1", metric)
+            steps, values = storage.get_metric_arrays("r1", metric)
+            assert list(steps) == series["steps"], metric
+            assert [_bits(v) for v in values] == [_bits(v) for v in series["values"]], metric
+
     def test_rewritten_step_keeps_the_latest_value(self, storage: StorageBackend) -> None:
         self._new_run(storage)
         storage.write_metrics("r1", {"loss": ([0, 1, 2], [3.0, 2.0, 1.0])})
