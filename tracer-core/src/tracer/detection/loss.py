@@ -1,12 +1,17 @@
 """Loss detectors, on every series the context counts as a loss (default: names with "loss").
 
 - `loss_spike` / `loss_drop`: robust z-score of each value against the running median and
-  MAD of the previous `window` values; |z| > `z_threshold` reports, then the series is quiet
-  for `cooldown` values (a few corrupted batches in a row are one spike).
-- `loss_divergence`: a sustained rise: the last `rising_blocks` block medians (blocks of
-  `block` values) each rose, and the latest is above (1 + `rise`) x the best block median.
-- `loss_plateau`: no block median improved on the best by `min_delta` (relative) for
-  `patience` blocks, like SageMaker Debugger's LossNotDecreasing.
+  MAD of the previous `window` (64) values; |z| > `z_threshold` (12) reports, then the series
+  is quiet for `cooldown` (16) values (a few corrupted batches in a row are one spike). The
+  per-batch loss of small batches is right-skewed, so healthy runs reach 8-10 robust sigmas
+  now and then, while a batch with corrupted targets scores orders of magnitude higher.
+- `loss_divergence`: a sustained rise: the last `rising_blocks` (3) block medians (blocks of
+  `block` (20) values) each rose, and the latest is above (1 + `rise`) x the best block
+  median (`rise` 1.0: twice the best; healthy runs at a high learning rate bump 1.5-1.8x
+  for a few blocks and recover).
+- `loss_plateau`: no block median (blocks of `block` (25) values) improved on the best by
+  `min_delta` (0.1%, relative) for `patience` (6) blocks, like SageMaker Debugger's
+  LossNotDecreasing.
 Each reports once per episode and re-arms when the condition clears.
 """
 
