@@ -214,14 +214,6 @@ def test_anomaly_checkpoint_holds_the_nan_step_metrics_and_batch() -> None:
     assert by_role[("input", "arg0")]["shape"] == [16, 16]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="capture bug, reported: an anomaly checkpoint gets per-layer gradient norms only"
-    " when the gradient ring holding its step was drained (at the next checkpoint, or after"
-    " 64 captures) before the anomaly was found, and no other drain came in between"
-    " (ModelWatch keeps only the last drained steps). A NaN loss is found at the next flush,"
-    " so with write_buffer_size=1 the checkpoint at the NaN step has no gradient_stats.",
-)
 def test_anomaly_checkpoint_holds_per_layer_gradient_norms_at_the_nan_step() -> None:
     """The anomaly checkpoint at the NaN step has every watched layer's gradient norm of that
     step (non-finite, since the NaN reached every layer)."""

@@ -71,6 +71,11 @@ class Collector:
         """
         return {}
 
+    def anomaly_data_pending(self, step: int) -> bool:
+        """Writer thread: True while data of `step` is still on its way (then send it soon);
+        the anomaly checkpoint waits a few flushes for it."""
+        return False
+
     def close(self) -> None:
         """The run is finishing: submit what is left, remove hooks, stop threads."""
 
@@ -141,6 +146,17 @@ class CollectorSet:
             except Exception:
                 logger.debug("collector %r has no anomaly sections", collector.name, exc_info=True)
         return sections
+
+    def anomaly_data_pending(self, step: int) -> bool:
+        pending = False
+        for collector in list(self._collectors):
+            try:
+                pending = collector.anomaly_data_pending(step) or pending
+            except Exception:
+                logger.debug(
+                    "collector %r failed in anomaly_data_pending", collector.name, exc_info=True
+                )
+        return pending
 
     def close(self) -> None:
         for collector in list(self._collectors):

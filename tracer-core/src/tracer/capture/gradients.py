@@ -89,6 +89,7 @@ class ModelWatch:
         self._max_since_checkpoint: Optional[list[float]] = None
         self._last_norms: Optional[list[float]] = None
         self._recent_norms: dict[int, list[float]] = {}  # per-layer norms of recent steps
+        self.drain_requested = False  # set by the writer thread: an anomaly wants a step here
         self._full: Any = None  # full statistics taken at a capture of a checkpoint step
         self._handles: list[Any] = []
         if not self.params:
@@ -153,6 +154,9 @@ class ModelWatch:
 
     # -- run calls (training thread) ------------------------------------------------------
     def on_step_end(self, step: int) -> None:
+        if self.drain_requested:
+            self.drain_requested = False
+            self.drain()
         if self._captured:
             self._captured = False
             self._ring_steps.append(step)
@@ -242,6 +246,10 @@ class ModelWatch:
                     }
                 )
         return Collected(rows, events)
+
+    def holds(self, step: int) -> bool:
+        """Writer thread: whether `step` was captured and still sits in the device ring."""
+        return step in self._ring_steps
 
     def anomaly_stats(self, step: int) -> dict[str, dict[str, float]]:
         """Writer thread: per-layer norms at `step`, if it is among the last drained steps."""
@@ -335,6 +343,14 @@ class GradientCapture(Collector):
             return stats
 
         return {"gradient_stats": merged}
+
+    def anomaly_data_pending(self, step: int) -> bool:
+        pending = False
+        for watch in self._watches:
+            if watch.holds(step):
+                watch.drain_requested = True
+                pending = True
+        return pending
 
     def anomaly_sections(self, step: int) -> Contribution:
         stats: dict[str, dict[str, float]] = {}

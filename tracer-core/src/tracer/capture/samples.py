@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HISTORY_STEPS = 64  # how many recent steps' batches are kept for anomaly checkpoints
+HISTORY_STEPS = 64  # at least this many recent steps' batches are kept for anomaly checkpoints
+HISTORY_MAX = 1024
 MAX_ELEMENTS_PER_ROW = 1024
 MAX_TENSORS = 16
 
@@ -89,7 +90,10 @@ class SampleCapture(Collector):
         self._run = run
         self._rows = rows
         self._last: list[_Kept] = []
-        self._history: deque[tuple[int, list[_Kept]]] = deque(maxlen=HISTORY_STEPS)
+        # Enough steps to outlast the writer's lag: detection runs at each flush, up to
+        # write_buffer_size steps behind training.
+        history = min(HISTORY_MAX, max(HISTORY_STEPS, run.config.write_buffer_size + 64))
+        self._history: deque[tuple[int, list[_Kept]]] = deque(maxlen=history)
         self._handles: list[Any] = []
         self._failures = 0
 

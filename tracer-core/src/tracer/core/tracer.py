@@ -89,6 +89,7 @@ class TrainingTracer:
             on_checkpoint_written=self._checkpoint_written,
             detectors=DetectorSet(self.run_id, detectors) if detectors else None,
             anomaly_sections=lambda step: self._collectors.anomaly_sections(step),
+            anomaly_data_pending=lambda step: self._collectors.anomaly_data_pending(step),
             on_anomalies=self._anomalies_found,
         )
         self._collectors = CollectorSet([])

@@ -41,7 +41,9 @@ MAX_UNWRITTEN_POINTS = 5_000_000
 # a few hundred thousand queued tuples made full collections cost ~1 us per logged step.
 # A dict of plain numbers is not tracked. Other items (checkpoints, collector data) go in
 # the same list as the dicts, so order is kept; they are rare.
-MAX_QUEUED = 2_000_000  # past this (storage far too slow) new steps are dropped and counted
+MAX_QUEUED = 2_000_000
+ANOMALY_WAIT_STEPS = 2  # a collector asked for a step's data sends it at the next step
+ANOMALY_WAIT_SECONDS = 5.0  # past this (storage far too slow) new steps are dropped and counted
 
 
 class CheckpointRequest(NamedTuple):
@@ -97,6 +99,7 @@ class RunWriter:
         on_checkpoint_written: Callable[[int, str], None],
         detectors: Optional[DetectorSet] = None,
         anomaly_sections: Callable[[int], dict[str, Any]] = lambda step: {},
+        anomaly_data_pending: Callable[[int], bool] = lambda step: False,
         on_anomalies: Callable[[list[AnomalyWrite]], None] = lambda anomalies: None,
     ) -> None:
         self._storage = storage
@@ -109,8 +112,12 @@ class RunWriter:
         self._on_checkpoint_written = on_checkpoint_written
         self._detectors = detectors
         self._anomaly_sections = anomaly_sections
+        self._anomaly_data_pending = anomaly_data_pending
         self._on_anomalies = on_anomalies
         self._anomaly_checkpoint_steps: set[int] = set()
+        self._waiting_anomaly_checkpoints: dict[
+            int, tuple[tuple[int, float], dict[str, float]]
+        ] = {}  # step -> ((progress, time) to wait until, the metric values at that step)
         # A list, not a deque: append is atomic under the GIL, and the writer takes a whole
         # prefix with one slice instead of popping items one by one.
         self._queue: list[_Item] = []
@@ -257,7 +264,7 @@ class RunWriter:
     def _drain(self) -> list[_Barrier]:
         """Move queued items into a batch at the end of `_unwritten`; return barriers seen."""
         barriers: list[_Barrier] = []
-        if not self._queue:
+        if not self._queue and not self._waiting_anomaly_checkpoints:
             return barriers
         batch = _Batch({}, [], [], [], [])
         queue = self._queue
@@ -290,24 +297,41 @@ class RunWriter:
         return barriers
 
     def _detect(self, batch: _Batch) -> None:
-        """Online detection over this batch; each new anomaly step gets a checkpoint."""
+        """Online detection over this batch; each new anomaly step gets a checkpoint.
+
+        A checkpoint waits while a collector still holds that step's data on its way, e.g.
+        gradient norms in the device ring, which the collector is asked to send at the next
+        step: until training has moved `ANOMALY_WAIT_STEPS` steps on, at most
+        `ANOMALY_WAIT_SECONDS`, and never past finish.
+        """
         assert self._detectors is not None
         found = self._detectors.feed(batch.points, batch.events, batch.checkpoints)
-        if not found:
-            return
         batch.anomalies.extend(found)
         for step in sorted({anomaly["step"] for anomaly in found}):
             if step in self._anomaly_checkpoint_steps:
                 continue
             self._anomaly_checkpoint_steps.add(step)
-            request = CheckpointRequest(step, time.time(), "anomaly", self._anomaly_sections(step))
-            checkpoint = self._checkpoint(request, batch)
-            for name, (steps, values) in batch.points.items():  # the values at that step
+            at_step = {}  # the metric values at that step, while this batch still has them
+            for name, (steps, values) in batch.points.items():
                 if steps and steps[0] <= step <= steps[-1] and not name.startswith("_"):
                     try:
-                        checkpoint["metrics"][name] = values[steps.index(step)]
+                        at_step[name] = values[steps.index(step)]
                     except ValueError:
                         continue
+            deadline = (self._progress() + ANOMALY_WAIT_STEPS, time.time() + ANOMALY_WAIT_SECONDS)
+            self._waiting_anomaly_checkpoints[step] = (deadline, at_step)
+        for step, (deadline, at_step) in sorted(self._waiting_anomaly_checkpoints.items()):
+            if (
+                self._progress() <= deadline[0]
+                and time.time() < deadline[1]
+                and not self._stopping
+                and self._anomaly_data_pending(step)
+            ):
+                continue
+            del self._waiting_anomaly_checkpoints[step]
+            request = CheckpointRequest(step, time.time(), "anomaly", self._anomaly_sections(step))
+            checkpoint = self._checkpoint(request, batch)
+            checkpoint["metrics"].update(at_step)
             batch.checkpoints.append(checkpoint)
 
     def _pivot_steps(self, batch: _Batch, dicts: list[dict[str, Any]], taken: int) -> int:
