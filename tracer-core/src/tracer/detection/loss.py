@@ -10,8 +10,9 @@
   median (`rise` 1.0: twice the best; healthy runs at a high learning rate bump 1.5-1.8x
   for a few blocks and recover).
 - `loss_plateau`: no block median (blocks of `block` (25) values) improved on the best by
-  `min_delta` (0.1%, relative) for `patience` (6) blocks, like SageMaker Debugger's
-  LossNotDecreasing.
+  `min_delta` (0.1%, relative) and by `noise_sigmas` (3) standard errors of a block median for
+  `patience` (4) blocks, like SageMaker Debugger's LossNotDecreasing. Without the noise margin
+  a flat but noisy loss keeps setting chance new bests and is reported far too late.
 Each reports once per episode and re-arms when the condition clears.
 """
 
@@ -147,7 +148,7 @@ class LossDivergenceDetector(Detector):
 class LossPlateauDetector(Detector):
     name = "loss_plateau"
     anomaly_types = ("loss_plateau",)
-    defaults = {"block": 25, "patience": 6, "min_delta": 0.001}
+    defaults = {"block": 25, "patience": 4, "min_delta": 0.001, "noise_sigmas": 3.0}
 
     def setup(self) -> None:
         self._blocks: dict[str, BlockMedians] = {}
@@ -162,6 +163,7 @@ class LossPlateauDetector(Detector):
         if blocks is None:
             blocks = self._blocks[series] = BlockMedians(self.settings["block"])
         patience, min_delta = self.settings["patience"], self.settings["min_delta"]
+        noise_sigmas = self.settings["noise_sigmas"]
         found = []
         completed = blocks.feed(steps, values)
         first = len(blocks.medians) - len(completed)
@@ -169,7 +171,9 @@ class LossPlateauDetector(Detector):
             index = first + offset
             latest = blocks.medians[index]
             best, best_index = self._best.get(series, (math.inf, index))
-            if best == math.inf or latest < best - min_delta * abs(best):
+            # A new best must beat chance: `noise_sigmas` standard errors of a block median.
+            margin = max(min_delta * abs(best), noise_sigmas * blocks.noise[index])
+            if best == math.inf or latest < best - margin:
                 self._best[series] = (latest, index)
                 self._flat[series] = False
                 continue

@@ -93,12 +93,13 @@ SAFETY = 1.0 - 1e-9
 class BlockMedians:
     """Medians of consecutive, non-overlapping blocks of `size` finite values."""
 
-    __slots__ = ("_block", "medians", "size")
+    __slots__ = ("_block", "medians", "noise", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._block: list[float] = []
         self.medians: list[float] = []
+        self.noise: list[float] = []  # standard error of each block's median (robust)
 
     def feed(self, steps: Sequence[int], values: Sequence[float]) -> list[int]:
         """Add values (non-finite ones are left out); returns, for each block they completed
@@ -113,7 +114,12 @@ class BlockMedians:
             self._block.extend(values[start : start + room])
             start += room
             if len(self._block) == self.size:
-                self.medians.append(median_of_sorted(sorted(self._block)))
+                ordered = sorted(self._block)
+                median = median_of_sorted(ordered)
+                mad = median_of_sorted(sorted(map(abs, map(median.__rsub__, ordered))))
+                self.medians.append(median)
+                # SE of a median ~ 1.25 sigma / sqrt(n); sigma ~ 1.4826 MAD
+                self.noise.append(1.25 * MAD_TO_SIGMA * mad / math.sqrt(self.size))
                 self._block = []
                 completed.append(steps[min(start, len(steps)) - 1])
         return completed
