@@ -28,12 +28,13 @@ import math
 import os
 import platform
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from bench_core import Stats, progress  # the same figures and progress lines
 
 from tracer.analysis import QueryEngine
 from tracer.config import TracerConfig
@@ -59,26 +60,9 @@ FULL = Sizes(1_000_000, 5)
 QUICK = Sizes(100_000, 3)
 
 
-@dataclass(frozen=True)
-class Stats:
-    median: float
-    low: float
-    high: float
-    count: int
-
-    @classmethod
-    def of(cls, samples: Sequence[float]) -> Stats:
-        return cls(statistics.median(samples), min(samples), max(samples), len(samples))
-
-    def show(self) -> str:
-        """In milliseconds: `median ms (min-max, n=repeats)`."""
-        low, median, high = (1000 * v for v in (self.low, self.median, self.high))
-        digits = 3 if median < 1 else 1
-        return f"{median:,.{digits}f} ms ({low:,.{digits}f}-{high:,.{digits}f}, n={self.count})"
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+def in_ms(stats: Stats) -> str:
+    """`median ms (min-max, n=repeats)` of figures measured in seconds."""
+    return stats.scaled(1000).show("ms", 3 if stats.median < 0.001 else 1)
 
 
 def storage_at(directory: str) -> StorageBackend:
@@ -249,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = f"{mine.median / floor.median:,.1f}x" if floor.median else "n/a"
         target = f"median < {TARGET_S * 1000:.0f} ms"
         print(
-            f"| {name} | {mine.show()} | {floor.show()} | {ratio} | {target}"
+            f"| {name} | {in_ms(mine)} | {in_ms(floor)} | {ratio} | {target}"
             f" | {'PASS' if ok else 'FAIL'} |"
         )
     return 1 if args.strict and not passed else 0

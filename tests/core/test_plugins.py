@@ -203,3 +203,27 @@ def test_registering_a_scheme_twice_is_an_error(
     install_fake_distribution(tmp_path / "site", monkeypatch, "clash_plugin", source)
     with pytest.raises(ValueError, match="registered twice"):
         tracer.init(project="p")
+
+
+def test_the_anomaly_hook_fires_once_per_anomaly_found_online(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = textwrap.dedent("""
+        import tracer
+
+        SEEN = []
+
+        @tracer.hookimpl
+        def tracer_anomaly(run, anomaly):
+            SEEN.append((run.run_id, anomaly["anomaly_type"], anomaly["step"], anomaly["subject"]))
+    """)
+    install_fake_distribution(tmp_path / "site", monkeypatch, "alert_plugin", source)
+    import importlib
+
+    plugin = importlib.import_module("alert_plugin")
+    run = tracer.init(project="p", write_buffer_size=1)
+    for step in range(40):
+        tracer.log({"loss": float("nan") if step in (30, 31) else 1.0 / (step + 1)})
+        tracer.step()
+    tracer.finish()
+    assert plugin.SEEN == [(run.run_id, "nan_or_inf", 30, "loss")]  # one episode, one call

@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 import pluggy
@@ -35,62 +36,67 @@ TRACE_ENV = "TRACER_TRACE_HOOKS"
 _TRUE = {"1", "true", "yes", "on"}
 
 
+class Registry:
+    """What a registration hook collected: name -> registered object, names unique."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.entries: dict[str, Any] = {}
+
+    def add(self, name: str, value: Any) -> None:
+        known = self.entries.get(name)
+        if known is not None and known is not value:
+            raise ValueError(
+                f"{self.kind} {name!r} registered twice: {getattr(known, '__qualname__', known)}"
+                f" and {getattr(value, '__qualname__', value)}"
+            )
+        self.entries[name] = value
+
+
 class TracerPluginManager(pluggy.PluginManager):
     """pluggy's manager plus the registries Tracer's registration hooks fill."""
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT_NAME)
         self.add_hookspecs(hookspecs)
-        self._storage_backends: Optional[dict[str, type[StorageBackend]]] = None
-        self._collector_factories: Optional[dict[str, CollectorFactory]] = None
-        self._detector_classes: Optional[dict[str, type[Detector]]] = None
+        self._registries: dict[str, Registry] = {}
         self._failed_hooks: set[str] = set()
 
+    def _registry(self, kind: str, hook: str, adapt: Callable[[Registry], Any]) -> Registry:
+        """Call a registration hook once; `adapt` turns the registry into its `register`."""
+        registry = self._registries.get(kind)
+        if registry is None:
+            registry = Registry(kind)
+            getattr(self.hook, hook)(register=adapt(registry))
+            self._registries[kind] = registry
+        return registry
+
     def storage_backends(self) -> dict[str, type[StorageBackend]]:
-        if self._storage_backends is None:
-            backends: dict[str, type[StorageBackend]] = {}
-
-            def register(scheme: str, backend: type[StorageBackend]) -> None:
-                scheme = scheme.lower()
-                if scheme in backends and backends[scheme] is not backend:
-                    raise ValueError(
-                        f"storage scheme {scheme!r} registered twice: "
-                        f"{backends[scheme].__qualname__} and {backend.__qualname__}"
-                    )
-                backends[scheme] = backend
-
-            self.hook.tracer_register_storage(register=register)
-            self._storage_backends = backends
-        return self._storage_backends
+        """Storage backend classes by URL scheme (lower case)."""
+        return self._registry(
+            "storage scheme",
+            "tracer_register_storage",
+            lambda registry: lambda scheme, backend: registry.add(scheme.lower(), backend),
+        ).entries
 
     def collector_factories(self) -> dict[str, CollectorFactory]:
-        if self._collector_factories is None:
-            factories: dict[str, CollectorFactory] = {}
-
-            def register(name: str, factory: CollectorFactory) -> None:
-                if name in factories and factories[name] is not factory:
-                    raise ValueError(f"collector {name!r} registered twice")
-                factories[name] = factory
-
-            self.hook.tracer_register_collectors(register=register)
-            self._collector_factories = factories
-        return self._collector_factories
+        """Collector factories by name."""
+        return self._registry(
+            "collector", "tracer_register_collectors", lambda registry: registry.add
+        ).entries
 
     def detector_classes(self) -> dict[str, type[Detector]]:
-        if self._detector_classes is None:
-            classes: dict[str, type[Detector]] = {}
+        """Detector classes by their `name`."""
 
+        def adapt(registry: Registry) -> Callable[[type[Detector]], None]:
             def register(detector: type[Detector]) -> None:
-                name = detector.name
-                if not name:
+                if not detector.name:
                     raise ValueError(f"detector {detector.__qualname__} has no name")
-                if name in classes and classes[name] is not detector:
-                    raise ValueError(f"detector {name!r} registered twice")
-                classes[name] = detector
+                registry.add(detector.name, detector)
 
-            self.hook.tracer_register_detectors(register=register)
-            self._detector_classes = classes
-        return self._detector_classes
+            return register
+
+        return self._registry("detector", "tracer_register_detectors", adapt).entries
 
     def call_lifecycle_hook(self, name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook; a plugin's exception is logged once per hook, never raised."""
