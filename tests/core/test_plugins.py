@@ -226,4 +226,5 @@ def test_the_anomaly_hook_fires_once_per_anomaly_found_online(
         tracer.log({"loss": float("nan") if step in (30, 31) else 1.0 / (step + 1)})
         tracer.step()
     tracer.finish()
-    assert plugin.SEEN == [(run.run_id, "nan_or_inf", 30, "loss")]  # one episode, one call
+    seen = plugin.SEEN  # type: ignore[attr-defined]
+    assert seen == [(run.run_id, "nan_or_inf", 30, "loss")]  # one episode, one call
