@@ -284,12 +284,12 @@ class TrainingTracer:
 
     def _close_step(self, checkpoint: bool = True) -> None:
         step = self._step
+        if self._collectors.stepping:  # first: once the writer sees this step's metrics, the
+            self._collectors.step_end(step)  # collectors must already know the step
         if self._pending:
             self._writer.submit_step(step, time.time(), self._pending)
             self._pending = {}
         self._last_closed_step = step
-        if self._collectors.stepping:
-            self._collectors.step_end(step)
         if checkpoint and step >= self._next_checkpoint:
             self._next_checkpoint = (step // self._interval + 1) * self._interval
             self._checkpoint(step, "interval")
