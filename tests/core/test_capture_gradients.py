@@ -326,3 +326,34 @@ def test_watch_misuse_raises_clearly() -> None:
         tracer.watch("model")
     with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer"):
         tracer.watch(make_model(), optimizer="adam")
+
+
+def test_an_adapter_capture_point_captures_when_told_and_records_skips() -> None:
+    """Framework adapters watch with a `capture_point` and call `capture_gradients()` at
+    their pre-optimizer event: no hooks are attached, and a skip they report is recorded."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    run = tracer.init(project="p")
+    run.watch(model, capture_point="framework_pre_optimizer_step")
+    assert not optimizer._optimizer_step_pre_hooks
+    assert all(not p._backward_hooks for p in model.parameters())
+    references = []
+    for step in range(5):
+        inputs, targets = batch(step)
+        nn.functional.mse_loss(model(inputs), targets).backward()
+        references.append(global_norm(reference_norms(model)))
+        if step == 2:
+            run.record_skipped_optimizer_step()
+        else:
+            run.capture_gradients()
+            optimizer.step()
+        optimizer.zero_grad()
+        tracer.step()
+    tracer.finish()
+    captured = series(run.run_id, "grad/global_norm")
+    assert captured["steps"] == [0, 1, 3, 4]
+    assert captured["values"] == pytest.approx([references[s] for s in (0, 1, 3, 4)], rel=1e-5)
+    assert series(run.run_id, "optimizer/skipped_step") == {"steps": [2], "values": [1.0]}
+    with open_store() as store:
+        (event,) = store.get_events(run.run_id, kind="gradient_capture")
+    assert event["data"]["point"] == "framework_pre_optimizer_step"

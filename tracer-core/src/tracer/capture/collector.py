@@ -54,8 +54,17 @@ class Collector:
     name = "collector"
     per_step = False
 
-    def watch(self, model: Any, optimizer: Optional[Any] = None) -> None:
-        """`tracer.watch(model, optimizer)` was called."""
+    def watch(
+        self, model: Any, optimizer: Optional[Any] = None, capture_point: Optional[str] = None
+    ) -> None:
+        """`tracer.watch(model, optimizer)` was called. A `capture_point` name means a
+        framework adapter will call `capture_now()` itself at that point (no hooks)."""
+
+    def capture_now(self) -> None:
+        """An adapter's capture point was reached (after `watch(..., capture_point=...)`)."""
+
+    def optimizer_step_skipped(self) -> None:
+        """An adapter saw the optimizer skip this step (fp16 overflow)."""
 
     def on_step_end(self, step: int) -> None:
         """Step `step` was closed (only called when `per_step` is True)."""
@@ -113,13 +122,30 @@ class CollectorSet:
             except Exception:
                 logger.debug("closing a failed collector failed too", exc_info=True)
 
-    def watch(self, model: Any, optimizer: Optional[Any]) -> None:
+    def watch(self, model: Any, optimizer: Optional[Any], capture_point: Optional[str]) -> None:
         for collector in list(self._collectors):
             try:
-                collector.watch(model, optimizer)
+                if capture_point is None:
+                    collector.watch(model, optimizer)
+                else:
+                    collector.watch(model, optimizer, capture_point=capture_point)
             except Exception:
                 self._failed(collector, "watch")
         self.stepping = [c for c in self._collectors if c.per_step]
+
+    def capture_now(self) -> None:
+        for collector in list(self._collectors):
+            try:
+                collector.capture_now()
+            except Exception:
+                self._failed(collector, "capture_now")
+
+    def optimizer_step_skipped(self) -> None:
+        for collector in list(self._collectors):
+            try:
+                collector.optimizer_step_skipped()
+            except Exception:
+                self._failed(collector, "optimizer_step_skipped")
 
     def step_end(self, step: int) -> None:
         for collector in list(self.stepping):  # a failing one may be removed mid-loop

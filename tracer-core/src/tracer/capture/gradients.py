@@ -69,7 +69,14 @@ def select_parameters(
 class ModelWatch:
     """Capture for one watched model (and its optimizer, when known)."""
 
-    def __init__(self, run: TrainingTracer, model: Any, optimizer: Any, prefix: str) -> None:
+    def __init__(
+        self,
+        run: TrainingTracer,
+        model: Any,
+        optimizer: Any,
+        prefix: str,
+        capture_point: Optional[str] = None,
+    ) -> None:
         import torch
 
         selected = select_parameters(list(model.named_parameters()), run.config.gradient_layers)
@@ -78,12 +85,14 @@ class ModelWatch:
         self.prefix = prefix
         self.model = model
         self.optimizer = optimizer
-        self.point = POINT_OPTIMIZER if optimizer is not None else POINT_BACKWARD
+        self.manual = capture_point is not None
+        self.point = capture_point or (POINT_OPTIMIZER if optimizer is not None else POINT_BACKWARD)
         self._run = run
         self._ring: Any = None
         self._ring_steps: list[int] = []
         self._captured = False
         self._backward_seen = False
+        self._skipped = False
         self._end_queued = False
         self._index_cache: dict[tuple[bool, ...], Any] = {}
         self._max_since_checkpoint: Optional[list[float]] = None
@@ -100,6 +109,8 @@ class ModelWatch:
                 run.config.gradient_layers,
             )
             return
+        if self.manual:
+            return  # the adapter calls capture() at its framework's event
         self._handles.append(
             torch.autograd.graph.register_multi_grad_hook(
                 self.params, self._on_first_grad, mode="any"
@@ -124,6 +135,16 @@ class ModelWatch:
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._capture()
+
+    def capture(self) -> None:
+        """Capture now: the framework's event says the gradients are final for this step."""
+        if self.params:
+            self._capture()
+
+    def skipped(self) -> None:
+        """The framework says the optimizer skipped this step: record it, drop its capture."""
+        self._captured = False
+        self._skipped = True
 
     def _capture(self) -> None:
         grads = [param.grad for param in self.params]
@@ -162,7 +183,7 @@ class ModelWatch:
             self._ring_steps.append(step)
             if len(self._ring_steps) == RING_CAPACITY:
                 self.drain()
-        elif self._backward_seen and self.optimizer is not None:
+        elif self._skipped or (self._backward_seen and self.optimizer is not None):
             prefix = self.prefix
             event: EventWrite = {
                 "step": step,
@@ -173,6 +194,7 @@ class ModelWatch:
                 lambda: Collected([(step, {prefix + "optimizer/skipped_step": 1.0})], [event])
             )
         self._backward_seen = False
+        self._skipped = False
 
     def drain(self) -> None:
         """Send the filled ring rows to the writer (one async copy)."""
@@ -294,7 +316,9 @@ class GradientCapture(Collector):
         self._run = run
         self._watches: list[ModelWatch] = []
 
-    def watch(self, model: Any, optimizer: Optional[Any] = None) -> None:
+    def watch(
+        self, model: Any, optimizer: Optional[Any] = None, capture_point: Optional[str] = None
+    ) -> None:
         if any(w.model is model for w in self._watches):
             logger.warning(
                 "tracer.watch: %s is already watched; ignoring the second call.",
@@ -302,7 +326,7 @@ class GradientCapture(Collector):
             )
             return
         prefix = f"m{len(self._watches)}." if self._watches else ""
-        watch = ModelWatch(self._run, model, optimizer, prefix)
+        watch = ModelWatch(self._run, model, optimizer, prefix, capture_point)
         self._watches.append(watch)
         self.per_step = True
         event: EventWrite = {
@@ -326,6 +350,15 @@ class GradientCapture(Collector):
     @property
     def capture_points(self) -> list[str]:
         return [w.point for w in self._watches]
+
+    def capture_now(self) -> None:
+        for watch in self._watches:
+            if watch.manual:
+                watch.capture()
+
+    def optimizer_step_skipped(self) -> None:
+        for watch in self._watches:
+            watch.skipped()
 
     def on_step_end(self, step: int) -> None:
         for watch in self._watches:

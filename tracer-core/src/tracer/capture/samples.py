@@ -97,7 +97,9 @@ class SampleCapture(Collector):
         self._handles: list[Any] = []
         self._failures = 0
 
-    def watch(self, model: Any, optimizer: Optional[Any] = None) -> None:
+    def watch(
+        self, model: Any, optimizer: Optional[Any] = None, capture_point: Optional[str] = None
+    ) -> None:
         self._handles.append(model.register_forward_hook(self._on_forward, with_kwargs=True))
 
     def _on_forward(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:

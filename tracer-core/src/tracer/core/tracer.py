@@ -298,11 +298,15 @@ class TrainingTracer:
         sections = self._collectors.checkpoint(step, reason)
         self._writer.submit(CheckpointRequest(step, time.time(), reason, sections))
 
-    def watch(self, model: Any, optimizer: Optional[Any] = None) -> None:
+    def watch(
+        self, model: Any, optimizer: Optional[Any] = None, *, capture_point: Optional[str] = None
+    ) -> None:
         """Track gradient health (and batch samples) of `model`; see `tracer.capture.gradients`.
 
         Pass the `optimizer` to capture once per optimizer step, after accumulation, unscaling
         and all-reduce; without it, capture happens at the end of each backward pass.
+        Framework adapters pass `capture_point` (a name for the record) and call
+        `capture_gradients()` at their framework's pre-optimizer event instead of hooks.
         `track_gradients=False` attaches nothing. Hooks are removed at `finish()`.
         """
         if self._state is not _ACTIVE:
@@ -315,7 +319,19 @@ class TrainingTracer:
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
-        self._collectors.watch(model, optimizer)
+        self._collectors.watch(model, optimizer, capture_point)
+
+    def capture_gradients(self) -> None:
+        """For adapters: the gradients of this optimizer step are final (clipped, unscaled,
+        synced); capture them now for models watched with a `capture_point`."""
+        if self._state is _ACTIVE:
+            self._collectors.capture_now()
+
+    def record_skipped_optimizer_step(self) -> None:
+        """For adapters: the optimizer skipped this step (fp16 overflow): recorded as
+        `optimizer/skipped_step` and the event "optimizer_step_skipped", not captured."""
+        if self._state is _ACTIVE:
+            self._collectors.optimizer_step_skipped()
 
     def record_model_save(self, path: str, step: Optional[int] = None) -> None:
         """Note that a model checkpoint was saved to `path` (at `step`, default the current
