@@ -109,6 +109,11 @@ class QueryEngine:
             "anomalies": len(anomalies),
             "first_anomaly": anomaly_dict(anomalies[0], checkpoint_steps) if anomalies else None,
             "checkpoints": len(checkpoints),
+            "summary": {
+                key: value
+                for event in self.storage.get_events(rid, "summary")
+                for key, value in event["data"].items()
+            },
             "config": run["config"],
             "tags": run["tags"],
             "notes": run["notes"],

@@ -59,6 +59,10 @@ class TrainingTracer:
         self.run_id: str = "disabled"
         self.run_name: str = config.run_name or "disabled"
         self._halt: Optional[AnomalyWrite] = None
+        # How the atexit handler ends a run nobody finished. An adapter whose framework has
+        # no exception event sets "failed" while training runs (its end event resets it).
+        self.status_at_exit = "finished"
+        self.error_at_exit: Optional[str] = None
         if tracing_disabled():
             self._state = _DISABLED
             return
@@ -333,6 +337,20 @@ class TrainingTracer:
         if self._state is _ACTIVE:
             self._collectors.optimizer_step_skipped()
 
+    def log_summary(self, values: dict[str, Any]) -> None:
+        """Run-level totals (a framework's end-of-training figures, final scores): stored as
+        the event "summary" at the current step, not as series; `QueryEngine.get_run_summary`
+        returns them merged under "summary"."""
+        if self._state is not _ACTIVE:
+            return
+        numbers = check_metrics(dict(values))
+        event: EventWrite = {
+            "step": self._step,
+            "kind": "summary",
+            "data": {k: float(v) for k, v in numbers.items()},
+        }
+        self.submit_background(Collected([], [event]))
+
     def record_model_save(self, path: str, step: Optional[int] = None) -> None:
         """Note that a model checkpoint was saved to `path` (at `step`, default the current
         one), so queries can name the last healthy save before an anomaly."""
@@ -369,8 +387,17 @@ class TrainingTracer:
         )
 
     # -- end --------------------------------------------------------------------------------
-    def finish(self, status: str = "finished", error: Optional[str] = None) -> None:
-        """Flush everything, record the final status and release the storage. Idempotent."""
+    def finish(
+        self,
+        status: str = "finished",
+        error: Optional[str] = None,
+        *,
+        total_steps: Optional[int] = None,
+    ) -> None:
+        """Flush everything, record the final status and release the storage. Idempotent.
+
+        `total_steps` defaults to the number of steps of a loop counting from 0; adapters
+        whose framework counts from 1 pass its own count."""
         if self._state is not _ACTIVE:
             return
         if status not in ("finished", "failed", "killed"):
@@ -380,8 +407,9 @@ class TrainingTracer:
         had_steps = bool(self._pending) or self._last_closed_step >= 0
         if self._pending:
             self._close_step(checkpoint=False)  # the "finish" checkpoint below covers it
-        total_steps = max(self._step, self._last_closed_step + 1)
-        self._step = total_steps
+        counted = max(self._step, self._last_closed_step + 1)
+        self._step = counted
+        total_steps = counted if total_steps is None else int(total_steps)
         if had_steps:
             self._checkpoint(self._last_closed_step, "finish")
         self._collectors.close()

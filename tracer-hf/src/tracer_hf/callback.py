@@ -1,0 +1,227 @@
+"""`TransformersCallback`: maps `transformers.Trainer` events onto one Tracer run.
+
+HF's `report_to` is a closed list, so Tracer plugs in through `callbacks=[...]`.
+- train begin (world process zero only): a run, or the resumed one; config =
+  TrainingArguments + the model's config; the model watched;
+- `on_step_begin`: the Tracer step becomes `global_step + 1`, the step being trained;
+- `on_pre_optimizer_step`: gradient capture (clipped, unscaled, synced), once per optimizer
+  step;
+- `on_optimizer_step`: a step the optimizer skipped (fp16 overflow) is recorded, not captured;
+- `on_step_end`: `halt_on` anomalies set `control.should_training_stop`;
+- `on_log` / `on_evaluate`: metrics at `global_step`, copied (other callbacks mutate the
+  dict); the end-of-training totals become run summary values, not series;
+- `on_save`: the checkpoint's path and step (`record_model_save`), and `tracer_run.json`
+  written into it so that resuming from it continues the same run;
+- train end: finish.
+
+HF has no exception event: while `trainer.train()` runs, a run nobody finishes is ended as
+"failed" (by the excepthook with the error, or at exit), and a second `train()` on the same
+callback first ends an unfinished run as failed.
+
+DeepSpeed: parameters' gradients are partitioned and not visible to callbacks, so per-layer
+capture finds none; the engine's global norm still reaches Tracer as the `grad_norm` HF logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+import os
+from typing import Any, Optional
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import TrainerControl, TrainerState
+from transformers.training_args import TrainingArguments
+
+from tracer.config import TracerConfig
+from tracer.core.tracer import TrainingTracer
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_POINT = "hf_on_pre_optimizer_step"
+RUN_FILE = "tracer_run.json"
+# Logged once by the Trainer at the end of training: run totals, not a time series.
+SUMMARY_KEYS = frozenset(
+    {
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "total_flos",
+        "train_loss",
+    }
+)
+
+
+def _numbers(values: Optional[dict[str, Any]]) -> dict[str, float]:
+    """The numeric entries of a logs dict (HF logs strings and lists too), copied."""
+    out: dict[str, float] = {}
+    for key, value in (values or {}).items():
+        if isinstance(value, (bool, numbers.Real)):
+            out[key] = float(value)
+        elif hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
+            out[key] = float(value.item())
+    return out
+
+
+class TransformersCallback(TrainerCallback):
+    """Trace a `transformers.Trainer` run: `callbacks=[TransformersCallback(project=...)]`.
+
+    Keyword arguments are `TracerConfig` settings (`checkpoint_interval`, `halt_on`,
+    `storage_path`, ...), checked here so a typo fails before training starts.
+    """
+
+    def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
+        self._settings: dict[str, Any] = {"project_name": project, "run_name": run_name, **config}
+        TracerConfig(**self._settings)  # validate now, at the call site
+        self.run: Optional[TrainingTracer] = None
+
+    # -- start and end ----------------------------------------------------------------------
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if not state.is_world_process_zero:
+            return  # one run per job: only world process zero writes
+        if self.run is not None and self.run.state == "active":
+            self.run.finish(
+                "failed",
+                error="the previous trainer.train() ended without"
+                " on_train_end (an exception inside training)",
+            )
+        run_config = dict(self._settings.get("config") or {})
+        run_config["training_args"] = json.loads(args.to_json_string())  # type: ignore[no-untyped-call]
+        model_config = getattr(model, "config", None)
+        if model_config is not None and hasattr(model_config, "to_dict"):
+            run_config["model_config"] = json.loads(json.dumps(model_config.to_dict(), default=str))
+        settings = {**self._settings, "config": run_config}
+        resume = self._run_to_resume(args, state)
+        if resume is not None:
+            settings["resume"] = resume
+        self.run = TrainingTracer(TracerConfig(**settings))
+        self.run.status_at_exit = "failed"
+        self.run.error_at_exit = (
+            "training ended without on_train_end (an exception inside"
+            " trainer.train(), or the process exited)"
+        )
+        if model is not None:
+            self.run.watch(model, capture_point=CAPTURE_POINT)
+
+    @staticmethod
+    def _run_to_resume(args: TrainingArguments, state: TrainerState) -> Optional[str]:
+        """The run id saved next to the checkpoint training resumes from, if any."""
+        if state.global_step <= 0:
+            return None
+        candidates = []
+        if isinstance(args.resume_from_checkpoint, str):
+            candidates.append(args.resume_from_checkpoint)
+        candidates.append(os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}"))
+        for directory in candidates:
+            try:
+                with open(os.path.join(directory, RUN_FILE), encoding="utf-8") as handle:
+                    return str(json.load(handle)["run_id"])
+            except (OSError, ValueError, KeyError):
+                continue
+        logger.info("Tracer found no %s for the resumed checkpoint; starting a new run.", RUN_FILE)
+        return None
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        run = self.run
+        if run is None or run.state != "active":
+            return
+        run.log({}, step=state.global_step)
+        if run.should_stop:
+            run.finish("failed", error="training stopped by halt_on", total_steps=state.global_step)
+        else:
+            run.finish(total_steps=state.global_step)
+
+    # -- steps ------------------------------------------------------------------------------
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.run is not None and self.run.state == "active":
+            self.run.log({}, step=state.global_step + 1)
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.run is not None:
+            self.run.capture_gradients()
+
+    def on_optimizer_step(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        optimizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if self.run is not None and getattr(optimizer, "step_was_skipped", False):
+            self.run.record_skipped_optimizer_step()
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.run is not None and self.run.should_stop:
+            control.should_training_stop = True
+
+    # -- metrics and saves ------------------------------------------------------------------
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Optional[dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        run = self.run
+        if run is None or run.state != "active":
+            return
+        values = _numbers(logs)
+        totals = {k: v for k, v in values.items() if k in SUMMARY_KEYS}
+        if totals and "train_runtime" in values:
+            run.log_summary(totals)
+            values = {k: v for k, v in values.items() if k not in SUMMARY_KEYS}
+        if values.keys() - {"epoch"}:  # a logs dict of only the epoch is no news
+            run.log(values, step=state.global_step)
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: Optional[dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        run = self.run
+        if run is not None and run.state == "active":
+            values = _numbers(metrics)
+            if values:
+                run.log(values, step=state.global_step)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        run = self.run
+        if run is None or run.state != "active":
+            return
+        directory = os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}")
+        run.record_model_save(directory, step=state.global_step)
+        try:
+            with open(os.path.join(directory, RUN_FILE), "w", encoding="utf-8") as handle:
+                json.dump(
+                    {
+                        "run_id": run.run_id,
+                        "project": run.config.project_name,
+                        "run_name": run.run_name,
+                    },
+                    handle,
+                )
+        except OSError as error:  # the checkpoint may live elsewhere (save_strategy quirks)
+            logger.debug("Tracer could not write %s into %s: %s", RUN_FILE, directory, error)
