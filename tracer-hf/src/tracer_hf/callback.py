@@ -135,7 +135,9 @@ class TransformersCallback(TrainerCallback):
         run = self.run
         if run is None or run.state != "active":
             return
-        run.log({}, step=state.global_step)
+        # Close the last optimizer step: finish() closes an open step only when it holds
+        # metrics, and its gradient capture would be lost when nothing was logged at it.
+        run.log({}, step=state.global_step + 1)
         if run.should_stop:
             run.finish("failed", error="training stopped by halt_on", total_steps=state.global_step)
         else:

@@ -66,6 +66,10 @@ class Collector:
     def optimizer_step_skipped(self) -> None:
         """An adapter saw the optimizer skip this step (fp16 overflow)."""
 
+    def holds_open_step(self) -> bool:
+        """Whether data of the still-open step waits for `on_step_end` (so finish closes it)."""
+        return False
+
     def on_step_end(self, step: int) -> None:
         """Step `step` was closed (only called when `per_step` is True)."""
 
@@ -132,6 +136,9 @@ class CollectorSet:
             except Exception:
                 self._failed(collector, "watch")
         self.stepping = [c for c in self._collectors if c.per_step]
+
+    def holds_open_step(self) -> bool:
+        return any(collector.holds_open_step() for collector in self.stepping)
 
     def capture_now(self) -> None:
         for collector in list(self._collectors):

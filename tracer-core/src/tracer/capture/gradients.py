@@ -269,6 +269,10 @@ class ModelWatch:
                 )
         return Collected(rows, events)
 
+    @property
+    def captured_this_step(self) -> bool:
+        return self._captured
+
     def holds(self, step: int) -> bool:
         """Writer thread: whether `step` was captured and still sits in the device ring."""
         return step in self._ring_steps
@@ -355,6 +359,9 @@ class GradientCapture(Collector):
         for watch in self._watches:
             if watch.manual:
                 watch.capture()
+
+    def holds_open_step(self) -> bool:
+        return any(watch.captured_this_step for watch in self._watches)
 
     def optimizer_step_skipped(self) -> None:
         for watch in self._watches:

@@ -404,8 +404,9 @@ class TrainingTracer:
             raise ValueError(f"status must be finished, failed or killed, got {status!r}")
         self._state = _ENDING
         lifecycle.unregister(self)
-        had_steps = bool(self._pending) or self._last_closed_step >= 0
-        if self._pending:
+        open_data = bool(self._pending) or self._collectors.holds_open_step()
+        had_steps = open_data or self._last_closed_step >= 0
+        if open_data:  # metrics or a gradient capture of the step still open (a crash in it)
             self._close_step(checkpoint=False)  # the "finish" checkpoint below covers it
         counted = max(self._step, self._last_closed_step + 1)
         self._step = counted

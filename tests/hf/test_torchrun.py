@@ -1,0 +1,132 @@
+"""Two processes under `torchrun` (CPU, gloo, DDP through the Trainer): one Tracer run.
+
+Only world process zero writes: exactly one run, every series written once per step (no rank
+duplicates it), one gradient capture per optimizer step of the all-reduced gradients, the
+run's rank and world size, and "finished".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch.distributed
+
+from tests.hf.helpers import PROJECT, only_run, strictly_increasing
+from tracer.analysis import QueryEngine
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 180.0
+MAX_STEPS = 6
+
+# argv: max_steps. Each rank writes norms-<rank>.json: its reference norms and its setup.
+DDP_TRAINING = """
+    import json, os, sys
+    import torch
+    from tests.hf.helpers import ReferenceNorm, make_trainer, tracer_callback
+
+    torch.set_num_threads(1)
+    reference = ReferenceNorm()
+    trainer = make_trainer(
+        "out",
+        [tracer_callback(), reference],
+        max_steps=int(sys.argv[1]),
+        ddp_backend="gloo",
+        eval_steps=2,
+        save_steps=3,
+    )
+    trainer.train()
+    rank = int(os.environ["RANK"])
+    with open(f"norms-{rank}.json", "w") as handle:
+        json.dump(
+            {
+                "global_step": trainer.state.global_step,
+                "norms": reference.norms,
+                "distributed": str(trainer.accelerator.distributed_type),
+                "world_size": torch.distributed.get_world_size(),
+                "model": type(trainer.model_wrapped).__name__,
+            },
+            handle,
+        )
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+def test_torchrun_two_processes_write_one_run(tmp_path: Path) -> None:
+    """torchrun --nproc_per_node=2 on CPU: one finished run with rank 0 / world size 2, each
+    series' steps strictly increasing (no row from the second rank), `grad/global_norm` once
+    per optimizer step, equal to the clipped norm of the gradients both ranks hold (synced)."""
+    script = tmp_path / "train_ddp.py"
+    script.write_text(textwrap.dedent(DDP_TRAINING))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("TRACER_STORAGE_PATH", None)
+    env.pop("TRACER_MODE", None)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        str(script),
+        str(MAX_STEPS),
+    ]
+    try:
+        finished = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"torchrun did not finish in {TIMEOUT_S:.0f} s: {error.stderr!r}")
+    assert finished.returncode == 0, finished.stderr[-4000:]
+
+    reports = [json.loads((tmp_path / f"norms-{rank}.json").read_text()) for rank in (0, 1)]
+    for report in reports:  # the Trainer really trained data-parallel on both ranks
+        assert report["global_step"] == MAX_STEPS
+        assert report["world_size"] == 2
+        assert report["model"] == "DistributedDataParallel"
+        assert report["distributed"].endswith("MULTI_CPU"), report["distributed"]
+    with QueryEngine(str(tmp_path / ".tracer")) as query:
+        run = only_run(query.list_runs())
+        run_id = run["run_id"]
+        history = {
+            m["name"]: query.get_metric_history(run_id, m["name"])
+            for m in query.storage.list_metrics(run_id)
+        }
+        saves = [e["step"] for e in query.storage.get_events(run_id, "model_saved")]
+    assert run["project_name"] == PROJECT
+    assert run["status"] == "finished"
+    assert (run["rank"], run["world_size"]) == (0, 2)
+    assert run["total_steps"] == MAX_STEPS
+    assert run["config"]["training_args"]["ddp_backend"] == "gloo"
+    for name, points in history.items():
+        assert strictly_increasing(points["steps"]), (name, points["steps"])
+    assert history["loss"]["steps"] == [2, 4, 6]
+    assert history["eval_loss"]["steps"] == [2, 4, 6]
+    assert saves == [3, 6]
+
+    grad = history["grad/global_norm"]
+    assert grad["steps"] == list(range(1, MAX_STEPS + 1))
+    rank0, rank1 = (r["norms"] for r in reports)
+    for step, value in zip(grad["steps"], grad["values"], strict=True):
+        assert value == pytest.approx(rank0[str(step)], rel=1e-5), step
+        assert rank1[str(step)] == pytest.approx(rank0[str(step)], rel=1e-6), step  # synced
