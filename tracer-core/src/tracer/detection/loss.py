@@ -94,29 +94,43 @@ class LossSpikeDetector(Detector):
         )
 
 
-class LossDivergenceDetector(Detector):
+class _BlockMedianDetector(Detector):
+    """Shared by the block-median loss detectors: one `BlockMedians` per loss series."""
+
+    def setup(self) -> None:
+        self._blocks: dict[str, BlockMedians] = {}
+
+    def wants(self, series: str) -> bool:
+        return self.context.is_loss(series)
+
+    def _completed_blocks(
+        self, series: str, steps: Sequence[int], values: Sequence[float]
+    ) -> tuple[BlockMedians, list[tuple[int, int]]]:
+        """Feed the values; returns the series' blocks and (block index, step) of each block
+        they completed, in order."""
+        blocks = self._blocks.get(series)
+        if blocks is None:
+            blocks = self._blocks[series] = BlockMedians(self.settings["block"])
+        completed = blocks.feed(steps, values)
+        first = len(blocks.medians) - len(completed)
+        return blocks, [(first + offset, step) for offset, step in enumerate(completed)]
+
+
+class LossDivergenceDetector(_BlockMedianDetector):
     name = "loss_divergence"
     anomaly_types = ("loss_divergence",)
     defaults = {"block": 20, "rising_blocks": 3, "rise": 1.0}
 
     def setup(self) -> None:
-        self._blocks: dict[str, BlockMedians] = {}
+        super().setup()
         self._best: dict[str, float] = {}
         self._diverging: dict[str, bool] = {}
 
-    def wants(self, series: str) -> bool:
-        return self.context.is_loss(series)
-
     def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
-        blocks = self._blocks.get(series)
-        if blocks is None:
-            blocks = self._blocks[series] = BlockMedians(self.settings["block"])
         rising, rise = self.settings["rising_blocks"], self.settings["rise"]
         found = []
-        completed = blocks.feed(steps, values)
-        first = len(blocks.medians) - len(completed)
-        for offset, step in enumerate(completed):
-            index = first + offset
+        blocks, completed = self._completed_blocks(series, steps, values)
+        for index, step in completed:
             latest = blocks.medians[index]
             best = min(self._best.get(series, math.inf), latest)
             self._best[series] = best
@@ -145,30 +159,22 @@ class LossDivergenceDetector(Detector):
         return found
 
 
-class LossPlateauDetector(Detector):
+class LossPlateauDetector(_BlockMedianDetector):
     name = "loss_plateau"
     anomaly_types = ("loss_plateau",)
     defaults = {"block": 25, "patience": 4, "min_delta": 0.001, "noise_sigmas": 3.0}
 
     def setup(self) -> None:
-        self._blocks: dict[str, BlockMedians] = {}
+        super().setup()
         self._best: dict[str, tuple[float, int]] = {}  # best median, its block index
         self._flat: dict[str, bool] = {}
 
-    def wants(self, series: str) -> bool:
-        return self.context.is_loss(series)
-
     def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
-        blocks = self._blocks.get(series)
-        if blocks is None:
-            blocks = self._blocks[series] = BlockMedians(self.settings["block"])
         patience, min_delta = self.settings["patience"], self.settings["min_delta"]
         noise_sigmas = self.settings["noise_sigmas"]
         found = []
-        completed = blocks.feed(steps, values)
-        first = len(blocks.medians) - len(completed)
-        for offset, step in enumerate(completed):
-            index = first + offset
+        blocks, completed = self._completed_blocks(series, steps, values)
+        for index, step in completed:
             latest = blocks.medians[index]
             best, best_index = self._best.get(series, (math.inf, index))
             # A new best must beat chance: `noise_sigmas` standard errors of a block median.
