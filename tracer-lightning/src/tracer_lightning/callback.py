@@ -1,0 +1,187 @@
+"""`LightningCallback`: maps a Lightning `Trainer` (either namespace) onto one Tracer run.
+
+- fit start (global zero only): a run, or the one saved in the checkpoint being resumed
+  (the callback's state holds the run id); config = the module's hyperparameters; the
+  LightningModule watched;
+- `on_before_optimizer_step`: the Tracer step becomes `global_step + 1` (the optimizer step
+  being taken) and gradients are captured: unscaled, synced, before clipping, once per
+  optimizer step whatever `accumulate_grad_batches`;
+- `on_train_batch_end`: when `global_step` advanced, what the module logged
+  (`trainer.callback_metrics`) is stored at `global_step`; tensors are handed over as they
+  are, so nothing is read back to the host per batch; `halt_on` sets `trainer.should_stop`;
+- validation epoch end (not the sanity check): validation metrics at `global_step`;
+- model checkpoints written by `ModelCheckpoint` callbacks: path and step recorded;
+- `on_exception`: the run is marked failed; fit end: finish with `total_steps = global_step`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+from tracer.config import TracerConfig
+from tracer.core.tracer import TrainingTracer
+from tracer_lightning.logger import TracerLogger
+from tracer_lightning.namespaces import bases
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_POINT = "lightning_on_before_optimizer_step"
+_CallbackBases = bases("Callback")
+
+
+def _metrics(values: dict[str, Any], keep: Any = None) -> dict[str, Any]:
+    """Scalar entries (tensors stay tensors: Tracer reads them off the training thread)."""
+    out = {}
+    for key, value in values.items():
+        if keep is not None and not keep(key):
+            continue
+        numel = getattr(value, "numel", None)
+        if numel is not None:
+            if numel() == 1:
+                out[key] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = value
+    return out
+
+
+def _hyperparameters(module: Any) -> dict[str, Any]:
+    hparams = getattr(module, "hparams", None)
+    try:
+        return {str(k): v for k, v in dict(hparams or {}).items()}
+    except (TypeError, ValueError):
+        return {}
+
+
+class LightningCallback(*_CallbackBases):  # type: ignore[misc]
+    """Trace a Lightning fit: `Trainer(callbacks=[LightningCallback(project=...)])`.
+
+    Keyword arguments are `TracerConfig` settings, checked here so a typo fails at once.
+    """
+
+    def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
+        super().__init__()
+        self._settings: dict[str, Any] = {"project_name": project, "run_name": run_name, **config}
+        TracerConfig(**self._settings)  # validate now, at the call site
+        self.run: Optional[TrainingTracer] = None
+        self._resume: Optional[str] = None
+        self._logged_step = -1
+        self._saved_paths: set[tuple[str, float]] = set()
+
+    # -- state kept in Lightning checkpoints --------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run.run_id} if self.run is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume = state_dict.get("run_id")
+
+    # -- start and end ----------------------------------------------------------------------
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return  # one run per job: global zero writes
+        shared = next(
+            (
+                lg.run
+                for lg in getattr(trainer, "loggers", [])
+                if isinstance(lg, TracerLogger) and lg.run is not None
+            ),
+            None,
+        )
+        if shared is not None:  # a TracerLogger on the same Trainer already started the run
+            self.run = shared
+        else:
+            settings = dict(self._settings)
+            settings["config"] = {**_hyperparameters(pl_module), **(settings.get("config") or {})}
+            if self._resume is not None:
+                settings["resume"] = self._resume
+            self.run = TrainingTracer(TracerConfig(**settings))
+        for lg in getattr(trainer, "loggers", []):
+            if isinstance(lg, TracerLogger):
+                lg.attach(self.run)
+        self.run.status_at_exit = "failed"
+        self.run.error_at_exit = "fit ended without on_fit_end"
+        self._logged_step = trainer.global_step
+        self.run.watch(pl_module, capture_point=CAPTURE_POINT)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        run = self.run
+        if run is None or run.state != "active":
+            return
+        self._record_saves(trainer)
+        self._log_step_metrics(trainer)
+        run.log({}, step=trainer.global_step + 1)  # closes the last optimizer step
+        if run.should_stop:
+            run.finish(
+                "failed", error="training stopped by halt_on", total_steps=trainer.global_step
+            )
+        else:
+            run.finish(total_steps=trainer.global_step)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        run = self.run
+        if run is not None and run.state == "active":
+            status = "killed" if isinstance(exception, KeyboardInterrupt) else "failed"
+            run.finish(status, error=f"{type(exception).__name__}: {exception}")
+
+    # -- steps ------------------------------------------------------------------------------
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        run = self.run
+        if run is None or run.state != "active":
+            return
+        run.log({}, step=trainer.global_step + 1)
+        run.capture_gradients()
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        run = self.run
+        if run is None or run.state != "active":
+            return
+        if trainer.global_step != self._logged_step:
+            self._log_step_metrics(trainer)
+            self._record_saves(trainer)
+        if run.should_stop:
+            trainer.should_stop = True
+
+    def _log_step_metrics(self, trainer: Any) -> None:
+        run = self.run
+        if run is None or trainer.global_step == self._logged_step:
+            return
+        self._logged_step = trainer.global_step
+        values = _metrics(
+            dict(trainer.callback_metrics), keep=lambda key: not key.startswith("val")
+        )
+        if values:
+            run.log(values, step=trainer.global_step)
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        run = self.run
+        if run is None or run.state != "active" or trainer.sanity_checking:
+            return
+        values = _metrics(dict(trainer.callback_metrics), keep=lambda key: key.startswith("val"))
+        if values:
+            run.log(values, step=trainer.global_step)
+        self._record_saves(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.run is not None and self.run.state == "active":
+            self._record_saves(trainer)
+
+    def _record_saves(self, trainer: Any) -> None:
+        """Note files that ModelCheckpoint callbacks wrote since the last look."""
+        run = self.run
+        if run is None:
+            return
+        for checkpoint in getattr(trainer, "checkpoint_callbacks", []):
+            for path in (
+                getattr(checkpoint, "last_model_path", ""),
+                getattr(checkpoint, "best_model_path", ""),
+            ):
+                try:  # a path written again (last.ckpt) is a new save
+                    key = (path, os.path.getmtime(path)) if path else None
+                except OSError:
+                    key = None
+                if key is not None and key not in self._saved_paths:
+                    self._saved_paths.add(key)
+                    run.record_model_save(path, step=trainer.global_step)

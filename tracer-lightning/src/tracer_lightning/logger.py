@@ -1,0 +1,79 @@
+"""`TracerLogger`: a Lightning `Logger`, so `Trainer(logger=...)` routes `self.log` into Tracer.
+
+For users who expect a logger. With a `LightningCallback` on the same Trainer both write one
+run (the callback adds gradient health, checkpoints and saves). Only rank zero writes.
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from typing import Any, Optional, Union
+
+from lightning_utilities.core.rank_zero import rank_zero_only
+
+from tracer.config import TracerConfig
+from tracer.core.tracer import TrainingTracer
+from tracer_lightning.namespaces import bases
+
+_LoggerBases = bases("loggers.Logger")
+
+
+class TracerLogger(*_LoggerBases):  # type: ignore[misc]
+    """`Trainer(logger=TracerLogger(project="p"))`: metrics of `self.log` at their step."""
+
+    def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
+        super().__init__()
+        self._settings: dict[str, Any] = {"project_name": project, "run_name": run_name, **config}
+        TracerConfig(**self._settings)
+        self.run: Optional[TrainingTracer] = None
+        self._hyperparameters: dict[str, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return str(self._settings["project_name"])
+
+    @property
+    def version(self) -> Optional[str]:
+        return self.run.run_id if self.run is not None else None
+
+    @property
+    def experiment(self) -> Optional[TrainingTracer]:
+        """The Tracer run, started on first use (rank zero only)."""
+        if self.run is None and getattr(rank_zero_only, "rank", 0) == 0:
+            settings = {
+                **self._settings,
+                "config": {**self._hyperparameters, **(self._settings.get("config") or {})},
+            }
+            self.run = TrainingTracer(TracerConfig(**settings))
+        return self.run
+
+    def attach(self, run: TrainingTracer) -> None:
+        """Use the run a `LightningCallback` started (one run per job)."""
+        self.run = run
+
+    @rank_zero_only
+    def log_hyperparams(
+        self, params: Union[dict[str, Any], Namespace], *args: Any, **kwargs: Any
+    ) -> None:
+        values = vars(params) if isinstance(params, Namespace) else dict(params or {})
+        self._hyperparameters.update({str(k): v for k, v in values.items()})
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
+        run = self.experiment
+        if run is None or run.state != "active":
+            return
+        values = {
+            k: v
+            for k, v in metrics.items()
+            if (isinstance(v, (int, float)) and not isinstance(v, bool))
+            or getattr(v, "numel", lambda: 0)() == 1
+        }
+        if values:
+            run.log(values, step=step)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        run = self.run
+        if run is not None and run.state == "active":
+            run.finish("finished" if status in ("success", "finished") else "failed")
