@@ -8,7 +8,6 @@ process, and as a context manager that marks the run failed when its block raise
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import time
@@ -19,15 +18,13 @@ from typing import Any, Optional
 from tracer.capture.collector import Collected, CollectorSet
 from tracer.config import TracerConfig
 from tracer.core import lifecycle
-from tracer.core.distributed import rank_and_world_size
-from tracer.core.naming import free_name, new_run_id, random_run_name
+from tracer.core.starting import start_or_resume
 from tracer.core.values import check_metrics
 from tracer.core.writer import Background, CheckpointRequest, RunWriter
-from tracer.detection.runner import DetectorSet, build_detectors, detection_settings
-from tracer.exceptions import DuplicateRunError, RunNotFoundError, TracerError, TrainingHalted
+from tracer.detection.runner import DetectorSet, build_detectors
+from tracer.exceptions import TrainingHalted
 from tracer.plugins.manager import get_plugin_manager
-from tracer.storage.base import AnomalyWrite, EventWrite, RunRecord, StorageBackend
-from tracer.storage.liveness import process_is_alive, this_host
+from tracer.storage.base import AnomalyWrite, EventWrite, StorageBackend
 from tracer.storage.registry import open_storage
 from tracer.storage.retention import apply_retention
 
@@ -77,10 +74,11 @@ class TrainingTracer:
             raise ValueError(f"halt_on names unknown anomaly types: {sorted(unknown)}")
         self.storage: StorageBackend = open_storage(config)
         try:
-            self._start_or_resume()
+            self.run_id, self.run_name, self._step = start_or_resume(self.storage, config)
         except BaseException:
             self.storage.close()
             raise
+        self._last_closed_step = self._step - 1
         self._next_checkpoint = (self._step // self._interval + 1) * self._interval
         self._writer = RunWriter(
             self.storage,
@@ -119,98 +117,6 @@ class TrainingTracer:
                 collector.name = name
                 collectors.append(collector)
         return CollectorSet(collectors)
-
-    def _start_or_resume(self) -> None:
-        config = self.config
-        rank, world_size = rank_and_world_size()
-        if config.resume is not None:
-            record = self._find_run(config.resume)
-            if (
-                record["status"] == "running"
-                and record["pid"] != os.getpid()
-                and record["host"] == this_host()
-                and record["pid"] is not None
-                and process_is_alive(record["pid"])
-            ):
-                raise TracerError(
-                    f"run {record['run_id']} ({record['run_name']!r}) is still running in"
-                    f" process {record['pid']}; resume it after that process ends"
-                )
-            self.run_id, self.run_name = record["run_id"], record["run_name"]
-            self._step = record["total_steps"]
-            self._last_closed_step = self._step - 1
-            self.storage.update_run(
-                self.run_id,
-                status="running",
-                end_time=None,
-                error=None,
-                heartbeat=time.time(),
-                pid=os.getpid(),
-                host=this_host(),
-                rank=rank,
-                world_size=world_size,
-            )
-            logger.info(
-                "Tracer resumed run %s (%r) at step %d.", self.run_id, self.run_name, self._step
-            )
-            return
-        for _ in range(_NAME_ATTEMPTS):
-            name = self._choose_name()
-            run_id = new_run_id()
-            start = time.time()
-            try:
-                self.storage.create_run(
-                    run_id,
-                    config.project_name,
-                    name,
-                    start,
-                    config.config,
-                    tags=config.tags,
-                    notes=config.notes,
-                    host=this_host(),
-                    pid=os.getpid(),
-                    rank=rank,
-                    world_size=world_size,
-                    heartbeat_interval=config.heartbeat_interval,
-                    settings=detection_settings(config),
-                )
-            except DuplicateRunError:
-                continue  # another process took the name between our check and insert
-            self.run_id, self.run_name = run_id, name
-            return
-        raise TracerError(f"could not find a free run name in project {config.project_name!r}")
-
-    def _choose_name(self) -> str:
-        wanted = self.config.run_name
-        if wanted is None:
-            return random_run_name()
-        taken = {run["run_name"] for run in self.storage.list_runs(self.config.project_name)}
-        name = free_name(wanted, taken)
-        if name != wanted:
-            logger.warning(
-                "Run name %r is taken in project %r; this run is %r. Pass resume=%r to continue"
-                " the earlier run instead.",
-                wanted,
-                self.config.project_name,
-                name,
-                wanted,
-            )
-        return name
-
-    def _find_run(self, id_or_name: str) -> RunRecord:
-        record = self.storage.get_run(id_or_name)
-        if record is not None and record["project_name"] == self.config.project_name:
-            return record
-        runs = self.storage.list_runs(self.config.project_name)
-        for run in runs:
-            if run["run_name"] == id_or_name:
-                return run
-        candidates = [run["run_name"] for run in runs] + [run["run_id"] for run in runs]
-        near = difflib.get_close_matches(id_or_name, candidates, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
-        raise RunNotFoundError(
-            f"no run {id_or_name!r} in project {self.config.project_name!r} to resume{hint}"
-        )
 
     # -- the per-step path ------------------------------------------------------------------
     @property
