@@ -174,6 +174,10 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
         if run is None:
             return
         for checkpoint in getattr(trainer, "checkpoint_callbacks", []):
+            # ModelCheckpoint runs after every other callback, so a save is often seen one
+            # step late: record it at the step the checkpoint itself says it was written.
+            saved_at = getattr(checkpoint, "_last_global_step_saved", None)
+            step = saved_at if isinstance(saved_at, int) and saved_at >= 0 else trainer.global_step
             for path in (
                 getattr(checkpoint, "last_model_path", ""),
                 getattr(checkpoint, "best_model_path", ""),
@@ -184,4 +188,4 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
                     key = None
                 if key is not None and key not in self._saved_paths:
                     self._saved_paths.add(key)
-                    run.record_model_save(path, step=trainer.global_step)
+                    run.record_model_save(path, step=step)

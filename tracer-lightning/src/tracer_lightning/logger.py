@@ -27,6 +27,7 @@ class TracerLogger(*_LoggerBases):  # type: ignore[misc]
         TracerConfig(**self._settings)
         self.run: Optional[TrainingTracer] = None
         self._hyperparameters: dict[str, Any] = {}
+        self._attached = False
 
     @property
     def name(self) -> str:
@@ -48,8 +49,10 @@ class TracerLogger(*_LoggerBases):  # type: ignore[misc]
         return self.run
 
     def attach(self, run: TrainingTracer) -> None:
-        """Use the run a `LightningCallback` started (one run per job)."""
+        """Use the run a `LightningCallback` started (one run per job); the callback then
+        stores the metrics, at the optimizer step they belong to."""
         self.run = run
+        self._attached = True
 
     @rank_zero_only
     def log_hyperparams(
@@ -60,6 +63,8 @@ class TracerLogger(*_LoggerBases):  # type: ignore[misc]
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
+        if self._attached:  # Lightning's step is global_step - 1 here: the callback logs them
+            return
         run = self.experiment
         if run is None or run.state != "active":
             return
