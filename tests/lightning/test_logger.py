@@ -71,11 +71,6 @@ def test_logger_alone_routes_self_log_into_a_run(ns: str) -> None:
     assert loss["steps"] == sorted(set(recorder.steps["train_loss"]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: Lightning's setup hook touches `logger.experiment` (creating the run)"
-    " before it calls `log_hyperparams`, and a run's config cannot be updated afterwards",
-)
 def test_logger_alone_stores_the_hyperparameters() -> None:
     """The module's `save_hyperparameters` reach the run's config with the logger alone."""
     tracer_logger = TracerLogger(project=PROJECT, track_system_metrics=False)

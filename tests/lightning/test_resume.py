@@ -97,3 +97,29 @@ def test_resume_after_a_crash_continues_the_failed_run(ns: str, tmp_path: Path) 
     assert run["total_steps"] == 10
     assert strictly_increasing(loss["steps"])
     assert loss["steps"] == list(range(1, 11))
+
+
+def test_a_logger_and_callback_pair_resumes_the_saved_run(tmp_path: Path) -> None:
+    """With a TracerLogger on the Trainer too, the logger does not start a run of its own
+    before the callback has read the run id from the checkpoint: still one run, resumed."""
+    from tracer_lightning import TracerLogger
+
+    ns = "lightning.pytorch"
+    first = tracer_callback()
+    trainer = make_trainer(ns, [first], logger=TracerLogger(project=PROJECT), max_steps=FIRST_STEPS)
+    trainer.fit(tiny_module(ns))
+    assert first.run is not None
+    path = tmp_path / "resume.ckpt"
+    trainer.save_checkpoint(str(path))
+
+    second = tracer_callback()
+    resumed = make_trainer(
+        ns, [second], logger=TracerLogger(project=PROJECT), max_steps=FINAL_STEPS
+    )
+    resumed.fit(tiny_module(ns), ckpt_path=str(path))
+    assert second.run is not None and second.run.run_id == first.run.run_id
+    with QueryEngine() as query:
+        run = only_run(query.list_runs(PROJECT))
+        loss = query.get_metric_history(run["run_id"], "train_loss")
+    assert run["status"] == "finished" and run["total_steps"] == FINAL_STEPS
+    assert strictly_increasing(loss["steps"]) and loss["steps"][-1] == FINAL_STEPS

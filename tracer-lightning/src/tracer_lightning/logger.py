@@ -39,7 +39,16 @@ class TracerLogger(*_LoggerBases):  # type: ignore[misc]
 
     @property
     def experiment(self) -> Optional[TrainingTracer]:
-        """The Tracer run, started on first use (rank zero only)."""
+        """The Tracer run, or None before it starts.
+
+        Lightning touches this during setup, before it calls `log_hyperparams` and before a
+        `LightningCallback` on the same Trainer has loaded the run id to resume, so the run is
+        not started here but by `log_hyperparams` or the first metrics (or adopted from the
+        callback).
+        """
+        return self.run
+
+    def _start_run(self) -> Optional[TrainingTracer]:
         if self.run is None and getattr(rank_zero_only, "rank", 0) == 0:
             settings = {
                 **self._settings,
@@ -60,12 +69,15 @@ class TracerLogger(*_LoggerBases):  # type: ignore[misc]
     ) -> None:
         values = vars(params) if isinstance(params, Namespace) else dict(params or {})
         self._hyperparameters.update({str(k): v for k, v in values.items()})
+        # Lightning calls this after callbacks' on_fit_start: a LightningCallback has attached
+        # its run by now, else the logger's own run starts here with these hyperparameters.
+        self._start_run()
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
         if self._attached:  # Lightning's step is global_step - 1 here: the callback logs them
             return
-        run = self.experiment
+        run = self._start_run()
         if run is None or run.state != "active":
             return
         values = {
