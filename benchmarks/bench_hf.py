@@ -40,6 +40,7 @@ from typing import Any, Optional
 
 import torch
 import transformers
+from adapter_costs import print_costs  # the table both adapter benchmarks print
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -163,13 +164,6 @@ def run_once(
     }
 
 
-def describe(values: list[float], unit: str, digits: int = 2) -> str:
-    return (
-        f"{statistics.median(values):.{digits}f} {unit}"
-        f" ({min(values):.{digits}f} to {max(values):.{digits}f}, n={len(values)})"
-    )
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds x 15 steps")
@@ -210,23 +204,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                     f" train() {figures['wall_s']:.2f} s"
                 )
 
-    def column(name: str, key: str) -> list[float]:
-        return [figures[key] for figures in results[name]]
-
-    base_ms = statistics.median(column("without", "step_ms"))
-
-    def cost(name: str) -> str:
-        ms = statistics.median(column(name, "step_ms")) - base_ms
-        return f"{ms:+.2f} ms ({ms / base_ms * 100:+.1f}%)"
-
-    def paired(name: str) -> str:
-        base = column("without", "step_ms")
-        return describe([t - b for t, b in zip(column(name, "step_ms"), base, strict=True)], "ms")
-
-    def row(label: str, key: str, unit: str, last: str) -> None:
-        cells = " | ".join(describe(column(name, key), unit) for name in names)
-        print(f"| {label} | {cells} | {last} |")
-
     print(
         f"transformers {transformers.__version__}, torch {torch.__version__},"
         f" Python {platform.python_version()}, {os.cpu_count()} CPUs, torch threads"
@@ -235,23 +212,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         f" {options.logging_steps}; {rounds} interleaved rounds x {steps} optimizer steps per"
         " variant; figures: median (min to max, n=rounds) of the per-round medians.\n"
     )
-    print(
-        "| measurement | without Tracer | with Tracer (defaults)"
-        " | with Tracer, track_gradients=False | Tracer's cost (defaults; no-grad) |"
-    )
-    print("|---|---|---|---|---|")
-    row("time per optimizer step", "step_ms", "ms", f"{cost('with')}; {cost('no-grad')}")
-    print(
-        f"| per-round difference to without (paired) | | {paired('with')} | {paired('no-grad')} | |"
-    )
-    row("on_train_begin (run created, model watched)", "begin_ms", "ms", "one-time")
-    row("on_train_end (finish: flush, end of run)", "end_ms", "ms", "one-time")
-    wall = {name: statistics.median(column(name, "wall_s")) for name in names}
-    row(
+    print_costs(
+        results,
         f"trainer.train() wall, {steps} steps",
-        "wall_s",
-        "s",
-        f"{wall['with'] - wall['without']:+.2f} s; {wall['no-grad'] - wall['without']:+.2f} s",
+        (
+            ("on_train_begin (run created, model watched)", "begin_ms"),
+            ("on_train_end (finish: flush, end of run)", "end_ms"),
+        ),
+        digits=2,
     )
     return 0
 

@@ -36,6 +36,7 @@ from typing import Any, Optional
 import lightning
 import lightning.pytorch as pl
 import torch
+from adapter_costs import print_costs  # the table both adapter benchmarks print
 
 from tracer_lightning import LightningCallback
 
@@ -125,13 +126,6 @@ VARIANTS: dict[str, Optional[dict[str, Any]]] = {
 }
 
 
-def describe(values: list[float], unit: str) -> str:
-    return (
-        f"{statistics.median(values):.2f} {unit} ({min(values):.2f} to {max(values):.2f},"
-        f" n={len(values)})"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds x 40 steps")
@@ -164,23 +158,6 @@ def main() -> int:
                     file=sys.stderr,
                 )
 
-    def column(name: str, key: str) -> list[float]:
-        return [figures[key] for figures in results[name]]
-
-    base_ms = statistics.median(column("without", "step_ms"))
-
-    def cost(name: str) -> str:
-        ms = statistics.median(column(name, "step_ms")) - base_ms
-        return f"{ms:+.3f} ms ({ms / base_ms * 100:+.1f}%)"
-
-    def paired(name: str) -> str:
-        base = column("without", "step_ms")
-        return describe([t - b for t, b in zip(column(name, "step_ms"), base, strict=True)], "ms")
-
-    def row(label: str, key: str, unit: str, last: str) -> None:
-        cells = " | ".join(describe(column(name, key), unit) for name in names)
-        print(f"| {label} | {cells} | {last} |")
-
     print(
         f"lightning {lightning.__version__}, torch {torch.__version__},"
         f" Python {platform.python_version()}, {os.cpu_count()} CPUs, torch threads"
@@ -188,22 +165,7 @@ def main() -> int:
         f" x {steps} optimizer steps per variant; figures: median (min to max, n=rounds) of the"
         " per-round medians.\n"
     )
-    print(
-        "| measurement | without Tracer | with Tracer (defaults)"
-        " | with Tracer, track_gradients=False | Tracer's cost (defaults; no-grad) |"
-    )
-    print("|---|---|---|---|---|")
-    row("time per optimizer step", "step_ms", "ms", f"{cost('with')}; {cost('no-grad')}")
-    print(
-        f"| per-round difference to without (paired) | | {paired('with')} | {paired('no-grad')} | |"
-    )
-    wall = {name: statistics.median(column(name, "wall_s")) for name in names}
-    row(
-        f"trainer.fit() wall, {steps} steps",
-        "wall_s",
-        "s",
-        f"{wall['with'] - wall['without']:+.2f} s; {wall['no-grad'] - wall['without']:+.2f} s",
-    )
+    print_costs(results, f"trainer.fit() wall, {steps} steps", (), digits=3)
     return 0
 
 
