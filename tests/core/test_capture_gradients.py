@@ -357,3 +357,32 @@ def test_an_adapter_capture_point_captures_when_told_and_records_skips() -> None
     with open_store() as store:
         (event,) = store.get_events(run.run_id, kind="gradient_capture")
     assert event["data"]["point"] == "framework_pre_optimizer_step"
+
+
+def test_a_drain_asked_for_by_an_anomaly_keeps_every_step_in_place() -> None:
+    """A NaN loss at step 20 makes the writer ask for the gradients of that step early. The
+    drain that follows must not shift the row of the step being closed onto another step:
+    from step 20 on (NaN weights), every captured step reads non-finite; before, none."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = tracer.init(project="capture", flush_interval=0.01)
+    tracer.watch(model, optimizer)
+    for step in range(60):
+        x, y = batch(step)
+        if step == 20:
+            x = x.clone()
+            x[0, 0] = float("nan")
+        loss = nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        tracer.log({"loss": loss.detach()})
+        if step in (21, 40):
+            run.flush()  # the anomaly is found; its drain request lands at the next step
+        tracer.step()
+    tracer.finish()
+    history = series(run.run_id, "grad/nonfinite_layers")
+    steps, values = history["steps"], history["values"]
+    assert steps == list(range(60))
+    assert all(v == 0 for v in values[:20])
+    assert all(v > 0 for v in values[20:]), values[20:]

@@ -29,11 +29,11 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.capture import grad_stats
-from tracer.capture.collector import Collected, Collector, Contribution
+from tracer.capture.collector import Collected
 from tracer.capture.transfer import HostCopy, copy_to_host
 
 if TYPE_CHECKING:
@@ -100,6 +100,9 @@ class ModelWatch:
         self._recent_norms: dict[int, list[float]] = {}  # per-layer norms of recent steps
         self.drain_requested = False  # set by the writer thread: an anomaly wants a step here
         self._full: Any = None  # full statistics taken at a capture of a checkpoint step
+        # Called with the global norm (a device scalar) right after each capture.
+        self.on_capture: Optional[Callable[[Any], None]] = None
+        self._shards = grad_stats.shard_group(model, self.params)
         self._handles: list[Any] = []
         if not self.params:
             logger.warning(
@@ -131,15 +134,31 @@ class ModelWatch:
         self._end_queued = False
         self._backward_seen = True
         if self.optimizer is None:
-            self._capture()
+            self._capture_guarded()
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._capture()
+        self._capture_guarded()
 
     def capture(self) -> None:
         """Capture now: the framework's event says the gradients are final for this step."""
         if self.params:
+            self._capture_guarded()
+
+    def _capture_guarded(self) -> None:
+        """Called from torch's hooks: a failure must never reach the training loop. Capture
+        stops for this model after the first one (it would fail the same way each step)."""
+        try:
             self._capture()
+        except Exception:
+            logger.exception(
+                "Tracer's gradient capture of %s failed and stops; training goes on.",
+                type(self.model).__name__,
+            )
+            self.params = []
+            self._captured = False
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
 
     def skipped(self) -> None:
         """The framework says the optimizer skipped this step: record it, drop its capture."""
@@ -148,6 +167,8 @@ class ModelWatch:
 
     def _capture(self) -> None:
         grads = [param.grad for param in self.params]
+        if self._shards is not None:  # DTensor gradients: this rank's shard of each
+            grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
         present = tuple(grad is not None for grad in grads)
         if not any(present):
             return
@@ -163,7 +184,9 @@ class ModelWatch:
             grads = [grad for grad in grads if grad is not None]
         if self._run.checkpoint_due:  # the gradients may be gone (zero_grad) by then
             self._full = grad_stats.full_stats([param.grad for param in self.params])
-        row = grad_stats.step_summary(grads, index, len(self.params))
+        row = grad_stats.step_summary(grads, index, len(self.params), self._shards)
+        if self.on_capture is not None:
+            self.on_capture(row[0])
         if self._ring is None:
             import torch
 
@@ -175,15 +198,14 @@ class ModelWatch:
 
     # -- run calls (training thread) ------------------------------------------------------
     def on_step_end(self, step: int) -> None:
-        if self.drain_requested:
-            self.drain_requested = False
-            self.drain()
-        if self._captured:
+        captured = self._captured
+        if captured:  # its row is already in the ring, at index len(_ring_steps)
             self._captured = False
             self._ring_steps.append(step)
-            if len(self._ring_steps) == RING_CAPACITY:
-                self.drain()
-        elif self._skipped or (self._backward_seen and self.optimizer is not None):
+        if self.drain_requested or len(self._ring_steps) == RING_CAPACITY:
+            self.drain_requested = False
+            self.drain()
+        if not captured and (self._skipped or (self._backward_seen and self.optimizer is not None)):
             prefix = self.prefix
             event: EventWrite = {
                 "step": step,
@@ -309,100 +331,3 @@ class ModelWatch:
 
 def _present(norm: float) -> float:
     return math.nan if norm == grad_stats.MISSING else norm
-
-
-class GradientCapture(Collector):
-    """The built-in gradient collector: one `ModelWatch` per `tracer.watch()` call."""
-
-    name = "gradients"
-
-    def __init__(self, run: TrainingTracer) -> None:
-        self._run = run
-        self._watches: list[ModelWatch] = []
-
-    def watch(
-        self, model: Any, optimizer: Optional[Any] = None, capture_point: Optional[str] = None
-    ) -> None:
-        if any(w.model is model for w in self._watches):
-            logger.warning(
-                "tracer.watch: %s is already watched; ignoring the second call.",
-                type(model).__name__,
-            )
-            return
-        prefix = f"m{len(self._watches)}." if self._watches else ""
-        watch = ModelWatch(self._run, model, optimizer, prefix, capture_point)
-        self._watches.append(watch)
-        self.per_step = True
-        event: EventWrite = {
-            "step": self._run.current_step,
-            "kind": "gradient_capture",
-            "data": {
-                "point": watch.point,
-                "model": type(model).__name__,
-                "prefix": prefix,
-                "layers": watch.names,
-            },
-        }
-        self._run.submit_background(lambda: Collected([], [event]))
-        logger.info(
-            "Tracer watches %d parameters of %s at %s.",
-            len(watch.names),
-            type(model).__name__,
-            watch.point,
-        )
-
-    @property
-    def capture_points(self) -> list[str]:
-        return [w.point for w in self._watches]
-
-    def capture_now(self) -> None:
-        for watch in self._watches:
-            if watch.manual:
-                watch.capture()
-
-    def holds_open_step(self) -> bool:
-        return any(watch.captured_this_step for watch in self._watches)
-
-    def optimizer_step_skipped(self) -> None:
-        for watch in self._watches:
-            watch.skipped()
-
-    def on_step_end(self, step: int) -> None:
-        for watch in self._watches:
-            watch.on_step_end(step)
-
-    def checkpoint(self, step: int, reason: str) -> Contribution:
-        if not self._watches:
-            return {}
-        parts = [watch.checkpoint() for watch in self._watches]
-
-        def merged() -> dict[str, dict[str, float]]:
-            stats: dict[str, dict[str, float]] = {}
-            for part in parts:
-                stats.update(part())
-            return stats
-
-        return {"gradient_stats": merged}
-
-    def anomaly_data_pending(self, step: int) -> bool:
-        pending = False
-        for watch in self._watches:
-            if watch.holds(step):
-                watch.drain_requested = True
-                pending = True
-        return pending
-
-    def anomaly_sections(self, step: int) -> Contribution:
-        stats: dict[str, dict[str, float]] = {}
-        for watch in self._watches:
-            stats.update(watch.anomaly_stats(step))
-        return {"gradient_stats": stats} if stats else {}
-
-    def close(self) -> None:
-        for watch in self._watches:
-            watch.close()
-
-
-def gradient_collector(run: TrainingTracer) -> Optional[Collector]:
-    """Factory registered by the built-in capture plugin; None when tracking is off."""
-    return GradientCapture(run) if run.config.track_gradients else None
