@@ -9,6 +9,11 @@ Two levels of detail:
   (norm, mean, std, min, max, num_zeros, num_nans, num_infs) as a (layers x 8) float64
   device tensor, one tensor at a time in float32 (so the temporary is at most one float32
   copy of the largest gradient). `std` is the population standard deviation.
+
+Sharded parameters (FSDP2's DTensors, FSDP1's flat parameters) hold only a shard per rank:
+`step_summary` then all-reduces the per-layer sums of squares (and the max |g|) over the
+sharding group, so the norms are the global ones. Every rank captures at the same optimizer
+steps, so these collectives run on all ranks alike. Checkpoint statistics stay per shard.
 """
 
 from __future__ import annotations
@@ -24,7 +29,25 @@ SUMMARY_HEAD = 2  # global norm, global max |g|
 MISSING = -1.0  # the per-layer norm of a layer that has no gradient at this capture
 
 
-def step_summary(grads: list[torch.Tensor], layer_index: Any, num_layers: int) -> Any:
+def shard_group(model: Any, params: Sequence[Any]) -> Any:
+    """The process group to reduce norms over when `params` are sharded, else None."""
+    if not params:
+        return None
+    first = params[0]
+    mesh = getattr(first, "device_mesh", None)
+    if mesh is not None:  # a DTensor: FSDP2 / fully_shard
+        sharded = [i for i, p in enumerate(first.placements) if p.is_shard()]
+        return mesh.get_group(sharded[0]) if sharded else None
+    if type(first).__name__ == "FlatParameter" or getattr(first, "_is_flat_param", False):
+        import torch.distributed as dist
+
+        return getattr(model, "process_group", None) or dist.group.WORLD
+    return None
+
+
+def step_summary(
+    grads: list[torch.Tensor], layer_index: Any, num_layers: int, group: Any = None
+) -> Any:
     """[global_norm, max_abs, norm_0 .. norm_{L-1}] as a float32 device tensor.
 
     `grads` are the present gradients; `layer_index` is None when they are all the watched
@@ -35,13 +58,44 @@ def step_summary(grads: list[torch.Tensor], layer_index: Any, num_layers: int) -
     import torch
 
     norms = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
-    max_abs = torch.stack(torch._foreach_norm(grads, float("inf"), dtype=torch.float32))
-    head = torch.stack([torch.linalg.vector_norm(norms), max_abs.max()])
+    top = _max_abs(grads, norms)
+    if group is not None:
+        return _sharded_summary(norms, top, layer_index, num_layers, group)
+    head = torch.stack([torch.linalg.vector_norm(norms), top])
     if layer_index is not None:
         full = torch.full((num_layers,), MISSING, dtype=torch.float32, device=norms.device)
         full.index_copy_(0, layer_index, norms)
         norms = full
     return torch.cat([head, norms])
+
+
+def _max_abs(grads: list[torch.Tensor], norms: Any) -> Any:
+    """The largest |g| over all gradients; an empty one (a rank's empty shard) has none."""
+    import torch
+
+    present = [g for g in grads if g.numel()]
+    if not present:
+        return norms.new_zeros(())
+    return torch.stack(torch._foreach_norm(present, float("inf"), dtype=torch.float32)).max()
+
+
+def _sharded_summary(norms: Any, top: Any, layer_index: Any, num_layers: int, group: Any) -> Any:
+    """`step_summary` of sharded gradients: one SUM all-reduce of [squares, presence], one MAX."""
+    import torch
+    import torch.distributed as dist
+
+    squares = torch.zeros((2, num_layers), dtype=torch.float32, device=norms.device)
+    if layer_index is None:
+        squares[0] = norms.square()
+        squares[1] = 1.0
+    else:
+        squares[0].index_copy_(0, layer_index, norms.square())
+        squares[1].index_fill_(0, layer_index, 1.0)
+    dist.all_reduce(squares, group=group)
+    dist.all_reduce(top, op=dist.ReduceOp.MAX, group=group)
+    layer_norms = torch.where(squares[1] > 0, squares[0].sqrt(), MISSING)
+    head = torch.stack([squares[0].sum().sqrt(), top])
+    return torch.cat([head, layer_norms])
 
 
 def full_stats(grads: Sequence[torch.Tensor | None]) -> Any:
@@ -55,6 +109,8 @@ def full_stats(grads: Sequence[torch.Tensor | None]) -> Any:
         if grad is None or grad.numel() == 0:
             rows.append(missing)
             continue
+        if hasattr(grad, "to_local"):  # a DTensor: this rank's shard, no collective
+            grad = grad.to_local()
         values = grad.detach().reshape(-1).float()
         parts = (
             torch.linalg.vector_norm(values),
