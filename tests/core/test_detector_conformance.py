@@ -16,6 +16,7 @@ from tracer.detection.loss import LossDivergenceDetector, LossPlateauDetector, L
 from tracer.detection.memory import MemoryDetector
 from tracer.detection.nonfinite import NanOrInfDetector
 from tracer.detection.plugin import BUILTIN_DETECTORS
+from tracer.detection.ranks import RankDivergenceDetector
 from tracer.testing import DetectorConformance, DetectorStream, make_checkpoint, make_event
 
 
@@ -159,6 +160,23 @@ class TestMemory(DetectorConformance):
                 "system/gpu0/memory_total_mb": (steps, [16000.0] * count),
                 "system/gpu0/memory_used_mb": (steps, used),
             }
+        )
+
+
+class TestRankDivergence(DetectorConformance):
+    detector_class = RankDivergenceDetector
+    fault_types = ("rank_divergence",)
+
+    def fault_stream(self) -> DetectorStream:
+        steps = list(range(1, 41))
+        norms = {rank: noisy(2.0, 40, scale=0.5, seed=rank) for rank in range(3)}
+        norms[2][9:11] = [float("nan"), float("inf")]  # rank 2 alone goes non-finite
+        norms[1][24:30] = [60.0] * 6  # rank 1 drifts 30x above the others
+        for rank in range(3):
+            norms[rank][35] = float("nan")  # every rank at once: not a divergence
+        return DetectorStream(
+            series={f"rank/{rank}/grad_norm": (steps, values) for rank, values in norms.items()},
+            events=[make_event(1, "rank_summaries", {"world_size": 3, "grad_norm": "local"})],
         )
 
 

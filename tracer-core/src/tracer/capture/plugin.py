@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracer.capture.gradients import gradient_collector
+from tracer.capture.gradient_capture import gradient_collector
 from tracer.capture.samples import sample_collector
 from tracer.capture.system import system_collector
 from tracer.plugins.hookspecs import RegisterCollector, hookimpl

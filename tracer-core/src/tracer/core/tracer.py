@@ -4,12 +4,18 @@
 queue, never a disk write, a lock or a host sync. Everything else (storage, hooks, signals)
 happens at start and end. Use it through `tracer.init()`, or directly, for several runs in one
 process, and as a context manager that marks the run failed when its block raises.
+
+Distributed jobs: one run per job. Rank 0 (or a single process) writes it; on any other rank
+`TrainingTracer` is a follower (`is_writer` False): it stores nothing, `log()` only moves the
+step, and `watch()` captures this rank's gradients for the per-rank summaries rank 0 stores
+(`tracer.capture.ranks`). Call `init`/`watch`/`step`/`finish` on every rank alike.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -18,9 +24,10 @@ from typing import Any, Optional
 from tracer.capture.collector import Collected, CollectorSet
 from tracer.config import TracerConfig
 from tracer.core import lifecycle
+from tracer.core.distributed import rank_and_world_size
 from tracer.core.starting import start_or_resume
 from tracer.core.values import check_metrics
-from tracer.core.writer import Background, CheckpointRequest, RunWriter
+from tracer.core.writer import Background, CheckpointRequest, DiscardingWriter, RunWriter
 from tracer.detection.runner import DetectorSet, build_detectors
 from tracer.exceptions import TrainingHalted
 from tracer.plugins.manager import get_plugin_manager
@@ -34,6 +41,7 @@ MODE_ENV = "TRACER_MODE"
 FINISH_TIMEOUT_S = 30.0
 _ACTIVE, _ENDING, _ENDED, _DISABLED = "active", "ending", "ended", "disabled"
 _NAME_ATTEMPTS = 5
+FOLLOWER_COLLECTORS = frozenset({"gradients"})
 
 
 def tracing_disabled() -> bool:
@@ -60,9 +68,11 @@ class TrainingTracer:
         # no exception event sets "failed" while training runs (its end event resets it).
         self.status_at_exit = "finished"
         self.error_at_exit: Optional[str] = None
+        self.rank, self.world_size = 0, 1
         if tracing_disabled():
             self._state = _DISABLED
             return
+        self.rank, self.world_size = rank_and_world_size()
         self._plugins = get_plugin_manager()
         detectors = build_detectors(
             self._plugins.detector_classes(), config.detectors, config.loss_metrics
@@ -72,6 +82,9 @@ class TrainingTracer:
         }
         if unknown:
             raise ValueError(f"halt_on names unknown anomaly types: {sorted(unknown)}")
+        if not self.is_writer:
+            self._start_as_follower()
+            return
         self.storage: StorageBackend = open_storage(config)
         try:
             self.run_id, self.run_name, self._step = start_or_resume(self.storage, config)
@@ -105,9 +118,27 @@ class TrainingTracer:
         self._plugins.call_lifecycle_hook("tracer_run_start", run=self)
 
     # -- start ------------------------------------------------------------------------------
-    def _start_collectors(self) -> CollectorSet:
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the run (rank 0 of a job, or a single process)."""
+        return self.rank == 0 or self.world_size <= 1
+
+    def _start_as_follower(self) -> None:
+        """Rank > 0: no storage, no writer thread; only gradient capture, for the per-rank
+        summaries that rank 0 gathers (see the module docstring)."""
+        self.run_id = ""
+        self.run_name = self.config.run_name or ""
+        self._writer = DiscardingWriter()  # type: ignore[assignment]
+        self._next_checkpoint = sys.maxsize  # checkpoints are rank 0's
+        self._collectors = self._start_collectors(only=FOLLOWER_COLLECTORS)
+        self._state = _ACTIVE
+        lifecycle.register(self)
+
+    def _start_collectors(self, only: Optional[frozenset[str]] = None) -> CollectorSet:
         collectors = []
         for name, factory in self._plugins.collector_factories().items():
+            if only is not None and name not in only:
+                continue
             try:
                 collector = factory(self)
             except Exception:
@@ -231,6 +262,17 @@ class TrainingTracer:
             )
         self._collectors.watch(model, optimizer, capture_point)
 
+    def attach_data_parallel(self, ddp_model: Any) -> None:
+        """For adapters that watch the unwrapped model: its `DistributedDataParallel` wrapper,
+        so each rank's summary measures its own gradients before the all-reduce
+        (`tracer.capture.ranks`). Call it after `watch()`, before the first backward."""
+        if self._state is not _ACTIVE:
+            return
+        for collector in self._collectors:
+            attach = getattr(collector, "attach_data_parallel", None)
+            if attach is not None:
+                attach(ddp_model)
+
     def capture_gradients(self) -> None:
         """For adapters: the gradients of this optimizer step are final (clipped, unscaled,
         synced); capture them now for models watched with a `capture_point`."""
@@ -317,6 +359,10 @@ class TrainingTracer:
         counted = max(self._step, self._last_closed_step + 1)
         self._step = counted
         total_steps = counted if total_steps is None else int(total_steps)
+        if not self.is_writer:
+            self._collectors.close()  # publishes this rank's last summaries
+            self._state = _ENDED
+            return
         if had_steps:
             self._checkpoint(self._last_closed_step, "finish")
         self._collectors.close()

@@ -408,3 +408,22 @@ class RunWriter:
                 " and retried, and finish() reports what was lost.",
                 self._first_error,
             )
+
+
+class DiscardingWriter:
+    """The writer of a follower rank (see `TrainingTracer`): rank 0 writes the run."""
+
+    def submit_step(self, step: int, timestamp: float, metrics: dict[str, Any]) -> None:
+        pass
+
+    def submit(self, item: CheckpointRequest | Background) -> None:
+        pass
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        return True
+
+    def close(self, timeout: float) -> bool:
+        return True
+
+    def summary(self) -> Optional[str]:
+        return None

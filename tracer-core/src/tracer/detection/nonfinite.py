@@ -1,7 +1,9 @@
 """`nan_or_inf`: the first non-finite value of any metric, and the first non-finite gradient.
 
 Metrics the user logs are checked value by value; a series reports again only after it was
-finite in between (one anomaly per episode, not one per step). Gradients are judged from
+finite in between (one anomaly per episode, not one per step). The per-rank series of a
+distributed job (`rank/<r>/grad_norm`) are checked the same way, so a rank whose own
+gradients went non-finite is named. Gradients are judged from
 the "nonfinite_gradients" events of the capture: an episode starts at an event whose step
 does not follow the previous event's, and names the first non-finite layer in parameter
 order, the most useful fact in a divergence post-mortem.
@@ -46,7 +48,7 @@ class NanOrInfDetector(Detector):
                         "nan_or_inf",
                         "critical",
                         series,
-                        f"{series} is {value} at step {step}",
+                        _describe(series, value, step),
                         value=value,
                     )
                 )
@@ -77,3 +79,13 @@ class NanOrInfDetector(Detector):
                 value=float("nan"),
             )
         ]
+
+
+_RANK_NORM = re.compile(r"rank/(\d+)/grad_norm")
+
+
+def _describe(series: str, value: float, step: int) -> str:
+    rank = _RANK_NORM.fullmatch(series)
+    if rank is not None:
+        return f"rank {rank.group(1)}'s gradient norm is {value} at step {step} ({series})"
+    return f"{series} is {value} at step {step}"

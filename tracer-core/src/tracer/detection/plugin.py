@@ -10,6 +10,7 @@ from tracer.detection.gradient import (
 from tracer.detection.loss import LossDivergenceDetector, LossPlateauDetector, LossSpikeDetector
 from tracer.detection.memory import MemoryDetector
 from tracer.detection.nonfinite import NanOrInfDetector
+from tracer.detection.ranks import RankDivergenceDetector
 from tracer.plugins.hookspecs import RegisterDetector, hookimpl
 
 BUILTIN_DETECTORS = (
@@ -21,6 +22,7 @@ BUILTIN_DETECTORS = (
     LossDivergenceDetector,
     LossPlateauDetector,
     MemoryDetector,
+    RankDivergenceDetector,
 )
 
 

@@ -1,0 +1,109 @@
+"""The plain API under torchrun (two CPU processes, gloo): one run per job, written by rank 0;
+every rank's gradient summary in it; FSDP's sharded gradients give the global norm; tracing
+on rank 0 only neither hangs nor slows the job's end."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+distributed = pytest.importorskip("torch.distributed")
+
+from tracer.analysis import QueryEngine  # noqa: E402
+from tracer.capture.ranks import FINISH_WAIT_S  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (distributed.is_available() and distributed.is_gloo_available()),
+        reason="torch.distributed with the gloo backend is not available in this torch build",
+    ),
+]
+
+SCRIPT = Path(__file__).with_name("distributed_training.py")
+ROOT = Path(__file__).parents[2]
+STEPS = 5
+TIMEOUT_S = 180.0
+
+
+def launch(cwd: Path, mode: str) -> tuple[list[dict[str, Any]], float]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for name in ("TRACER_STORAGE_PATH", "TRACER_MODE"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command += [f"--master_port={port}", str(SCRIPT), mode, str(STEPS)]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"torchrun ({mode}) did not finish in {TIMEOUT_S:.0f} s: {error.stderr!r}")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-4000:]
+    reports = [json.loads((cwd / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    return reports, elapsed
+
+
+def stored(cwd: Path) -> tuple[dict[str, Any], dict[str, dict[str, list[Any]]]]:
+    with QueryEngine(str(cwd / ".tracer")) as query:
+        runs = query.list_runs()
+        assert len(runs) == 1, runs
+        names = [m["name"] for m in query.storage.list_metrics(runs[0]["run_id"])]
+        return runs[0], {n: query.get_metric_history(runs[0]["run_id"], n) for n in names}
+
+
+def reference() -> list[float]:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tests.core.distributed_training import reference_norms
+    finally:
+        sys.path.remove(str(ROOT))
+    return reference_norms(STEPS)
+
+
+def test_ddp_every_rank_traces_one_run(tmp_path: Path) -> None:
+    reports, _ = launch(tmp_path, "ddp")
+    assert reports[0]["is_writer"] and not reports[1]["is_writer"]
+    assert reports[1]["run_id"] == ""  # a follower holds no run of its own
+    run, history = stored(tmp_path)
+    assert run["run_id"] == reports[0]["run_id"]
+    assert (run["status"], run["world_size"], run["total_steps"]) == ("finished", 2, STEPS)
+    steps = list(range(STEPS))
+    assert history["loss"]["steps"] == steps  # rank 1's log() calls wrote nothing
+    assert history["grad/global_norm"]["values"] == pytest.approx(reference(), rel=1e-5)
+    for rank in (0, 1):
+        assert history[f"rank/{rank}/grad_norm"]["steps"] == steps
+    assert history["rank/0/grad_norm"]["values"] != history["rank/1/grad_norm"]["values"]
+
+
+def test_fsdp_sharded_gradients_give_the_global_norm(tmp_path: Path) -> None:
+    """fully_shard leaves each rank half of every parameter: the stored norm is still the
+    whole gradient's (sum of squares all-reduced), equal to one process's reference."""
+    launch(tmp_path, "fsdp")
+    run, history = stored(tmp_path)
+    assert run["status"] == "finished"
+    assert history["grad/global_norm"]["values"] == pytest.approx(reference(), rel=1e-5)
+    assert history["rank/1/grad_norm"]["values"] == pytest.approx(reference(), rel=1e-5)
+
+
+def test_only_rank_zero_traces_without_waiting(tmp_path: Path) -> None:
+    reports, elapsed = launch(tmp_path, "rank0")
+    assert [r["traced"] for r in reports] == [True, False]
+    run, history = stored(tmp_path)
+    assert run["status"] == "finished"
+    assert history["rank/0/grad_norm"]["steps"] == list(range(STEPS))
+    assert "rank/1/grad_norm" not in history
+    assert elapsed < FINISH_WAIT_S + 30  # the end did not wait for a rank that never traced
