@@ -2,7 +2,7 @@
 
 Only world process zero writes: exactly one run, every series written once per step (no rank
 duplicates it), one gradient capture per optimizer step of the all-reduced gradients, the
-run's rank and world size, and "finished".
+run's rank and world size, both ranks' gradient summaries, and "finished".
 """
 
 from __future__ import annotations
@@ -130,3 +130,9 @@ def test_torchrun_two_processes_write_one_run(tmp_path: Path) -> None:
     for step, value in zip(grad["steps"], grad["values"], strict=True):
         assert value == pytest.approx(rank0[str(step)], rel=1e-5), step
         assert rank1[str(step)] == pytest.approx(rank0[str(step)], rel=1e-6), step  # synced
+    # Rank 1 follows: its gradient summary reaches the run. The Trainer's DDP wrapper is not
+    # visible to callbacks, so both ranks report the synchronised norm, equal on both.
+    for rank in (0, 1):
+        summary = history[f"rank/{rank}/grad_norm"]
+        assert summary["steps"] == grad["steps"]
+        assert summary["values"] == pytest.approx(grad["values"], rel=1e-5)

@@ -84,3 +84,7 @@ def test_ddp_two_processes_write_one_run(tmp_path: Path) -> None:
         assert strictly_increasing(points["steps"]), (name, points["steps"])
     assert history["grad/global_norm"]["steps"] == list(range(1, MAX_STEPS + 1))
     assert history["train_loss"]["steps"] == list(range(1, MAX_STEPS + 1))
+    # Rank 1 follows: its own gradient norm (before DDP's all-reduce) reaches the run.
+    for rank in (0, 1):
+        assert history[f"rank/{rank}/grad_norm"]["steps"] == list(range(1, MAX_STEPS + 1))
+    assert history["rank/0/grad_norm"]["values"] != history["rank/1/grad_norm"]["values"]

@@ -1,8 +1,9 @@
 """`TransformersCallback`: maps `transformers.Trainer` events onto one Tracer run.
 
 HF's `report_to` is a closed list, so Tracer plugs in through `callbacks=[...]`.
-- train begin (world process zero only): a run, or the resumed one; config =
-  TrainingArguments + the model's config; the model watched;
+- train begin: a run, or the resumed one; config = TrainingArguments + the model's config;
+  the model watched. World process zero writes the run; other ranks get a follower that
+  sends their gradient summaries (`tracer.capture.ranks`): one run per job;
 - `on_step_begin`: the Tracer step becomes `global_step + 1`, the step being trained;
 - `on_pre_optimizer_step`: gradient capture (clipped, unscaled, synced), once per optimizer
   step;
@@ -85,8 +86,6 @@ class TransformersCallback(TrainerCallback):
         model: Any = None,
         **kwargs: Any,
     ) -> None:
-        if not state.is_world_process_zero:
-            return  # one run per job: only world process zero writes
         if self.run is not None and self.run.state == "active":
             self.run.finish(
                 "failed",
@@ -211,7 +210,7 @@ class TransformersCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         run = self.run
-        if run is None or run.state != "active":
+        if run is None or run.state != "active" or not run.is_writer:
             return
         directory = os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}")
         run.record_model_save(directory, step=state.global_step)

@@ -78,8 +78,8 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
 
     # -- start and end ----------------------------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.is_global_zero:
-            return  # one run per job: global zero writes
+        # Every rank: global zero writes the run; other ranks get a follower that sends their
+        # gradient summaries (tracer.capture.ranks), so the same hooks run on all ranks.
         shared = next(
             (
                 lg.run
@@ -103,6 +103,9 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
         self.run.error_at_exit = "fit ended without on_fit_end"
         self._logged_step = trainer.global_step
         self.run.watch(pl_module, capture_point=CAPTURE_POINT)
+        wrapped = getattr(trainer.strategy, "model", None)
+        if wrapped is not None and wrapped is not pl_module:  # DDP: each rank's own norm
+            self.run.attach_data_parallel(wrapped)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         run = self.run
