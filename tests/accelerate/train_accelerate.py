@@ -1,0 +1,56 @@
+"""An Accelerate training loop traced by Tracer, run by the tests under `accelerate launch`.
+
+argv: optimizer_steps accumulation nan_rank nan_step  (nan_rank -1: no NaN). Each rank uses
+its slice of every micro-batch, so DDP's averaged gradient equals the whole batch's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+from accelerate import Accelerator
+
+import tracer_accelerate
+from tests.accelerate.helpers import PROJECT, batch, loss_of, make_model, rank_slice
+from tracer_accelerate import AccelerateTracker
+
+LR = 0.05
+
+
+def main() -> None:
+    steps, accumulation, nan_rank, nan_step = (int(a) for a in sys.argv[1:5])
+    torch.set_num_threads(1)
+    accelerator = Accelerator(
+        cpu=True,
+        gradient_accumulation_steps=accumulation,
+        log_with=[AccelerateTracker(PROJECT, checkpoint_interval=4)],
+    )
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.init_trackers(PROJECT, config={"lr": LR, "accumulation": accumulation})
+    tracer_accelerate.watch(accelerator, model, optimizer)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    completed = 0
+    for micro in range(steps * accumulation):
+        x, y = (rank_slice(t, rank, world) for t in batch(micro))
+        if rank == nan_rank and micro // accumulation + 1 == nan_step:
+            x = x.clone()
+            x[0, 0] = float("nan")  # this rank's batch goes bad
+        with accelerator.accumulate(model):
+            loss = loss_of(model, x, y)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+        if accelerator.sync_gradients:
+            completed += 1
+            accelerator.log({"loss": loss.item(), "note": "text is skipped"}, step=completed)
+    with open(f"rank-{rank}.json", "w") as handle:
+        json.dump({"world_size": world, "distributed": str(accelerator.distributed_type)}, handle)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()
