@@ -53,8 +53,9 @@ def tracer_register_collectors(register: RegisterCollector) -> None:
     Called once per process, when the first run starts, on every rank. For each run,
     `factory(run)` is called in `tracer.init` on the process that writes the run (rank 0;
     other ranks only capture gradients for their summaries) and returns a
-    `tracer.capture.Collector` (or None to sit this run out). A collector can add per-step series and its own section of
-    every checkpoint; see `tracer.capture.collector`. Names must be unique.
+    `tracer.capture.Collector` (or None to sit this run out). A collector can add per-step
+    series and its own section of every checkpoint; see `tracer.capture.collector`. Names
+    must be unique.
     """
 
 
