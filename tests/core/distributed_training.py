@@ -2,13 +2,15 @@
 
 argv: mode steps. Modes: "ddp" (every rank traces a DDP model), "fsdp" (every rank traces a
 model sharded with fully_shard), "rank0" (only rank 0 calls tracer: the job must neither hang
-nor wait). Each rank takes its half of every batch. Writes rank-<r>.json with what it saw.
+nor wait), "halt" (DDP with halt_on, a NaN in rank 0's batch of step 10: every rank must stop
+at the same step). Each rank takes its half of every batch. Writes rank-<r>.json with what it saw.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -64,23 +66,36 @@ def main() -> None:
         trained = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.SGD(trained.parameters(), lr=LR)
     traces = mode != "rank0" or rank == 0
-    run = tracer.init(project="distributed", checkpoint_interval=3) if traces else None
+    settings: dict[str, object] = {"checkpoint_interval": 3}
+    if mode == "halt":
+        settings |= {"halt_on": ["nan_or_inf"], "flush_interval": 0.05}
+    run = tracer.init(project="distributed", **settings) if traces else None
     if traces:
         tracer.watch(trained, optimizer)
     rows = BATCH // world
+    halted_at = None
     for step in range(steps):
         x, y = (t[rank * rows : (rank + 1) * rows] for t in batch(step))
+        if mode == "halt" and rank == 0 and step == 10:
+            x = x.clone()
+            x[0, 0] = float("nan")
         loss = torch.nn.functional.mse_loss(trained(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         if traces:
             tracer.log({"loss": loss.item()})
-            tracer.step()
+            try:
+                tracer.step()
+            except tracer.TrainingHalted:
+                halted_at = step
+                break
+            if mode == "halt":
+                time.sleep(0.01)  # let the writer thread judge the steps as they come
     if traces:
         tracer.finish()
     with open(f"rank-{rank}.json", "w") as handle:
-        report = {"traced": traces, "world_size": world}
+        report = {"traced": traces, "world_size": world, "halted_at": halted_at}
         if run is not None:
             report |= {"is_writer": run.is_writer, "run_id": run.run_id}
         json.dump(report, handle)

@@ -35,7 +35,7 @@ STEPS = 5
 TIMEOUT_S = 180.0
 
 
-def launch(cwd: Path, mode: str) -> tuple[list[dict[str, Any]], float]:
+def launch(cwd: Path, mode: str, steps: int = STEPS) -> tuple[list[dict[str, Any]], float]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -43,7 +43,7 @@ def launch(cwd: Path, mode: str) -> tuple[list[dict[str, Any]], float]:
     for name in ("TRACER_STORAGE_PATH", "TRACER_MODE"):
         env.pop(name, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    command += [f"--master_port={port}", str(SCRIPT), mode, str(STEPS)]
+    command += [f"--master_port={port}", str(SCRIPT), mode, str(steps)]
     started = time.monotonic()
     try:
         done = subprocess.run(
@@ -107,3 +107,15 @@ def test_only_rank_zero_traces_without_waiting(tmp_path: Path) -> None:
     assert history["rank/0/grad_norm"]["steps"] == list(range(STEPS))
     assert "rank/1/grad_norm" not in history
     assert elapsed < FINISH_WAIT_S + 30  # the end did not wait for a rank that never traced
+
+
+def test_halt_on_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    """NaN in rank 0's batch of step 10: rank 0 finds nan_or_inf and publishes a stop step;
+    both ranks raise TrainingHalted there (neither is left waiting in an all-reduce)."""
+    reports, _ = launch(tmp_path, "halt", steps=200)
+    stops = [r["halted_at"] for r in reports]
+    assert stops[0] is not None and stops[0] == stops[1], stops
+    assert 10 < stops[0] < 100
+    run, _ = stored(tmp_path)
+    assert run["status"] == "failed"
+    assert "nan_or_inf" in (run["error"] or "")

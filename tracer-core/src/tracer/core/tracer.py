@@ -25,6 +25,7 @@ from tracer.capture.collector import Collected, CollectorSet
 from tracer.config import TracerConfig
 from tracer.core import lifecycle
 from tracer.core.distributed import rank_and_world_size
+from tracer.core.halting import HaltAgreement
 from tracer.core.starting import start_or_resume
 from tracer.core.values import check_metrics
 from tracer.core.writer import Background, CheckpointRequest, DiscardingWriter, RunWriter
@@ -69,10 +70,13 @@ class TrainingTracer:
         self.status_at_exit = "finished"
         self.error_at_exit: Optional[str] = None
         self.rank, self.world_size = 0, 1
+        self._agreement: Optional[HaltAgreement] = None
         if tracing_disabled():
             self._state = _DISABLED
             return
         self.rank, self.world_size = rank_and_world_size()
+        if config.halt_on:  # every rank stops at the same step (tracer.core.halting)
+            self._agreement = HaltAgreement.for_job(self.rank, self.world_size)
         self._plugins = get_plugin_manager()
         detectors = build_detectors(
             self._plugins.detector_classes(), config.detectors, config.loss_metrics
@@ -200,18 +204,26 @@ class TrainingTracer:
             raise RuntimeError(self._ended_message())
         self._close_step()
         self._step += 1
-        if self._halt is not None:
+        if self.should_stop:
             self._halt_now()
 
     @property
     def should_stop(self) -> bool:
-        """True once an anomaly of a `halt_on` type was found (adapters poll this)."""
+        """True once an anomaly of a `halt_on` type was found (adapters poll this); in a
+        distributed job, from the step all ranks agreed to stop at."""
+        if self._agreement is not None:
+            return self._agreement.stops_at(self._step)
         return self._halt is not None
 
     def _halt_now(self) -> None:
-        anomaly = self._halt
-        assert anomaly is not None
-        halted = TrainingHalted(dict(anomaly))
+        anomaly: dict[str, object] = dict(self._halt) if self._halt is not None else {}
+        if not anomaly:  # a follower: rank 0 found it
+            anomaly = {
+                "anomaly_type": "halt_on",
+                "step": self._step,
+                "message": "rank 0 found an anomaly of a halt_on type; every rank stops here",
+            }
+        halted = TrainingHalted(anomaly)
         self.finish("failed", error=str(halted))
         raise halted
 
@@ -231,6 +243,8 @@ class TrainingTracer:
             self._writer.submit_step(step, time.time(), self._pending)
             self._pending = {}
         self._last_closed_step = step
+        if self._agreement is not None:
+            self._agreement.tick(step, self._halt is not None)
         if checkpoint and step >= self._next_checkpoint:
             self._next_checkpoint = (step // self._interval + 1) * self._interval
             self._checkpoint(step, "interval")
