@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from tracer.detection.runner import DetectorSet, build_detectors
@@ -80,7 +80,15 @@ class AnomalyDetector:
         self._detectors = detectors
         self._loss_metrics = loss_metrics
 
-    def _replay(self, run: str, only: Optional[Sequence[str]]) -> list[dict[str, Any]]:
+    def _replay(
+        self,
+        run: str,
+        only: Optional[Sequence[str]],
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> list[dict[str, Any]]:
+        """Feed the stored run to the detectors: events first, then each series in name order
+        (read and judged one at a time, so `progress(done, total)` can follow a large run),
+        then the checkpoints; the same order as one feed of everything."""
         record = resolve_run(self.storage, run)
         run_id = record["run_id"]
         stored = record.get("settings") or {}
@@ -91,15 +99,24 @@ class AnomalyDetector:
             registry, settings, loss_metrics, only=only, strict=self._detectors is not None
         )
         runner = DetectorSet(run_id, detectors, only_types=only)
-        points: dict[str, tuple[Sequence[int], Sequence[float]]] = {}
-        for metric in self.storage.list_metrics(run_id):
-            name = metric["name"]
-            if name.startswith("_") or not any(d.wants(name) for d in detectors):
-                continue
+        names = sorted(
+            m["name"]
+            for m in self.storage.list_metrics(run_id)
+            if not m["name"].startswith("_") and any(d.wants(m["name"]) for d in detectors)
+        )
+        total = len(names) + 2
+        found = runner.feed({}, self.storage.get_events(run_id))
+        if progress is not None:
+            progress(1, total)
+        for done, name in enumerate(names, start=2):
             series = self.storage.get_metric_timeseries(run_id, name)
-            points[name] = (series["steps"], series["values"])
+            found += runner.feed({name: (series["steps"], series["values"])})
+            if progress is not None:
+                progress(done, total)
         checkpoints = [c for c in self.storage.get_checkpoints(run_id) if c["reason"] != "anomaly"]
-        found = runner.feed(points, self.storage.get_events(run_id), checkpoints)
+        found += runner.feed({}, (), checkpoints)
+        if progress is not None:
+            progress(total, total)
         steps = sorted({c["step"] for c in self.storage.get_checkpoints(run_id)})
         found.sort(key=lambda a: (a["step"], a["anomaly_type"], a["subject"]))
         return [anomaly_dict(anomaly, steps) for anomaly in found]
@@ -107,6 +124,16 @@ class AnomalyDetector:
     def detect_all_anomalies(self, run_id: str) -> list[dict[str, Any]]:
         """Every detector enabled for the run."""
         return self._replay(run_id, None)
+
+    def detect(
+        self,
+        run_id: str,
+        anomaly_types: Optional[Sequence[str]] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> list[dict[str, Any]]:
+        """The detectors reporting `anomaly_types` (all when None); `progress(done, total)`
+        is called as the run's series are judged (the `tracer anomalies --detect` bar)."""
+        return self._replay(run_id, anomaly_types, progress)
 
     def detect_gradient_anomalies(self, run_id: str) -> list[dict[str, Any]]:
         """Gradient explosion (global and per layer), vanishing gradients, dead layers."""
