@@ -20,6 +20,7 @@ from torch import nn
 
 import tracer
 from tracer.analysis import AnomalyDetector, QueryEngine
+from tracer.report import write_report
 
 
 def make_data(samples: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,9 +107,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--storage", default="./.tracer")
     parser.add_argument("--clean", action="store_true", help="no corrupted batches")
+    parser.add_argument("--report", default="tracer-report.html", help="the HTML report to write")
     args = parser.parse_args()
     run_id = train(args.steps, args.storage, args.clean)
     show(run_id, args.storage)
+    report = write_report([run_id], args.report, storage_path=args.storage)
+    print(f"\nHTML report (opens offline): {report}")
+    print(f"Explore further: tracer show {run_id} --storage {args.storage}")
+    print(f"                 tracer plot {run_id} train/loss grad/global_norm --storage {args.storage}")
 
 
 if __name__ == "__main__":
