@@ -9,6 +9,7 @@ is never stored twice. Runs are named by id or by name, as in `QueryEngine`.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import math
 from collections.abc import Callable, Sequence
@@ -49,12 +50,14 @@ def resolve_run(storage: StorageBackend, run: str) -> RunRecord:
 
 def anomaly_dict(anomaly: AnomalyWrite, checkpoint_steps: Sequence[int] = ()) -> dict[str, Any]:
     """The public shape: the stored fields, `details` (the SEED-API's), and the step of the
-    nearest checkpoint (None when the run has none)."""
-    nearest = (
-        min(checkpoint_steps, key=lambda s: (abs(s - anomaly["step"]), -s))
-        if checkpoint_steps
-        else None
-    )
+    nearest checkpoint (None when the run has none; the later one on a tie).
+    `checkpoint_steps` is sorted ascending, so the lookup is a bisection."""
+    nearest = None
+    if checkpoint_steps:
+        step = anomaly["step"]
+        index = bisect.bisect_left(checkpoint_steps, step)
+        around = checkpoint_steps[max(index - 1, 0) : index + 1]
+        nearest = min(around, key=lambda s: (abs(s - step), -s))
     details = {
         "subject": anomaly["subject"],
         "value": anomaly["value"],
