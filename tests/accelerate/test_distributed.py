@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +17,7 @@ import pytest
 import torch.distributed
 
 from tests.accelerate.helpers import PROJECT, reference_norms
+from tests.torchrun import run_torchrun
 from tracer.analysis import QueryEngine
 
 pytestmark = [
@@ -32,37 +29,12 @@ pytestmark = [
 ]
 
 SCRIPT = Path(__file__).with_name("train_accelerate.py")
-ROOT = Path(__file__).parents[2]
 TIMEOUT_S = 240.0
 STEPS, ACCUMULATION, LR = 6, 2, 0.05
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def launch(cwd: Path, nan_rank: int = -1, nan_step: int = -1) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for name in ("TRACER_STORAGE_PATH", "TRACER_MODE"):
-        env.pop(name, None)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        str(SCRIPT),
-        *map(str, (STEPS, ACCUMULATION, nan_rank, nan_step)),
-    ]
-    try:
-        done = subprocess.run(
-            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"torchrun did not finish in {TIMEOUT_S:.0f} s: {error.stderr!r}")
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_torchrun(SCRIPT, [STEPS, ACCUMULATION, nan_rank, nan_step], cwd, timeout=TIMEOUT_S)
     for rank in (0, 1):  # Accelerate really ran data-parallel on two CPU processes
         report = json.loads((cwd / f"rank-{rank}.json").read_text())
         assert report["world_size"] == 2

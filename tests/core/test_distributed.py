@@ -5,10 +5,6 @@ on rank 0 only neither hangs nor slows the job's end."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 distributed = pytest.importorskip("torch.distributed")
 
+from tests.core.distributed_training import reference_norms  # noqa: E402
+from tests.torchrun import run_torchrun  # noqa: E402
 from tracer.analysis import QueryEngine  # noqa: E402
 from tracer.capture.ranks import FINISH_WAIT_S  # noqa: E402
 
@@ -30,29 +28,14 @@ pytestmark = [
 ]
 
 SCRIPT = Path(__file__).with_name("distributed_training.py")
-ROOT = Path(__file__).parents[2]
 STEPS = 5
 TIMEOUT_S = 180.0
 
 
 def launch(cwd: Path, mode: str, steps: int = STEPS) -> tuple[list[dict[str, Any]], float]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for name in ("TRACER_STORAGE_PATH", "TRACER_MODE"):
-        env.pop(name, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    command += [f"--master_port={port}", str(SCRIPT), mode, str(steps)]
     started = time.monotonic()
-    try:
-        done = subprocess.run(
-            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"torchrun ({mode}) did not finish in {TIMEOUT_S:.0f} s: {error.stderr!r}")
+    run_torchrun(SCRIPT, [mode, steps], cwd, timeout=TIMEOUT_S)
     elapsed = time.monotonic() - started
-    assert done.returncode == 0, done.stderr[-4000:]
     reports = [json.loads((cwd / f"rank-{r}.json").read_text()) for r in (0, 1)]
     return reports, elapsed
 
@@ -66,11 +49,6 @@ def stored(cwd: Path) -> tuple[dict[str, Any], dict[str, dict[str, list[Any]]]]:
 
 
 def reference() -> list[float]:
-    sys.path.insert(0, str(ROOT))
-    try:
-        from tests.core.distributed_training import reference_norms
-    finally:
-        sys.path.remove(str(ROOT))
     return reference_norms(STEPS)
 
 

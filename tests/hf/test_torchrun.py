@@ -8,10 +8,6 @@ run's rank and world size, both ranks' gradient summaries, and "finished".
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,6 +15,7 @@ import pytest
 import torch.distributed
 
 from tests.hf.helpers import PROJECT, only_run, strictly_increasing
+from tests.torchrun import run_torchrun
 from tracer.analysis import QueryEngine
 
 pytestmark = pytest.mark.slow
@@ -58,12 +55,6 @@ DDP_TRAINING = """
 """
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
     reason="torch.distributed with the gloo backend is not available in this torch build",
@@ -74,30 +65,7 @@ def test_torchrun_two_processes_write_one_run(tmp_path: Path) -> None:
     per optimizer step, equal to the clipped norm of the gradients both ranks hold (synced)."""
     script = tmp_path / "train_ddp.py"
     script.write_text(textwrap.dedent(DDP_TRAINING))
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).parents[2]),
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    env.pop("TRACER_STORAGE_PATH", None)
-    env.pop("TRACER_MODE", None)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        str(script),
-        str(MAX_STEPS),
-    ]
-    try:
-        finished = subprocess.run(
-            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"torchrun did not finish in {TIMEOUT_S:.0f} s: {error.stderr!r}")
-    assert finished.returncode == 0, finished.stderr[-4000:]
+    run_torchrun(script, [MAX_STEPS], tmp_path, timeout=TIMEOUT_S)
 
     reports = [json.loads((tmp_path / f"norms-{rank}.json").read_text()) for rank in (0, 1)]
     for report in reports:  # the Trainer really trained data-parallel on both ranks
