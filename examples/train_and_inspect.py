@@ -113,8 +113,9 @@ def main() -> None:
     show(run_id, args.storage)
     report = write_report([run_id], args.report, storage_path=args.storage)
     print(f"\nHTML report (opens offline): {report}")
-    print(f"Explore further: tracer show {run_id} --storage {args.storage}")
-    print(f"                 tracer plot {run_id} train/loss grad/global_norm --storage {args.storage}")
+    where = f"--storage {args.storage}"
+    print(f"Explore further: tracer show {run_id} {where}")
+    print(f"                 tracer plot {run_id} train/loss grad/global_norm {where}")
 
 
 if __name__ == "__main__":
