@@ -3,7 +3,7 @@
 Charts are drawn from already downsampled points (`tracer.report.data`): a line is its points
 in step order, where NaN marks a gap, plus spans of non-finite values, drawn as red marks on
 the plot's top edge (bottom edge for -inf) so a diverged run is visible at a glance. Every
-number written into an attribute goes through `_num`, so NaN or Inf never reach the markup.
+number written into an attribute goes through `num`, so NaN or Inf never reach the markup.
 Styling is presentation attributes only, so a chart looks the same inline and standalone.
 """
 
@@ -20,9 +20,6 @@ _FIRST_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")  # matpl
 PALETTE = (*_FIRST_COLORS, "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#d62728")
 NONFINITE_COLOR = "#d62728"
 MARKER_COLOR = "#d62728"
-MISSING_COLOR = "#e3e3e3"
-# viridis, sampled: cold (small norms) to warm (large norms)
-SCALE = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
 LOG_Y_DECADES = 3.0
 MAX_MARKERS = 300
 
@@ -57,7 +54,7 @@ class Marker:
     strong: bool = True  # False (info anomalies): drawn faint
 
 
-def _num(value: float) -> str:
+def num(value: float) -> str:
     """A coordinate for an attribute: never "nan" or "inf"."""
     if not math.isfinite(value):
         value = 0.0
@@ -122,7 +119,7 @@ def _log_ticks(low: float, high: float) -> list[float]:
 
 
 def _path(points: Sequence[tuple[float, float]]) -> str:
-    return "M" + "L".join(f"{_num(x)} {_num(y)}" for x, y in points)
+    return "M" + "L".join(f"{num(x)} {num(y)}" for x, y in points)
 
 
 def _line_paths(line: Line, sx: Sequence[float], y_of: Callable[[float], float]) -> list[str]:
@@ -166,8 +163,8 @@ class _Frame:
 
 def _axes(frame: _Frame, y_label: str) -> list[str]:
     out = [
-        f'<rect x="{_num(frame.left)}" y="{_num(frame.top)}" '
-        f'width="{_num(frame.right - frame.left)}" height="{_num(frame.bottom - frame.top)}" '
+        f'<rect x="{num(frame.left)}" y="{num(frame.top)}" '
+        f'width="{num(frame.right - frame.left)}" height="{num(frame.bottom - frame.top)}" '
         'fill="#fcfcfd" stroke="#d0d4da"/>'
     ]
     y_ticks = _log_ticks(frame.y0, frame.y1) if frame.log_y else nice_ticks(frame.y0, frame.y1)
@@ -177,24 +174,24 @@ def _axes(frame: _Frame, y_label: str) -> list[str]:
         )
         text = f"1e{tick:.0f}" if frame.log_y else fmt_value(tick)
         out.append(
-            f'<line x1="{_num(frame.left)}" x2="{_num(frame.right)}" y1="{_num(y)}" '
-            f'y2="{_num(y)}" stroke="#eceef1"/><text x="{_num(frame.left - 6)}" '
-            f'y="{_num(y + 4)}" text-anchor="end">{escape(text)}</text>'
+            f'<line x1="{num(frame.left)}" x2="{num(frame.right)}" y1="{num(y)}" '
+            f'y2="{num(y)}" stroke="#eceef1"/><text x="{num(frame.left - 6)}" '
+            f'y="{num(y + 4)}" text-anchor="end">{escape(text)}</text>'
         )
     for tick in nice_ticks(frame.x0, frame.x1, 6):
         x = frame.x(tick)
         out.append(
-            f'<line x1="{_num(x)}" x2="{_num(x)}" y1="{_num(frame.top)}" '
-            f'y2="{_num(frame.bottom)}" stroke="#eceef1"/><text x="{_num(x)}" '
-            f'y="{_num(frame.bottom + 15)}" text-anchor="middle">{fmt_step(tick)}</text>'
+            f'<line x1="{num(x)}" x2="{num(x)}" y1="{num(frame.top)}" '
+            f'y2="{num(frame.bottom)}" stroke="#eceef1"/><text x="{num(x)}" '
+            f'y="{num(frame.bottom + 15)}" text-anchor="middle">{fmt_step(tick)}</text>'
         )
     out.append(
-        f'<text x="{_num(frame.right)}" y="{_num(frame.bottom + 30)}" text-anchor="end" '
+        f'<text x="{num(frame.right)}" y="{num(frame.bottom + 30)}" text-anchor="end" '
         'fill="#6b7280">step</text>'
     )
     if y_label:
         out.append(
-            f'<text x="{_num(frame.left)}" y="{_num(frame.top - 6)}" fill="#6b7280">'
+            f'<text x="{num(frame.left)}" y="{num(frame.top - 6)}" fill="#6b7280">'
             f"{escape(y_label)}</text>"
         )
     return out
@@ -209,7 +206,7 @@ def _spans(frame: _Frame, line: Line) -> list[str]:
         tip = f"{line.label}: {span.kind} at {where} ({span.count} point(s))"
         out.append(
             f'<g class="nonfinite" data-step="{span.first}"><title>{escape(tip)}</title>'
-            f'<rect x="{_num(x0 - 2)}" y="{_num(y)}" width="{_num(max(x1 - x0, 0) + 4)}" '
+            f'<rect x="{num(x0 - 2)}" y="{num(y)}" width="{num(max(x1 - x0, 0) + 4)}" '
             f'height="5" fill="{NONFINITE_COLOR}"/></g>'
         )
     return out
@@ -226,7 +223,7 @@ def _markers(frame: _Frame, markers: Sequence[Marker]) -> list[str]:
     out = []
     for (_, color), group in list(groups.items())[:MAX_MARKERS]:
         step = group[0].step
-        x = _num(frame.x(step))
+        x = num(frame.x(step))
         labels = list(dict.fromkeys(m.label for m in group))
         tip = "\n".join(labels[:10]) + (
             f"\n... and {len(labels) - 10} more" if len(labels) > 10 else ""
@@ -235,9 +232,9 @@ def _markers(frame: _Frame, markers: Sequence[Marker]) -> list[str]:
         look = 'stroke-width="1.3" opacity="0.85"' if strong else 'stroke-width="1" opacity="0.35"'
         out.append(
             f'<g class="anomaly-marker" data-step="{step}"><title>{escape(tip)}</title>'
-            f'<line x1="{x}" x2="{x}" y1="{_num(frame.top)}" y2="{_num(frame.bottom)}" '
+            f'<line x1="{x}" x2="{x}" y1="{num(frame.top)}" y2="{num(frame.bottom)}" '
             f'stroke="{color}" stroke-dasharray="4 3" {look}/>'
-            f'<line x1="{x}" x2="{x}" y1="{_num(frame.top)}" y2="{_num(frame.bottom)}" '
+            f'<line x1="{x}" x2="{x}" y1="{num(frame.top)}" y2="{num(frame.bottom)}" '
             'stroke="transparent" stroke-width="7"/></g>'
         )
     return out
@@ -250,8 +247,8 @@ def _legend(lines: Sequence[Line], width: int) -> list[str]:
         label = line.label if len(line.label) <= 48 else line.label[:47] + "…"
         dash = ' stroke-dasharray="5 3"' if line.dashed else ""
         out.append(
-            f'<g class="legend-item"><line x1="{_num(x)}" x2="{_num(x + 16)}" y1="28" y2="28" '
-            f'stroke="{line.color}" stroke-width="2.5"{dash}/><text x="{_num(x + 21)}" '
+            f'<g class="legend-item"><line x1="{num(x)}" x2="{num(x + 16)}" y1="28" y2="28" '
+            f'stroke="{line.color}" stroke-width="2.5"{dash}/><text x="{num(x + 21)}" '
             f'y="32">{escape(label)}</text></g>'
         )
         x += 36 + 6.3 * len(label)
@@ -311,14 +308,13 @@ def line_chart(
         ]
         for x, value in single[:200]:  # isolated points: a path of one point draws nothing
             out.append(
-                f'<circle cx="{_num(x)}" cy="{_num(frame.y(value))}" r="2" fill="{line.color}"/>'
+                f'<circle cx="{num(x)}" cy="{num(frame.y(value))}" r="2" fill="{line.color}"/>'
             )
         out.extend(_spans(frame, line))
     out.extend(_markers(frame, markers))
     if not any(line.steps or line.spans for line in lines):
         out.append(
-            f'<text x="{_num(width / 2)}" y="{_num(height / 2)}" text-anchor="middle">'
-            "no data</text>"
+            f'<text x="{num(width / 2)}" y="{num(height / 2)}" text-anchor="middle">no data</text>'
         )
     out.append("</svg>")
     return "".join(out)
@@ -350,96 +346,3 @@ def standalone_line_chart(
         standalone=True,
     )
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
-
-
-def _color(fraction: float) -> str:
-    fraction = min(max(fraction, 0.0), 1.0) * (len(SCALE) - 1)
-    index = min(int(fraction), len(SCALE) - 2)
-    part = fraction - index
-    low, high = SCALE[index], SCALE[index + 1]
-    r, g, b = (round(a + (z - a) * part) for a, z in zip(low, high, strict=True))
-    return f"#{r:02x}{g:02x}{b:02x}"
-
-
-def heatmap(
-    title: str,
-    rows: Sequence[str],
-    columns: Sequence[int],
-    cells: Sequence[Sequence[Optional[float]]],
-    *,
-    width: int = 1200,
-    tooltips: bool = True,
-) -> str:
-    """Rows = layers, columns = checkpoint steps, colour = log10 of the value.
-
-    None (the layer has no statistics at that checkpoint) is grey, NaN and +-Inf are red, a
-    zero gets the coldest colour (log10 of it does not exist; its tooltip says 0).
-    """
-    logs = [math.log10(v) for row in cells for v in row if v is not None and 0 < v < math.inf]
-    low, high = (min(logs), max(logs)) if logs else (0.0, 1.0)
-    span = (high - low) or 1.0
-    label_width = 250
-    row_height = 14 if len(rows) <= 50 else max(3, min(10, 900 // len(rows)))
-    top, left = 58, label_width + 10
-    cell_width = (width - left - 20) / max(len(columns), 1)
-    height = top + row_height * len(rows) + 44
-    out = [
-        f'<svg class="heatmap" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" font-family="{FONT}" font-size="11" fill="#374151" role="img">',
-        f"<title>{escape(title)}</title>",
-        f'<text x="12" y="16" font-size="13" font-weight="600" fill="#111827">'
-        f"{escape(title)}</text>",
-    ]
-    legend_x = left
-    for i in range(10):
-        out.append(
-            f'<rect x="{legend_x + i * 16}" y="26" width="16" height="10" fill="{_color(i / 9)}"/>'
-        )
-    out.append(
-        f'<text x="{legend_x - 6}" y="35" text-anchor="end">{fmt_value(10**low)}</text>'
-        f'<text x="{legend_x + 166}" y="35">{fmt_value(10**high)} (log scale)</text>'
-        f'<rect x="{legend_x + 290}" y="26" width="10" height="10" fill="{MISSING_COLOR}"/>'
-        f'<text x="{legend_x + 304}" y="35">no data</text>'
-        f'<rect x="{legend_x + 360}" y="26" width="10" height="10" fill="{NONFINITE_COLOR}"/>'
-        f'<text x="{legend_x + 374}" y="35">NaN / Inf</text>'
-    )
-    for r, (layer, values) in enumerate(zip(rows, cells, strict=True)):
-        y = top + r * row_height
-        short = layer if len(layer) <= 40 else "…" + layer[-39:]
-        out.append(f'<g class="hm-row" data-layer="{escape(layer)}"><title>{escape(layer)}</title>')
-        if row_height >= 7:
-            out.append(
-                f'<text x="{label_width}" y="{_num(y + row_height - 2)}" '
-                f'font-size="{min(11, row_height)}" '
-                f'text-anchor="end">{escape(short)}</text>'
-            )
-        for c, value in enumerate(values):
-            if value is None:
-                fill, text = MISSING_COLOR, "no data"
-            elif not math.isfinite(value):
-                fill, text = NONFINITE_COLOR, fmt_value(value)
-            else:
-                fill = _color((math.log10(value) - low) / span) if value > 0 else _color(0)
-                text = fmt_value(value)
-            tip = f"<title>{escape(layer)} @ step {columns[c]}: {text}</title>" if tooltips else ""
-            out.append(
-                f'<rect x="{_num(left + c * cell_width)}" y="{y}" '
-                f'width="{_num(cell_width + 0.3)}" height="{row_height}" fill="{fill}">'
-                f"{tip}</rect>"
-            )
-        out.append("</g>")
-    bottom = top + row_height * len(rows)
-    shown = set(range(0, len(columns), max(1, math.ceil(len(columns) / 10))))
-    if len(columns) - 1 - max(shown, default=-99) >= max(1, len(columns) / 20):
-        shown.add(len(columns) - 1)
-    for c in sorted(i for i in shown if i >= 0):
-        x = left + (c + 0.5) * cell_width
-        out.append(
-            f'<text x="{_num(x)}" y="{bottom + 15}" text-anchor="middle">'
-            f"{fmt_step(columns[c])}</text>"
-        )
-    out.append(
-        f'<text x="{width - 20}" y="{bottom + 32}" text-anchor="end" fill="#6b7280">'
-        "checkpoint step</text></svg>"
-    )
-    return "".join(out)
