@@ -36,7 +36,8 @@ def tracer_register_storage(register: RegisterStorage) -> None:
     """Register storage backends by URL scheme: `register("s3", S3Storage)`.
 
     Called once per process, when storage is first opened (the first `tracer.init`,
-    `StorageBackend(config)` or query), on every rank. A `storage_path` such as
+    `StorageBackend(config)` or query); in a distributed job only rank 0's runs open storage,
+    the other ranks' followers write nothing. A `storage_path` such as
     `s3://bucket/prefix` then opens `S3Storage(config)`. A plain path selects the built-in
     SQLite backend (scheme "sqlite"); registering a scheme twice is an error.
     """
@@ -107,5 +108,6 @@ def tracer_run_end(run: TrainingTracer, status: str) -> None:
     """A run ended with `status` ("finished", "failed" or "killed"); all its data is flushed.
 
     Called once per run from `finish()`, the context manager, the atexit handler or the
-    SIGTERM handler, on the thread that ended it.
+    SIGTERM handler, on the thread that ended it, on the process that writes the run (rank 0
+    in distributed jobs).
     """
