@@ -70,12 +70,22 @@ def step_summary(
 
 
 def _max_abs(grads: list[torch.Tensor], norms: Any) -> Any:
-    """The largest |g| over all gradients; an empty one (a rank's empty shard) has none."""
+    """The largest |g| over all gradients; an empty one (a rank's empty shard) has none.
+
+    On CUDA one fused inf-norm kernel. On the CPU that kernel is ~20x slower than the L2
+    one (5.1 ms against 0.25 ms for 1.6M float32 values, one thread), while per-tensor
+    `aminmax` takes 0.27 ms, so the CPU takes max(max, -min); NaN propagates either way.
+    """
     import torch
 
     present = [g for g in grads if g.numel()]
     if not present:
         return norms.new_zeros(())
+    if present[0].device.type == "cpu":
+        extremes = [torch.aminmax(g) for g in present]
+        lows = torch.stack([low for low, _ in extremes]).to(torch.float32)
+        highs = torch.stack([high for _, high in extremes]).to(torch.float32)
+        return torch.maximum(highs.max(), lows.min().neg())
     return torch.stack(torch._foreach_norm(present, float("inf"), dtype=torch.float32)).max()
 
 
