@@ -150,6 +150,39 @@ def test_a_checkpoint_before_the_first_sample_still_has_system_metrics() -> None
     assert not any(name.startswith("system/") for name in names)
 
 
+def test_the_finish_checkpoint_reads_the_gpu_before_nvml_shuts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (seen on an H100): a short run's last checkpoint, whose sample is taken
+    for it after finish() has closed the collectors, lost its GPU fields because NVML was
+    already shut by then. NVML is faked here: it reads a GPU only while open."""
+    from tracer.capture import system
+
+    class FakeNvml:
+        def __init__(self) -> None:
+            self.open = True
+
+        def read(self) -> dict[str, float]:
+            return {"system/gpu0/memory_total_mb": 81559.0} if self.open else {}
+
+        def close(self) -> None:
+            self.open = False
+
+    monkeypatch.setattr(system, "NvmlReader", FakeNvml)
+    run = tracer.init(
+        project="p", checkpoint_interval=1, system_metrics_interval=60.0, capture_samples=0
+    )
+    for _ in range(3):
+        tracer.log({"loss": 1.0})
+        tracer.step()
+    tracer.finish()
+
+    checkpoints = checkpoints_of(run.run_id)
+    assert checkpoints[-1]["reason"] == "finish"
+    for checkpoint in checkpoints:
+        assert checkpoint["system_metrics"]["system/gpu0/memory_total_mb"] == 81559.0
+
+
 def test_no_gpu_fields_without_nvml() -> None:
     """Contract: without a GPU or an NVML driver the GPU fields are absent (not zero, not NaN)
     from the series and from checkpoints."""

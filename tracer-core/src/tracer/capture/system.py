@@ -135,18 +135,32 @@ class SystemSampler(Collector):
             self._run.submit_background(Collected([(step, metrics)], snapshot=False))
 
     def checkpoint(self, step: int, reason: str) -> Contribution:
-        snapshot = dict(self._latest)
-        snapshot.update(torch_memory())
-        if not self._latest:  # no sample yet: take one off the training thread
-            return {"system_metrics": lambda: {**self.sample(), **snapshot}}
-        return {"system_metrics": snapshot}
+        latest = self._latest  # read once: the sampler thread replaces it as a whole
+        at_checkpoint = torch_memory()
+        if not latest:  # no sample yet: the writer thread takes it (or close() did)
+            return {"system_metrics": lambda: {**self._sample_once(), **at_checkpoint}}
+        return {"system_metrics": {**latest, **at_checkpoint}}
+
+    def _sample_once(self) -> dict[str, float]:
+        """The latest sample, taking the first one if none was taken yet."""
+        if not self._latest:
+            self._latest = self.sample()
+        return self._latest
 
     def anomaly_sections(self, step: int) -> Contribution:
         return {"system_metrics": dict(self._latest)} if self._latest else {}
 
     def close(self) -> None:
+        """Stop the thread; a checkpoint still waiting for its sample gets it before NVML shuts.
+
+        At finish the run closes its collectors before the writer has written the last
+        checkpoint, so a sample deferred to the writer would otherwise find NVML shut.
+        """
         self._stop.set()
         self._thread.join(timeout=5)
+        if not self._latest:
+            with contextlib.suppress(Exception):
+                self._sample_once()
         self._nvml.close()
 
 
