@@ -25,6 +25,7 @@ from tracer.capture.collector import Collected, CollectorSet
 from tracer.config import TracerConfig
 from tracer.core import lifecycle
 from tracer.core.distributed import rank_and_world_size
+from tracer.core.ending import record_end
 from tracer.core.halting import HaltAgreement
 from tracer.core.starting import start_or_resume
 from tracer.core.values import check_metrics
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 MODE_ENV = "TRACER_MODE"
 FINISH_TIMEOUT_S = 30.0
 _ACTIVE, _ENDING, _ENDED, _DISABLED = "active", "ending", "ended", "disabled"
-_NAME_ATTEMPTS = 5
 FOLLOWER_COLLECTORS = frozenset({"gradients"})
 
 
@@ -381,24 +381,7 @@ class TrainingTracer:
             self._checkpoint(self._last_closed_step, "finish")
         self._collectors.close()
         self._state = _ENDED
-        self._writer.close(FINISH_TIMEOUT_S)
-        problems = self._writer.summary()
-        if problems:
-            logger.warning("Tracer run %s ended with storage problems: %s", self.run_id, problems)
-        try:
-            now = time.time()
-            self.storage.update_run(
-                self.run_id,
-                status=status,
-                end_time=now,
-                heartbeat=now,
-                total_steps=total_steps,
-                error=error,
-            )
-        except Exception:
-            logger.exception("Tracer could not record the end of run %s.", self.run_id)
-        self._plugins.call_lifecycle_hook("tracer_run_end", run=self, status=status)
-        self.storage.close()
+        record_end(self, self._writer, self._plugins, status, error, total_steps, FINISH_TIMEOUT_S)
 
     def __enter__(self) -> TrainingTracer:
         return self

@@ -1,0 +1,49 @@
+"""Ending a run on the writing rank: drain the writer, store the final status, release.
+
+Called by `TrainingTracer.finish()` after the last checkpoint was queued and the collectors
+closed. Each part is bounded and none raises: a run that cannot record its end is left for
+readers to show as crashed once its heartbeat stops, and the failure is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from tracer.core.tracer import TrainingTracer
+    from tracer.core.writer import RunWriter
+    from tracer.plugins.manager import TracerPluginManager
+
+logger = logging.getLogger(__name__)
+
+
+def record_end(
+    run: TrainingTracer,
+    writer: RunWriter,
+    plugins: TracerPluginManager,
+    status: str,
+    error: Optional[str],
+    total_steps: int,
+    drain_timeout_s: float,
+) -> None:
+    """Write what is queued (up to `drain_timeout_s`), then the status, then run_end hooks."""
+    writer.close(drain_timeout_s)
+    problems = writer.summary()
+    if problems:
+        logger.warning("Tracer run %s ended with storage problems: %s", run.run_id, problems)
+    try:
+        now = time.time()
+        run.storage.update_run(
+            run.run_id,
+            status=status,
+            end_time=now,
+            heartbeat=now,
+            total_steps=total_steps,
+            error=error,
+        )
+    except Exception:
+        logger.exception("Tracer could not record the end of run %s.", run.run_id)
+    plugins.call_lifecycle_hook("tracer_run_end", run=run, status=status)
+    run.storage.close()
