@@ -1,23 +1,35 @@
-"""Cost of gradient capture per training step, beside no tracking and a seed-style hook.
+"""Cost of gradient capture per training step, beside no tracking and other trackers.
 
-    python benchmarks/bench_capture.py            # CPU: an MLP, runs in CI time
-    python benchmarks/bench_capture.py --gpu      # CUDA: GPT-2-small shape, bf16, AdamW
+    python benchmarks/bench_capture.py                 # CPU: an MLP, runs in CI time
+    python benchmarks/bench_capture.py --gpu           # CUDA: GPT-2-small shape, bf16, AdamW
+    python benchmarks/bench_capture.py --gpu --wandb   # + wandb.watch beside Tracer
 
-Three columns, measured in the same process and interleaved round by round (median, min,
-max of per-round medians):
+Method: every column trains its own copy of the same model (same seed, same batch), all
+alive in one process, and the columns take turns in blocks of steps, the order rotating
+round by round. The figure per column and round is the mean time per step of its block,
+timed from a device sync to a device sync (a real loop never syncs, so the GPU keeps a queue
+and host-side work overlaps it); `--sync-each-step` syncs after every step instead, which
+charges any host time that does not overlap. "added" is the median over rounds of the
+column's block minus the none block of the same round: a paired difference, so slow drifts
+of clock and load cancel.
+
+Columns:
 - none: the training step alone;
 - tracer: `tracer.watch(model, optimizer)`, capture every optimizer step, plus log + step
-  (default settings: system sampler on, checkpoints every 1000 steps);
+  (default settings: system sampler on, checkpoints every 1000 steps), one run throughout;
 - seed-style: a hook per parameter computing eight statistics with `.item()` each, as the
   seed reference (LayerClaw) does.
-A fourth figure is the system sampler's cost to the training thread: log + step with
+`--wandb` (needs wandb, e.g. the pin in benchmarks/peers/requirements.txt) adds a second
+table with `wandb.watch(model, log="gradients", log_freq=100)` and `log_freq=1`, offline,
+in blocks of 100 steps, so that log_freq=100 pays its one histogram step in every block.
+A last table is the system sampler's cost to the training thread: log + step with
 `track_system_metrics` on (sampling every 0.1 s, 50x the default rate) against off.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import statistics
 import sys
 import tempfile
@@ -101,13 +113,16 @@ def seed_style_hooks(model: nn.Module) -> list[Any]:
 
 
 class Workload:
+    """One column's model, optimizer and batch; every copy starts from the same seed."""
+
     def __init__(self, gpu: bool, quick: bool) -> None:
         torch.manual_seed(0)
         self.device = "cuda" if gpu else "cpu"
         if gpu:
             self.model: nn.Module = GPT().to(self.device)
-            self.batch = (torch.randint(0, 50257, (8, 1024), device=self.device),)
-            self.steps = 10 if quick else 30
+            self.batch: tuple[torch.Tensor, ...] = (
+                torch.randint(0, 50257, (8, 1024), device=self.device),
+            )
         else:
             width = 256 if quick else 512
             layers = [nn.Linear(128, width), nn.GELU()]
@@ -115,9 +130,9 @@ class Workload:
                 layers += [nn.Linear(width, width), nn.GELU()]
             self.model = nn.Sequential(*layers, nn.Linear(width, 10))
             self.batch = (torch.randn(64, 128), torch.randint(0, 10, (64,)))
-            self.steps = 20 if quick else 60
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.gpu = gpu
+        self.after_step: Callable[[torch.Tensor], None] = lambda loss: None
 
     def train_step(self) -> torch.Tensor:
         if self.gpu:
@@ -137,40 +152,104 @@ class Workload:
         if self.gpu:
             torch.cuda.synchronize()
 
-    def time_steps(self, after_step: Callable[[torch.Tensor], None]) -> float:
-        """Median seconds per step over `self.steps` steps (synchronized per step on GPU)."""
-        times = []
-        for _ in range(self.steps):
-            self.sync()
-            start = time.perf_counter()
-            loss = self.train_step()
-            after_step(loss)
-            self.sync()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+    def block(self, steps: int, sync_each_step: bool) -> float:
+        """Mean seconds per step over `steps` steps, from a device sync to a device sync."""
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.after_step(self.train_step())
+            if sync_each_step:
+                self.sync()
+        self.sync()
+        return (time.perf_counter() - start) / steps
 
 
-def measure_round(work: Workload, storage: str) -> dict[str, float]:
-    figures = {"none": work.time_steps(lambda loss: None)}
+def traced_log(loss: torch.Tensor) -> None:
+    tracer.log({"loss": loss})
+    tracer.step()
 
-    run = tracer.init(project="bench-capture", storage_path=storage, retention_days=0)
-    tracer.watch(work.model, optimizer=work.optimizer)
-    for _ in range(3):  # first capture allocates the ring buffer
-        tracer.log({"loss": work.train_step()})
-        tracer.step()
 
-    def traced(loss: torch.Tensor) -> None:
-        tracer.log({"loss": loss})
-        tracer.step()
+def interleave(
+    columns: dict[str, Workload], rounds: int, steps: int, sync_each_step: bool
+) -> dict[str, list[float]]:
+    """Per column, the mean step time of its block in each round; the order rotates."""
+    names = list(columns)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(columns[name].block(steps, sync_each_step))
+    return results
 
-    figures["tracer"] = work.time_steps(traced)
-    run.finish()
 
-    handles = seed_style_hooks(work.model)
-    figures["seed-style"] = work.time_steps(lambda loss: None)
-    for handle in handles:
-        handle.remove()
-    return figures
+def print_table(results: dict[str, list[float]], labels: dict[str, str]) -> None:
+    """Median (min-max) per column, and the paired added time against none."""
+    base = results["none"]
+    tracer_added = paired_added(results["tracer"], base)
+    print("\n| tracking | ms per step: median (min-max) | added vs none, paired | / Tracer's |")
+    print("|---|---|---|---|")
+    for name, values in results.items():
+        added = paired_added(values, base)
+        ratio = "" if name in ("none", "tracer") else f"x{added / tracer_added:.3g}"
+        percent = added / statistics.median(base) * 100
+        print(
+            f"| {labels.get(name, name)} | {summarize(values)} |"
+            f" {added * 1e3:+.3f} ms ({percent:+.2f}%) | {ratio} |"
+        )
+
+
+def paired_added(values: list[float], base: list[float]) -> float:
+    return statistics.median(v - b for v, b in zip(values, base, strict=True))
+
+
+WANDB_BLOCK_STEPS = 100
+
+
+def compare_with_wandb(
+    columns: dict[str, Workload], make: Callable[[], Workload], storage: str, rounds: int
+) -> None:
+    """The `--wandb` table: none and Tracer again, beside wandb.watch(log_freq=100 and 1)."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+    os.environ.setdefault("WANDB_DISABLE_CODE", "true")
+    import wandb
+
+    wandb_dir = os.path.join(storage, "wandb")
+    os.makedirs(wandb_dir, exist_ok=True)
+    wandb_run = wandb.init(project="bench-capture", dir=wandb_dir, mode="offline")
+    watched = {"none": columns["none"], "tracer": columns["tracer"]}
+    for log_freq in (100, 1):
+        work = make()
+        wandb_run.watch(work.model, log="gradients", log_freq=log_freq)
+        # wandb.log reads the loss on the host, as its users do.
+        work.after_step = lambda loss: wandb_run.log({"loss": loss.item()})
+        watched[f"wandb{log_freq}"] = work
+    try:
+        for work in watched.values():
+            work.block(3, sync_each_step=False)  # warm-up: wandb's first histograms
+        results = interleave(watched, rounds, WANDB_BLOCK_STEPS, sync_each_step=False)
+    finally:
+        wandb_run.finish()
+    print(
+        f"\nBeside wandb {wandb.__version__} (offline): blocks of {WANDB_BLOCK_STEPS} steps,"
+        f" {rounds} interleaved rounds"
+    )
+    print_table(
+        results,
+        {
+            "tracer": "Tracer, every step",
+            "wandb100": "wandb.watch(log_freq=100)",
+            "wandb1": "wandb.watch(log_freq=1)",
+        },
+    )
+    per_round = [w / t for w, t in zip(results["wandb100"], results["tracer"], strict=True)]
+    verdict = "PASS" if statistics.median(per_round) > 1 else "FAIL"
+    print(
+        "\nTarget: Tracer's every-step capture costs less than wandb.watch(log_freq=100):"
+        f" step time wandb/Tracer per round median x{statistics.median(per_round):.3f}"
+        f" ({min(per_round):.3f}-{max(per_round):.3f}): {verdict}"
+    )
 
 
 def sampler_cost(storage: str, steps: int) -> dict[str, float]:
@@ -209,37 +288,52 @@ def main() -> int:
     parser.add_argument("--gpu", action="store_true", help="GPT-2-small shape on CUDA")
     parser.add_argument("--quick", action="store_true", help="a smoke run, ~10x shorter")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--block", type=int, default=10, help="steps per column per round")
+    parser.add_argument(
+        "--sync-each-step", action="store_true", help="sync the device after every step"
+    )
+    parser.add_argument(
+        "--wandb", action="store_true", help="also wandb.watch(log_freq=100 and 1), offline"
+    )
     args = parser.parse_args()
     if args.gpu and not torch.cuda.is_available():
         print("--gpu needs a CUDA GPU; none is visible.", file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    work = Workload(args.gpu, args.quick)
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (5 if args.quick else 20)
+
+    def make() -> Workload:
+        return Workload(args.gpu, args.quick)
+
+    columns = {"none": make(), "tracer": make(), "seed-style": make()}
     device = torch.cuda.get_device_name() if args.gpu else "CPU"
+    parameters = sum(p.numel() for p in columns["none"].model.parameters())
+    timing = "synced after every step" if args.sync_each_step else "synced per block"
     print(
         f"Gradient capture cost per training step on {device}: torch {torch.__version__},"
-        f" {sum(p.numel() for p in work.model.parameters()):,} parameters,"
-        f" {rounds} interleaved rounds of {work.steps} steps"
+        f" {parameters:,} parameters, {rounds} interleaved rounds of {args.block} steps"
+        f" per column, {timing}"
     )
     with tempfile.TemporaryDirectory() as storage:
-        for _ in range(2):
-            work.train_step()  # warm-up
-        results: dict[str, list[float]] = {"none": [], "tracer": [], "seed-style": []}
-        for _ in range(rounds):
-            for name, value in measure_round(work, storage).items():
-                results[name].append(value)
-        base = statistics.median(results["none"])
-        print("\n| tracking | ms per step: median (min-max) | overhead vs none |")
-        print("|---|---|---|")
-        for name, values in results.items():
-            overhead = (statistics.median(values) / base - 1) * 100
-            print(f"| {name} | {summarize(values)} | {overhead:+.2f}% |")
-        tracer_overhead = (statistics.median(results["tracer"]) / base - 1) * 100
-        target = 1.0 if args.gpu else math.inf
+        run = tracer.init(project="bench-capture", storage_path=storage, retention_days=0)
+        tracer.watch(columns["tracer"].model, optimizer=columns["tracer"].optimizer)
+        columns["tracer"].after_step = traced_log
+        handles = seed_style_hooks(columns["seed-style"].model)
+        for work in columns.values():
+            work.block(3, sync_each_step=False)  # warm-up; Tracer allocates its ring buffer
+        results = interleave(columns, rounds, args.block, args.sync_each_step)
+        print_table(results, {})
         if args.gpu:
-            verdict = "PASS" if tracer_overhead <= target else "FAIL"
+            added = paired_added(results["tracer"], results["none"])
+            percent = added / statistics.median(results["none"]) * 100
+            verdict = "PASS" if percent <= 1.0 else "FAIL"
             print(f"\nTarget (GPU): Tracer's every-step capture adds at most 1%: {verdict}")
+        for handle in handles:
+            handle.remove()
+        del columns["seed-style"]
+
+        if args.wandb:
+            compare_with_wandb(columns, make, storage, rounds=2 if args.quick else 4)
+        run.finish()
 
         sampler = sampler_cost(storage, 2_000 if args.quick else 20_000)
         print("\n| system sampler (every 0.1 s) | training-thread CPU per log+step | wall |")
