@@ -1,19 +1,22 @@
 """Gradient tracking overhead on a CPU MLP: none, Tracer, wandb.watch, a seed-style hook.
 
-Columns, interleaved round by round in one process (the order rotating):
+Every column trains its own copy of the same MLP (same seed, same batch), all alive in one
+process, watched once for the whole benchmark; the columns take turns in blocks of steps,
+the order rotating round by round (interleaved, so slow drifts of load hit all alike):
 - none: the training step alone;
 - Tracer: `tracer.watch(model, optimizer)` (capture every optimizer step) + log(loss) + step;
 - wandb.watch(log_freq=1) and (log_freq=100): `run.watch(model, log="gradients", log_freq=N)`
   (gradient histograms every N backward passes) + `run.log({"loss": ...})`, offline;
 - seed-style: a hook per parameter computing eight statistics with `.item()` each.
-A figure is the mean time per step over a multiple of 100 steps, so that log_freq=100 pays
-its histogram steps in every round.
+A figure is the mean time per step of a block of a multiple of 100 steps, so that
+log_freq=100 pays its histogram steps in every block.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,8 @@ def seed_style_hooks(model: Any) -> list[Any]:
 
 
 class Mlp:
+    """One column's model, optimizer and batch, and what it does after each step."""
+
     def __init__(self, width: int) -> None:
         import torch
         from torch import nn
@@ -56,6 +61,7 @@ class Mlp:
         self.inputs, self.labels = torch.randn(64, 128), torch.randint(0, 10, (64,))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.loss_fn = nn.functional.cross_entropy
+        self.after_step: Callable[[Any], None] = lambda loss: None
 
     def train_step(self) -> Any:
         loss = self.loss_fn(self.model(self.inputs), self.labels)
@@ -64,10 +70,10 @@ class Mlp:
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    def mean_step_s(self, steps: int, after_step: Callable[[Any], None]) -> float:
+    def mean_step_s(self, steps: int) -> float:
         start = time.perf_counter()
         for _ in range(steps):
-            after_step(self.train_step())
+            self.after_step(self.train_step())
         return (time.perf_counter() - start) / steps
 
 
@@ -79,58 +85,35 @@ def bench_gradients(
     import tracer
 
     torch.set_num_threads(1)  # two cores, shared: intra-op threads would make it all noise
-    mlp = Mlp(width)
-    parameters = sum(p.numel() for p in mlp.model.parameters())
+    columns = {"none": Mlp(width), "tracer": Mlp(width)}
+    parameters = sum(p.numel() for p in columns["none"].model.parameters())
     progress(f"gradients: MLP {parameters:,} parameters, {rounds} rounds x {steps} steps/column")
-    for _ in range(3):
-        mlp.train_step()  # warm-up
 
-    def none() -> float:
-        return mlp.mean_step_s(steps, lambda loss: None)
+    tracer.init(project="peers-grad", storage_path=str(new_dir(scratch, "tracer-grad-")))
+    tracer.watch(columns["tracer"].model, optimizer=columns["tracer"].optimizer)
 
-    def traced() -> float:
-        tracer.init(project="peers-grad", storage_path=str(new_dir(scratch, "tracer-grad-")))
-        tracer.watch(mlp.model, optimizer=mlp.optimizer)
-        for _ in range(3):  # the first capture allocates its buffers
-            tracer.log({"loss": mlp.train_step()})
-            tracer.step()
+    def traced(loss: Any) -> None:
+        tracer.log({"loss": loss})
+        tracer.step()
 
-        def after(loss: Any) -> None:
-            tracer.log({"loss": loss})
-            tracer.step()
-
-        try:
-            return mlp.mean_step_s(steps, after)
-        finally:
-            tracer.finish()
-
-    def seed_style() -> float:
-        handles = seed_style_hooks(mlp.model)
-        try:
-            return mlp.mean_step_s(steps, lambda loss: None)
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    columns: dict[str, Callable[[], float]] = {"none": none, "tracer": traced}
+    columns["tracer"].after_step = traced
     run: Any = None
     if with_wandb:
         import wandb
 
         run = wandb.init(project="peers-grad", dir=str(new_dir(scratch, "wandb-grad-")))
-
-        def watched(log_freq: int) -> float:
-            run.watch(mlp.model, log="gradients", log_freq=log_freq)
-            try:
-                return mlp.mean_step_s(steps, lambda loss: run.log({"loss": loss.item()}))
-            finally:
-                run.unwatch(mlp.model)
-
-        columns["wandb1"] = lambda: watched(1)
-        columns["wandb100"] = lambda: watched(100)
-    columns["seed"] = seed_style
+        for log_freq in (1, 100):
+            watched = columns[f"wandb{log_freq}"] = Mlp(width)
+            run.watch(watched.model, log="gradients", log_freq=log_freq)
+            watched.after_step = lambda loss: run.log({"loss": loss.item()})
+    columns["seed"] = Mlp(width)
+    seed_style_hooks(columns["seed"].model)
     try:
-        return interleave(columns, rounds), parameters
+        for column in columns.values():
+            column.mean_step_s(3)  # warm-up; Tracer's first capture allocates its buffers
+        blocks = {name: partial(column.mean_step_s, steps) for name, column in columns.items()}
+        return interleave(blocks, rounds), parameters
     finally:
+        tracer.finish()
         if run is not None:
             run.finish()
