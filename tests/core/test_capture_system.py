@@ -66,6 +66,19 @@ def train_for(seconds: float, *, pause: float = 0.01) -> int:
     return steps
 
 
+def three_steps_before_the_first_sample() -> str:
+    """A run of 3 steps, a checkpoint at each, ended long before the sampler's first reading
+    (60 s): every checkpoint's system section is a reading taken for it. Returns its id."""
+    run = tracer.init(
+        project="p", checkpoint_interval=1, system_metrics_interval=60.0, capture_samples=0
+    )
+    for _ in range(3):
+        tracer.log({"loss": 1.0})
+        tracer.step()
+    tracer.finish()
+    return run.run_id
+
+
 def checkpoints_of(run_id: str) -> list[CheckpointRecord]:
     with open_store() as store:
         return store.get_checkpoints(run_id)
@@ -127,15 +140,9 @@ def test_every_checkpoint_has_a_system_section_and_system_series_stay_out_of_met
 def test_a_checkpoint_before_the_first_sample_still_has_system_metrics() -> None:
     """Contract: a checkpoint taken before the sampler's first reading gets one taken for it
     (off the training thread), so no checkpoint has an empty system section."""
-    run = tracer.init(
-        project="p", checkpoint_interval=1, system_metrics_interval=60.0, capture_samples=0
-    )
-    for _ in range(3):
-        tracer.log({"loss": 1.0})
-        tracer.step()
-    tracer.finish()
+    run_id = three_steps_before_the_first_sample()
 
-    checkpoints = checkpoints_of(run.run_id)
+    checkpoints = checkpoints_of(run_id)
     assert [(c["step"], c["reason"]) for c in checkpoints] == [
         (1, "interval"),
         (2, "interval"),
@@ -146,7 +153,7 @@ def test_a_checkpoint_before_the_first_sample_still_has_system_metrics() -> None
     # The sampler never fired in 60 s, so no system series exist: the sections came from the
     # on-demand reading.
     with open_store() as store:
-        names = {m["name"] for m in store.list_metrics(run.run_id)}
+        names = {m["name"] for m in store.list_metrics(run_id)}
     assert not any(name.startswith("system/") for name in names)
 
 
@@ -169,15 +176,9 @@ def test_the_finish_checkpoint_reads_the_gpu_before_nvml_shuts(
             self.open = False
 
     monkeypatch.setattr(system, "NvmlReader", FakeNvml)
-    run = tracer.init(
-        project="p", checkpoint_interval=1, system_metrics_interval=60.0, capture_samples=0
-    )
-    for _ in range(3):
-        tracer.log({"loss": 1.0})
-        tracer.step()
-    tracer.finish()
+    run_id = three_steps_before_the_first_sample()
 
-    checkpoints = checkpoints_of(run.run_id)
+    checkpoints = checkpoints_of(run_id)
     assert checkpoints[-1]["reason"] == "finish"
     for checkpoint in checkpoints:
         assert checkpoint["system_metrics"]["system/gpu0/memory_total_mb"] == 81559.0
