@@ -31,7 +31,10 @@ WRITE_RUN = f"""
     import sys, tracer
     name, kind = sys.argv[1], sys.argv[2]
     tags = ["baseline"] if kind == "clean" else []
-    run = tracer.init(project="cli", run_name=name, tags=tags, config={{"lr": 0.1, "kind": kind}})
+    run = tracer.init(
+        project="cli", run_name=name, tags=tags, config={{"lr": 0.1, "kind": kind}},
+        track_system_metrics=False,
+    )
     for step in range({STEPS}):
         loss = 2.0 / (1 + step) + 0.01 * ((step * 7919) % 11 - 5) / 5
         if kind == "anomalous" and step == {SPIKE_STEP}:

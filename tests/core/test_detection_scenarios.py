@@ -74,7 +74,11 @@ def _check_inf_loss(outcome: Outcome) -> None:
 
 def _check_corrupt_batches(outcome: Outcome) -> None:
     assert _types_at(outcome, "loss_spike") == [(harness.CORRUPT_STEP, "loss")]  # one, not 3
-    assert not _types_at(outcome, "loss_divergence"), "training recovered: no divergence"
+    (spike,) = [a for a in outcome.online if a["anomaly_type"] == "loss_spike"]
+    for climb in [a for a in outcome.online if a["anomaly_type"] == "loss_divergence"]:
+        # Adam's moments carry the huge gradients on for a few steps: the loss climbs while the
+        # spike's episode lasts, the same incident
+        assert spike["step"] < climb["step"] <= spike["end_step"]
     assert not _types_at(outcome, "nan_or_inf")
 
 
@@ -85,9 +89,9 @@ def _check_lr_ramp(outcome: Outcome) -> None:
 
 
 def _check_lr_zero(outcome: Outcome) -> None:
-    assert outcome.serious() == [], _describe(outcome.serious())
-    (plateau,) = [a for a in outcome.online if a["anomaly_type"] == "loss_plateau"]
-    assert plateau["severity"] == "info"
+    (plateau,) = outcome.serious()  # the logged lr is 0: a fault, not a converged run
+    assert (plateau["anomaly_type"], plateau["severity"]) == ("loss_plateau", "warning")
+    assert "learning rate is 0" in plateau["message"]
 
 
 def _first_checkpoint(outcome: Outcome) -> int:
@@ -98,7 +102,8 @@ def _first_checkpoint(outcome: Outcome) -> int:
 def _check_deep_sigmoid(outcome: Outcome) -> None:
     first = _first_checkpoint(outcome)
     vanished = {s for step, s in _types_at(outcome, "vanishing_gradient") if step == first}
-    assert {"0.weight", "0.bias", "2.weight", "4.weight"} <= vanished  # the early layers
+    assert {"0.weight", "2.weight", "4.weight"} <= vanished  # the early layers
+    assert not any(layer.endswith("bias") for layer in vanished)  # biases: see gradient.py
     assert "24.weight" not in vanished  # the output layer learns
 
 
@@ -109,8 +114,13 @@ def _check_dead_layer(outcome: Outcome) -> None:
 
 
 def _check_memory_leak(outcome: Outcome) -> None:
-    (leak,) = [a for a in outcome.online if a["anomaly_type"] == "memory_leak"]
+    (leak,) = [
+        a
+        for a in outcome.online
+        if a["anomaly_type"] == "memory_leak" and a["subject"] == "system/step/rss_mb"
+    ]  # the step-cadence probe's; the 20 ms sampler may report it too
     assert "grew steadily" in leak["message"]
+    assert leak["step"] - harness.LEAK_STEP <= 100
 
 
 EXTRA_CHECKS: dict[str, Callable[[Outcome], None]] = {

@@ -12,9 +12,10 @@ from tracer.detection.gradient import (
     GradientExplosionDetector,
     VanishingGradientDetector,
 )
-from tracer.detection.loss import LossDivergenceDetector, LossPlateauDetector, LossSpikeDetector
+from tracer.detection.loss import LossDivergenceDetector, LossSpikeDetector
 from tracer.detection.memory import MemoryDetector
 from tracer.detection.nonfinite import NanOrInfDetector
+from tracer.detection.plateau import LossPlateauDetector
 from tracer.detection.plugin import BUILTIN_DETECTORS
 from tracer.detection.ranks import RankDivergenceDetector
 from tracer.testing import DetectorConformance, DetectorStream, make_checkpoint, make_event

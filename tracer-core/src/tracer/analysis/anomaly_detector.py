@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
-from tracer.detection.runner import DetectorSet, build_detectors
+from tracer.detection.runner import DetectorSet, build_detectors, merge_episodes
 from tracer.exceptions import RunNotFoundError
 from tracer.plugins.manager import get_plugin_manager
 from tracer.storage.base import AnomalyWrite, RunRecord, StorageBackend
@@ -60,6 +60,9 @@ def anomaly_dict(anomaly: AnomalyWrite, checkpoint_steps: Sequence[int] = ()) ->
         nearest = min(around, key=lambda s: (abs(s - step), -s))
     details = {
         "subject": anomaly["subject"],
+        "end_step": anomaly["end_step"],
+        "count": anomaly["count"],
+        "hint": anomaly["hint"],
         "value": anomaly["value"],
         "baseline": anomaly["baseline"],
         "threshold": anomaly["threshold"],
@@ -118,6 +121,9 @@ class AnomalyDetector:
                 progress(done, total)
         checkpoints = [c for c in self.storage.get_checkpoints(run_id) if c["reason"] != "anomaly"]
         found += runner.feed({}, (), checkpoints)
+        if record["status"] != "running":
+            found += runner.finish()  # as the writer did when the run ended
+        found = merge_episodes(found)
         if progress is not None:
             progress(total, total)
         steps = sorted({c["step"] for c in self.storage.get_checkpoints(run_id)})
@@ -155,7 +161,8 @@ class AnomalyDetector:
         return self._replay(run_id, MEMORY_TYPES)
 
     def store_anomalies(self, anomalies: Sequence[dict[str, Any]]) -> int:
-        """Store anomalies not stored yet; returns how many were new."""
+        """Store anomaly episodes (an episode already stored gets the progress of this one);
+        returns how many were new."""
         rows: list[AnomalyWrite] = []
         for anomaly in anomalies:
             details = anomaly.get("details") or {}
@@ -171,6 +178,10 @@ class AnomalyDetector:
                     "threshold": _number(anomaly.get("threshold", details.get("threshold"))),
                     "message": anomaly.get("message", details.get("message", "")) or "",
                     "detector": anomaly.get("detector", details.get("detector", "")) or "",
+                    "end_step": int(anomaly.get("end_step", anomaly["step"])),
+                    "count": int(anomaly.get("count", 1)),
+                    "open": bool(anomaly.get("open", False)),
+                    "hint": anomaly.get("hint", "") or "",
                 }
             )
         return self.storage.write_anomalies(rows) if rows else 0

@@ -9,6 +9,7 @@ on write; only `compare_runs` reads whole histories (one packed read per metric)
 from __future__ import annotations
 
 import math
+import re
 import time
 from array import array
 from collections.abc import Sequence
@@ -21,16 +22,38 @@ from tracer.config import TracerConfig
 from tracer.storage.base import MetricSummary, RunRecord, StorageBackend
 from tracer.storage.registry import open_storage
 
-# Metrics where lower is better, for "best" values; every other metric: higher is better.
-LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "wer", "cer", "mse", "mae", "nll")
+# The direction of "best", by words in a metric's name. Metrics with neither (a learning
+# rate, a gradient norm, system readings, an epoch counter) have no best value.
+LOWER_IS_BETTER = (
+    "loss", "error", "err", "perplexity", "ppl", "wer", "cer", "mse", "mae", "rmse", "nll",
+)  # fmt: skip
+HIGHER_IS_BETTER = (
+    "acc", "accuracy", "f1", "precision", "recall", "auc", "auroc", "bleu", "rouge", "iou",
+    "map", "top1", "top5", "score", "reward", "return", "r2", "dice", "exact_match", "em",
+)  # fmt: skip
 MODEL_SAVED_EVENT = "model_saved"
 
 
-def lower_is_better(metric: str) -> bool:
+def _words(metric: str) -> set[str]:
     lowered = metric.lower()
-    return any(word in lowered for word in LOWER_IS_BETTER) or lowered.startswith(
-        ("grad/", "system/")
-    )
+    return set(re.split(r"[^a-z0-9]+", lowered)) | {lowered.rsplit("/", 1)[-1]}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses and errors: the best value is the lowest."""
+    if metric.startswith(("grad/", "system/", "optimizer/", "_")) or ".grad/" in metric:
+        return False
+    lowered = metric.lower()
+    return "loss" in lowered or bool(_words(metric) & set(LOWER_IS_BETTER))
+
+
+def best_direction(metric: str) -> str | None:
+    """ "min" for losses and errors, "max" for accuracy-like metrics, None for the rest."""
+    if lower_is_better(metric):
+        return "min"
+    if metric.startswith(("grad/", "system/", "optimizer/", "_", "rank/")) or ".grad/" in metric:
+        return None
+    return "max" if _words(metric) & set(HIGHER_IS_BETTER) else None
 
 
 class QueryEngine:
@@ -102,8 +125,9 @@ class QueryEngine:
             "duration": (end or run["start_time"]) - run["start_time"],
             "final_metrics": {m["name"]: m["last_value"] for m in metrics},
             "best_metrics": {
-                m["name"]: m["min_value"] if lower_is_better(m["name"]) else m["max_value"]
+                m["name"]: m["min_value"] if direction == "min" else m["max_value"]
                 for m in metrics
+                if (direction := best_direction(m["name"])) is not None
             },
             "anomaly_counts": counts,
             "anomalies": len(anomalies),

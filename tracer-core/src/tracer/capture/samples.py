@@ -6,6 +6,9 @@ first `capture_samples` rows of each input and output tensor (at most
 lists and dicts such as HF ModelOutput are walked). The copy is one small device kernel per
 tensor and no host sync. At a checkpoint the last forward's copies are sent to the writer,
 which stores them with their names, shapes (the full shape, before truncation) and dtypes.
+A forward pass without autograd (an evaluation under `no_grad` or `inference_mode`) never
+replaces the training batch of the same step, so an anomaly's samples are the batch that
+was trained on.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class SampleCapture(Collector):
         self._history: deque[tuple[int, list[_Kept]]] = deque(maxlen=history)
         self._handles: list[Any] = []
         self._failures = 0
+        self._trained_step = -1  # the last step with a forward pass under autograd
 
     def watch(
         self, model: Any, optimizer: Optional[Any] = None, capture_point: Optional[str] = None
@@ -117,6 +121,12 @@ class SampleCapture(Collector):
             self._last = []
 
     def _keep(self, args: Any, kwargs: Any, output: Any) -> None:
+        import torch
+
+        training = torch.is_grad_enabled()
+        step = self._run.current_step
+        if not training and self._trained_step == step:
+            return  # an evaluation pass after this step's training batch: keep the batch
         inputs = [(f"arg{i}", value) for i, value in enumerate(args)] + list(kwargs.items())
         kept: list[_Kept] = []
         for role, named in (("input", inputs), ("output", [("output", output)])):
@@ -126,7 +136,8 @@ class SampleCapture(Collector):
                     break
                 kept.append(_Kept(role, name, tensor, self._rows))
         self._last = kept
-        step = self._run.current_step
+        if training:
+            self._trained_step = step
         if self._history and self._history[-1][0] == step:
             self._history[-1] = (step, kept)  # the last forward of a step wins
         else:

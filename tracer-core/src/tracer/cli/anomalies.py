@@ -36,6 +36,12 @@ SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
     "--type", "types", multiple=True, help="Only this anomaly type (repeatable), e.g. nan_or_inf."
 )
 @click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Show info-level findings too (a converged plateau, a sudden drop).",
+)
+@click.option(
     "--fail-on",
     type=click.Choice(["info", "warning", "critical"]),
     help=f"Exit with status {EXIT_ANOMALIES} when an anomaly of this severity or worse is found.",
@@ -48,11 +54,12 @@ def anomalies_command(
     detect: bool,
     store: bool,
     types: tuple[str, ...],
+    show_all: bool,
     fail_on: Optional[str],
     storage: str,
     as_json: bool,
 ) -> None:
-    """Anomalies of RUN (id or name), in step order."""
+    """Anomaly episodes of RUN (id or name), in step order; info-level ones with --all."""
     if store and not detect:
         raise click.UsageError("--store needs --detect")
     with open_query(storage) as query:
@@ -81,14 +88,15 @@ def anomalies_command(
                 errors.print(f"stored {new} new anomal{'y' if new == 1 else 'ies'}")
         else:
             found = query.get_anomalies(record["run_id"], types or None)
+    shown = found if show_all else [a for a in found if a["severity"] != "info"]
     if as_json:
-        print_json(found)
+        print_json(shown)
     else:
         console.print(
             f"[bold]{plain(record['run_name'])}[/] ({record['run_id']}):"
             f" {'detected now' if detect else 'found while training'}"
         )
-        print_anomaly_table(found)
+        print_anomaly_table(found, hide_info=not show_all)
     if fail_on is not None:
         worst = max((SEVERITY_RANK.get(a["severity"], 0) for a in found), default=-1)
         if worst >= SEVERITY_RANK[fail_on]:

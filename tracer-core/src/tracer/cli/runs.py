@@ -121,7 +121,7 @@ def show_command(run: str, all_metrics: bool, storage: str, as_json: bool) -> No
             table.add_row(
                 plain(name),
                 number(summary["final_metrics"][name]),
-                number(summary["best_metrics"][name]),
+                number(summary["best_metrics"].get(name)),
             )
         console.print(table)
         hidden = len(names) - len(shown)
@@ -130,31 +130,51 @@ def show_command(run: str, all_metrics: bool, storage: str, as_json: bool) -> No
     if summary["summary"]:
         values = ", ".join(f"{plain(k)}={number(v)}" for k, v in summary["summary"].items())
         console.print(f"run summary: {values}")
-    print_anomaly_table(anomalies, limit=20)
+    print_anomaly_table(anomalies, limit=20, hide_info=True)
     if healthy is not None:
         where = plain(healthy.get("path", ""))
         console.print(f"last model save before any anomaly: step {healthy['step']}, {where}")
 
 
-def print_anomaly_table(anomalies: list[dict[str, Any]], limit: Optional[int] = None) -> None:
+def print_anomaly_table(
+    anomalies: list[dict[str, Any]], limit: Optional[int] = None, hide_info: bool = False
+) -> None:
+    """One row per episode: where it started and ended, how many steps it spans, what was
+    seen and what to try. Info episodes (a converged plateau, a sudden drop) are left out
+    when `hide_info`, with a line saying how many."""
+    hidden = [a for a in anomalies if a["severity"] == "info"] if hide_info else []
+    if hidden:
+        anomalies = [a for a in anomalies if a["severity"] != "info"]
     if not anomalies:
         console.print("No anomalies.")
-        return
-    table = Table(title=f"{len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}")
-    table.title_justify = "left"
-    for column in ("step", "type", "severity", "subject", "message"):
-        table.add_column(column, justify="right" if column == "step" else "left")
-    for anomaly in anomalies[:limit] if limit else anomalies:
-        table.add_row(
-            str(anomaly["step"]),
-            plain(anomaly["anomaly_type"]),
-            severity_text(anomaly["severity"]),
-            plain(anomaly["subject"] or "-"),
-            plain(anomaly["message"]),
-        )
-    console.print(table)
-    if limit and len(anomalies) > limit:
-        console.print(f"[dim]... and {len(anomalies) - limit} more: tracer anomalies RUN[/]")
+    else:
+        title = f"{len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}"
+        table = Table(title=title, title_justify="left")
+        for column in ("steps", "count", "type", "severity", "subject", "what was seen / try"):
+            table.add_column(column, justify="right" if column in ("steps", "count") else "left")
+        for anomaly in anomalies[:limit] if limit else anomalies:
+            table.add_row(
+                episode_steps(anomaly),
+                str(anomaly.get("count", 1)),
+                plain(anomaly["anomaly_type"]),
+                severity_text(anomaly["severity"]),
+                plain(anomaly["subject"] or "-"),
+                plain(anomaly["message"])
+                + (f"\n[dim]try: {plain(anomaly['hint'])}[/]" if anomaly.get("hint") else ""),
+            )
+        console.print(table)
+        if limit and len(anomalies) > limit:
+            console.print(f"[dim]... and {len(anomalies) - limit} more: tracer anomalies RUN[/]")
+    if hidden:
+        console.print(f"[dim]{len(hidden)} info-level finding(s) not shown: --all[/]")
+
+
+def episode_steps(anomaly: dict[str, Any]) -> str:
+    """ "120", "120-184", or "120-..." while the episode is still open."""
+    start, end = anomaly["step"], anomaly.get("end_step", anomaly["step"])
+    if anomaly.get("open"):
+        return f"{start}-..."
+    return str(start) if end == start else f"{start}-{end}"
 
 
 @click.command("compare")

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Optional, Union
 from tracer.capture.collector import Collected
 from tracer.core import lifecycle
 from tracer.core.columns import Points, order_by_step, pivot, pivot_columns
-from tracer.detection.runner import DetectorSet
+from tracer.detection.runner import DetectorSet, episode_key
 from tracer.storage.base import (
     AnomalyWrite,
     CheckpointWrite,
@@ -77,7 +77,8 @@ class _Batch(NamedTuple):
     checkpoints: list[CheckpointWrite]
     events: list[EventWrite]
     samples: list[SampleWrite]
-    anomalies: list[AnomalyWrite]
+    anomalies: list[AnomalyWrite]  # episode states to store (new ones and updates)
+    opened: list[AnomalyWrite]  # the new episodes among them: hooks and halting see these
 
     def size(self) -> int:
         return sum(len(steps) for steps, _ in self.points.values())
@@ -115,6 +116,7 @@ class RunWriter:
         self._anomaly_data_pending = anomaly_data_pending
         self._on_anomalies = on_anomalies
         self._anomaly_checkpoint_steps: set[int] = set()
+        self._episodes_seen: set[tuple[str, int, str]] = set()
         self._waiting_anomaly_checkpoints: dict[
             int, tuple[tuple[int, float], dict[str, float]]
         ] = {}  # step -> ((progress, time) to wait until, the metric values at that step)
@@ -220,6 +222,7 @@ class RunWriter:
             except Exception:  # never let the thread die: it would stall finish()
                 logger.exception("Tracer's writer hit an unexpected error; it keeps going.")
             if self._stopping and not self._queue:
+                self._finish_detection()
                 return
 
     def _flush(self) -> None:
@@ -249,8 +252,8 @@ class RunWriter:
                 run_fields = {}
                 for checkpoint in batch.checkpoints:
                     self._on_checkpoint_written(checkpoint["step"], checkpoint["reason"])
-                if batch.anomalies:
-                    self._on_anomalies(batch.anomalies)
+                if batch.opened:
+                    self._on_anomalies(batch.opened)
             else:
                 if run_fields:
                     try:
@@ -266,7 +269,7 @@ class RunWriter:
         barriers: list[_Barrier] = []
         if not self._queue and not self._waiting_anomaly_checkpoints:
             return barriers
-        batch = _Batch({}, [], [], [], [])
+        batch = _Batch({}, [], [], [], [], [])
         queue = self._queue
         count = len(queue)
         items = queue[:count]
@@ -291,7 +294,7 @@ class RunWriter:
         order_by_step(batch.points)
         if self._detectors is not None:
             self._detect(batch)
-        if batch.points or batch.checkpoints or batch.events or batch.samples:
+        if batch.points or batch.checkpoints or batch.events or batch.samples or batch.anomalies:
             self._unwritten.append(batch)
             self._bound_unwritten()
         return barriers
@@ -307,7 +310,10 @@ class RunWriter:
         assert self._detectors is not None
         found = self._detectors.feed(batch.points, batch.events, batch.checkpoints)
         batch.anomalies.extend(found)
-        for step in sorted({anomaly["step"] for anomaly in found}):
+        new = [a for a in found if episode_key(a) not in self._episodes_seen]
+        self._episodes_seen.update(episode_key(a) for a in new)
+        batch.opened.extend(new)
+        for step in sorted({anomaly["step"] for anomaly in new}):
             if step in self._anomaly_checkpoint_steps:
                 continue
             self._anomaly_checkpoint_steps.add(step)
@@ -333,6 +339,18 @@ class RunWriter:
             checkpoint = self._checkpoint(request, batch)
             checkpoint["metrics"].update(at_step)
             batch.checkpoints.append(checkpoint)
+
+    def _finish_detection(self) -> None:
+        """The run ends: close the episodes still open, and write them."""
+        if self._detectors is None:
+            return
+        try:
+            closing = self._detectors.finish()
+            if closing:
+                self._unwritten.append(_Batch({}, [], [], [], closing, []))
+                self._flush()
+        except Exception:
+            logger.exception("Tracer could not close the open anomaly episodes.")
 
     def _pivot_steps(self, batch: _Batch, dicts: list[dict[str, Any]], taken: int) -> int:
         if dicts:

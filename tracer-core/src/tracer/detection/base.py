@@ -7,8 +7,11 @@ whole series from storage):
 - series points: `observe(series, steps, values)` for each series it `wants`;
 - events: `observe_event(event)` ("nonfinite_gradients", "gradient_capture", ...);
 - checkpoints: `observe_checkpoint(checkpoint)` (per-layer gradient statistics).
-Each call returns findings. The runner adds the run id and the detector name, and storage
-keeps one anomaly per (type, step, subject), so replaying a run never duplicates one.
+Each call returns findings. A finding is an episode: `step` is where it started, `end_step`
+the last step it was seen at, `count` how many observations it spans, `open` whether it may
+still go on. Reporting the same (type, step, subject) again updates that episode (storage
+keeps one row per episode, so replaying a run never duplicates one); `Episodes` does the
+bookkeeping for a detector. The runner adds the run id and the detector name.
 """
 
 from __future__ import annotations
@@ -16,47 +19,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Optional, TypedDict
+from typing import Any, ClassVar, Optional
 
+from tracer.detection.episodes import Episodes
+from tracer.detection.findings import SEVERITIES, Finding, finding
 from tracer.storage.base import CheckpointWrite, EventWrite
 
-SEVERITIES = ("info", "warning", "critical")
-
-
-class Finding(TypedDict):
-    """One anomaly as a detector reports it."""
-
-    step: int
-    anomaly_type: str
-    severity: str
-    subject: str  # the metric or layer concerned ("" when it is the run as a whole)
-    value: float  # what was observed
-    baseline: float  # what was expected (NaN when there is no baseline)
-    threshold: float  # the limit that was crossed (NaN when not a threshold test)
-    message: str
-
-
-def finding(
-    step: int,
-    anomaly_type: str,
-    severity: str,
-    subject: str,
-    message: str,
-    *,
-    value: float = float("nan"),
-    baseline: float = float("nan"),
-    threshold: float = float("nan"),
-) -> Finding:
-    return {
-        "step": int(step),
-        "anomaly_type": anomaly_type,
-        "severity": severity,
-        "subject": subject,
-        "value": float(value),
-        "baseline": float(baseline),
-        "threshold": float(threshold),
-        "message": message,
-    }
+__all__ = ["SEVERITIES", "Detector", "DetectorContext", "Episodes", "Finding", "finding"]
 
 
 class DetectorContext:
@@ -88,6 +57,9 @@ class Detector:
     name: ClassVar[str] = ""
     anomaly_types: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[Mapping[str, Any]] = {}
+    # Calm observations of a subject that close its episode (see `Episodes`); a detector may
+    # replace `self.episodes` in `setup` with a gap taken from its settings.
+    episode_gap: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -102,6 +74,7 @@ class Detector:
                 raise ValueError(f"detector {self.name!r} has no setting {key!r}{hint}")
         self.settings: dict[str, Any] = {**self.defaults, **settings}
         self.context = context or DetectorContext()
+        self.episodes = Episodes(self.episode_gap)
         self.setup()
 
     def setup(self) -> None:
@@ -119,3 +92,9 @@ class Detector:
 
     def observe_checkpoint(self, checkpoint: CheckpointWrite) -> list[Finding]:
         return []
+
+    def finish(self) -> list[Finding]:
+        """The run ended (online at `finish()`, offline when replaying an ended run): report
+        the episodes still open as closed."""
+        self.episodes.close_all()
+        return self.episodes.drain()

@@ -6,13 +6,18 @@
   values are loss-scaled under AMP). One report per episode: another needs `cooldown` (100)
   captures below the limit first, so a regime change is not reported over and over; and, at each
   checkpoint, a layer whose largest norm since the previous checkpoint is `factor` x the
-  median of its earlier checkpoints.
-- `vanishing_gradient`: at a checkpoint, a layer whose largest norm over every capture since
-  the previous checkpoint (so: below it at each of those captures) is under `min_norm`, or
-  under `ratio` x the median layer norm of that checkpoint.
+  median of its earlier checkpoints and at least `min_share` (1%) of the large layers' (the
+  90th percentile of that checkpoint), so a layer recovering from a vanished gradient is not
+  an explosion.
+- `vanishing_gradient`: at a checkpoint, a weight (biases aside) whose largest norm over every
+  capture since the previous checkpoint (so: below it at each of those captures) is under
+  `ratio` (1e-4) x the norm of the model's large-gradient layers (the `reference_quantile`
+  (0.9) of the weights' norms), or under `min_norm` (0: off). Against the median layer, as
+  before, a deep sigmoid net hid its vanishing: most of its layers vanish together.
 - `dead_layer`: a layer whose gradient was exactly zero at every capture since the previous
   checkpoint.
-Each reports once per subject until the condition clears.
+Each reports one episode per subject while the condition lasts (a layer's closes at the
+first checkpoint without it; the global norm's after `cooldown` calm captures).
 """
 
 from __future__ import annotations
@@ -20,10 +25,17 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from functools import partial
 
 from tracer.detection.base import Detector, Finding, finding
+from tracer.detection.episodes import Episodes
 from tracer.detection.stats import SAFETY, RobustBaseline, all_finite, segments
 from tracer.storage.base import CheckpointWrite, EventWrite
+
+_EXPLOSION_HINT = (
+    "lower the learning rate or clip gradients (clip_grad_norm_); the per-layer norms of the"
+    " checkpoint show where it starts"
+)
 
 
 def _layer_peaks(checkpoint: CheckpointWrite) -> dict[str, float]:
@@ -45,14 +57,24 @@ class GradientExplosionDetector(Detector):
         "min_count": 32,
         "min_checkpoints": 2,
         "cooldown": 100,
+        "min_share": 0.01,
     }
 
     def setup(self) -> None:
         self._baselines: dict[str, RobustBaseline] = {}
-        self._exploding: dict[str, bool] = {}  # per layer, from checkpoints
-        self._calm: dict[str, int] = {}
         self._layer_history: dict[str, list[float]] = {}
         self._scaled = False
+        # A global-norm episode ends after `cooldown` calm captures; a layer's at the first
+        # calm checkpoint.
+        self.episodes = Episodes(self.settings["cooldown"])
+        self._layer_episodes = Episodes(1)
+
+    def finish(self) -> list[Finding]:
+        return super().finish() + self._finish_layers()
+
+    def _finish_layers(self) -> list[Finding]:
+        self._layer_episodes.close_all()
+        return self._layer_episodes.drain()
 
     def wants(self, series: str) -> bool:
         return series.endswith("grad/global_norm")
@@ -69,15 +91,14 @@ class GradientExplosionDetector(Detector):
             baseline = self._baselines[series] = RobustBaseline(
                 self.settings["window"], min_count=self.settings["min_count"]
             )
-        calm = self._calm.get(series, self.settings["cooldown"])  # captures since the last
-        found: list[Finding] = []  # one above the limit; a new episode needs `cooldown` calm
+        episodes = self.episodes
         for start, end in segments(baseline, len(values)):
             segment = values[start:end]
             limit = factor * baseline.median if baseline.ready else math.inf
             if not self._scaled:
                 limit = min(limit, ceiling)
             if all_finite(segment) and max(segment) <= limit * SAFETY:
-                calm += len(segment)  # the usual case, at C speed
+                episodes.calm(series, len(segment))  # the usual case, at C speed
                 baseline.extend(segment)
                 continue
             for step, value in zip(steps[start:end], segment, strict=True):
@@ -85,13 +106,15 @@ class GradientExplosionDetector(Detector):
                     continue  # non-finite is nan_or_inf's
                 baseline.push(value)  # a lasting level change becomes the new normal
                 if value <= limit:
-                    calm += 1
+                    episodes.calm(series)
                     continue
-                if calm >= self.settings["cooldown"]:
-                    found.append(self._report(series, step, value, limit, baseline))
-                calm = 0
-        self._calm[series] = calm
-        return found
+                episodes.hit(
+                    "gradient_explosion",
+                    series,
+                    step,
+                    partial(self._report, series, step, value, limit, baseline),
+                )
+        return episodes.drain()
 
     def _report(
         self, series: str, step: int, value: float, limit: float, baseline: RobustBaseline
@@ -109,75 +132,87 @@ class GradientExplosionDetector(Detector):
             value=value,
             baseline=baseline.median,
             threshold=limit,
+            hint=f"lower the learning rate or clip gradients (clip_grad_norm_); look at the"
+            f" batch of step {step}",
         )
 
     def observe_checkpoint(self, checkpoint: CheckpointWrite) -> list[Finding]:
-        found = []
-        for layer, peak in _layer_peaks(checkpoint).items():
+        step = checkpoint["step"]
+        factor = self.settings["factor"]
+        peaks = _layer_peaks(checkpoint)
+        finite = sorted(p for p in peaks.values() if math.isfinite(p))
+        # A layer climbing out of a vanished gradient (1e-15 to 1e-12) is no explosion: only
+        # a layer whose gradient matters next to the model's large ones can explode.
+        floor = self.settings["min_share"] * finite[int(0.9 * (len(finite) - 1))] if finite else 0
+        for layer, peak in peaks.items():
             if not math.isfinite(peak):
                 continue  # non-finite gradients are nan_or_inf's
             history = self._layer_history.setdefault(layer, [])
-            key = "layer:" + layer
             if len(history) >= self.settings["min_checkpoints"]:
                 usual = statistics.median(history[-16:])
-                if usual > 0 and peak > self.settings["factor"] * usual:
-                    if not self._exploding.get(key):
-                        self._exploding[key] = True
-                        found.append(
-                            finding(
-                                checkpoint["step"],
-                                "gradient_explosion",
-                                "critical",
-                                layer,
-                                f"layer {layer} reached norm {peak:.4g} since the last checkpoint,"
-                                f" {peak / usual:.1f}x its usual {usual:.4g}",
-                                value=peak,
-                                baseline=usual,
-                                threshold=self.settings["factor"] * usual,
-                            )
-                        )
+                if usual > 0 and peak > factor * usual and peak >= floor:
+                    self._layer_episodes.hit(
+                        "gradient_explosion",
+                        layer,
+                        step,
+                        finding(
+                            step,
+                            "gradient_explosion",
+                            "critical",
+                            layer,
+                            f"layer {layer} reached norm {peak:.4g} since the last checkpoint,"
+                            f" {peak / usual:.1f}x its usual {usual:.4g}",
+                            value=peak,
+                            baseline=usual,
+                            threshold=factor * usual,
+                            hint=_EXPLOSION_HINT,
+                        ),
+                    )
                     continue
-            self._exploding[key] = False
+            self._layer_episodes.calm(layer)
             history.append(peak)
-        return found
+        return self._layer_episodes.drain()
 
 
 class VanishingGradientDetector(Detector):
     name = "vanishing_gradient"
     anomaly_types = ("vanishing_gradient",)
-    defaults = {"min_norm": 1e-10, "ratio": 1e-4}
-
-    def setup(self) -> None:
-        self._vanished: set[str] = set()
+    defaults = {"min_norm": 0.0, "ratio": 1e-4, "reference_quantile": 0.9}
 
     def observe_checkpoint(self, checkpoint: CheckpointWrite) -> list[Finding]:
-        peaks = {k: v for k, v in _layer_peaks(checkpoint).items() if math.isfinite(v)}
-        live = [v for v in peaks.values() if v > 0]  # exact zeros are dead_layer's
-        if not live:
+        peaks = {
+            layer: peak
+            for layer, peak in _layer_peaks(checkpoint).items()
+            if math.isfinite(peak) and not _is_bias(layer)
+        }
+        live = sorted(v for v in peaks.values() if v > 0)  # exact zeros are dead_layer's
+        if len(live) < 2:
             return []
-        typical = statistics.median(live)
-        limit = max(self.settings["min_norm"], self.settings["ratio"] * typical)
-        found = []
+        reference = live[min(len(live) - 1, int(self.settings["reference_quantile"] * len(live)))]
+        limit = max(self.settings["min_norm"], self.settings["ratio"] * reference)
+        step = checkpoint["step"]
         for layer, peak in peaks.items():
             if 0 < peak < limit:
-                if layer not in self._vanished:
-                    self._vanished.add(layer)
-                    found.append(
-                        finding(
-                            checkpoint["step"],
-                            "vanishing_gradient",
-                            "warning",
-                            layer,
-                            f"layer {layer}: gradient norm at most {peak:.3g} at every capture"
-                            f" since the last checkpoint (median layer {typical:.3g})",
-                            value=peak,
-                            baseline=typical,
-                            threshold=limit,
-                        )
-                    )
+                self.episodes.hit(
+                    "vanishing_gradient",
+                    layer,
+                    step,
+                    finding(
+                        step,
+                        "vanishing_gradient",
+                        "warning",
+                        layer,
+                        f"layer {layer}: gradient norm at most {peak:.3g} at every capture"
+                        f" since the last checkpoint, {peak / reference:.1e}x the largest"
+                        f" layers' ({reference:.3g})",
+                        value=peak,
+                        baseline=reference,
+                        threshold=limit,
+                    ),
+                )
             else:
-                self._vanished.discard(layer)
-        return found
+                self.episodes.calm(layer)
+        return self.episodes.drain()
 
 
 class DeadLayerDetector(Detector):
@@ -185,27 +220,31 @@ class DeadLayerDetector(Detector):
     anomaly_types = ("dead_layer",)
     defaults = {}
 
-    def setup(self) -> None:
-        self._dead: set[str] = set()
-
     def observe_checkpoint(self, checkpoint: CheckpointWrite) -> list[Finding]:
-        found = []
+        step = checkpoint["step"]
         for layer, peak in _layer_peaks(checkpoint).items():
             if peak == 0.0:
-                if layer not in self._dead:
-                    self._dead.add(layer)
-                    found.append(
-                        finding(
-                            checkpoint["step"],
-                            "dead_layer",
-                            "warning",
-                            layer,
-                            f"layer {layer}: gradient exactly zero at every capture since the"
-                            " last checkpoint",
-                            value=0.0,
-                            threshold=0.0,
-                        )
-                    )
+                self.episodes.hit(
+                    "dead_layer",
+                    layer,
+                    step,
+                    finding(
+                        step,
+                        "dead_layer",
+                        "warning",
+                        layer,
+                        f"layer {layer}: gradient exactly zero at every capture since the"
+                        " last checkpoint",
+                        value=0.0,
+                        threshold=0.0,
+                    ),
+                )
             else:
-                self._dead.discard(layer)
-        return found
+                self.episodes.calm(layer)
+        return self.episodes.drain()
+
+
+def _is_bias(layer: str) -> bool:
+    """Biases are left to dead_layer: a bias feeding a normalisation layer has a gradient of
+    (nearly) zero by construction, and a vanishing gradient shows in the weights anyway."""
+    return layer.endswith("bias")

@@ -1,29 +1,38 @@
 """Loss detectors, on every series the context counts as a loss (default: names with "loss").
 
-- `loss_spike` / `loss_drop`: robust z-score of each value against the running median and
-  MAD of the previous `window` (64) values; |z| > `z_threshold` (12) reports, then the series
-  is quiet for `cooldown` (16) values (a few corrupted batches in a row are one spike). The
-  per-batch loss of small batches is right-skewed, so healthy runs reach 8-10 robust sigmas
+Every rule judges a value against the run's own recent noise, never against an all-time
+extreme: the lowest of many noisy values drifts down as a run grows, so a rule like "x times
+the best" fires more the longer the run (a 200,000-step run near convergence would be
+"diverging" every few thousand steps).
+
+- `loss_spike` (warning) / `loss_drop` (info): robust z-score of each value against the
+  running median and MAD of the previous `window` (64) values; |z| > `z_threshold` (12). The
+  per-batch loss of small batches is right-skewed, so healthy runs reach 8-11 robust sigmas
   now and then, while a batch with corrupted targets scores orders of magnitude higher.
-- `loss_divergence`: a sustained rise: the last `rising_blocks` (3) block medians (blocks of
-  `block` (20) values) each rose, and the latest is above (1 + `rise`) x the best block
-  median (`rise` 1.0: twice the best; healthy runs at a high learning rate bump 1.5-1.8x
-  for a few blocks and recover).
-- `loss_plateau`: no block median (blocks of `block` (25) values) improved on the best by
-  `min_delta` (0.1%, relative) and by `noise_sigmas` (3) standard errors of a block median for
-  `patience` (4) blocks, like SageMaker Debugger's LossNotDecreasing. Without the noise margin
-  a flat but noisy loss keeps setting chance new bests and is reported far too late.
-Each reports once per episode and re-arms when the condition clears.
+  Outliers stay out of the baseline; spikes less than `cooldown` (16) values apart are one
+  episode. A sudden drop is rarely a fault (warmup ending, an lr step), hence info.
+- `loss_divergence` (warning; critical past (1 + `critical_rise`) x the reference): the
+  median of the last `recent` (9) values above a reference: the median of the `window` (64)
+  values that ended `lag` (24) values before them, plus max(`z_threshold` (4) robust sigmas
+  of those values, `rise` (10%) of their median). A median of 9 values is robust to a few
+  bad batches, so this is a sustained climb, found within about `recent` steps of the loss
+  leaving its noise; the lag keeps a slow climb from dragging its own reference up. It must
+  be a climb: the medians of the oldest, middle and newest thirds of those values rise (within
+  one sigma), so a spike and the elevated loss while the model recovers from it are left to
+  `loss_spike`.
+- `loss_plateau`: see `tracer.detection.plateau`.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
+from collections import deque
 from collections.abc import Sequence
+from functools import partial
 
 from tracer.detection.base import Detector, Finding, finding
-from tracer.detection.stats import SAFETY, BlockMedians, RobustBaseline, all_finite, segments
+from tracer.detection.episodes import Episodes
+from tracer.detection.stats import SAFETY, RobustBaseline, all_finite, median_of_sorted, segments
 
 
 class LossSpikeDetector(Detector):
@@ -33,7 +42,7 @@ class LossSpikeDetector(Detector):
 
     def setup(self) -> None:
         self._baselines: dict[str, RobustBaseline] = {}
-        self._quiet: dict[str, int] = {}
+        self.episodes = Episodes(self.settings["cooldown"])
 
     def wants(self, series: str) -> bool:
         return self.context.is_loss(series)
@@ -44,14 +53,12 @@ class LossSpikeDetector(Detector):
             baseline = self._baselines[series] = RobustBaseline(
                 self.settings["window"], min_count=self.settings["min_count"]
             )
-        threshold, cooldown = self.settings["z_threshold"], self.settings["cooldown"]
-        quiet = self._quiet.get(series, 0)
-        found: list[Finding] = []
+        threshold = self.settings["z_threshold"]
+        episodes = self.episodes
         for start, end in segments(baseline, len(values)):
             segment = values[start:end]
             if all_finite(segment):
                 if not baseline.ready:
-                    quiet = max(0, quiet - len(segment))
                     baseline.extend(segment)
                     continue
                 reach = threshold * baseline.sigma() * SAFETY
@@ -59,7 +66,7 @@ class LossSpikeDetector(Detector):
                     baseline.median - reach <= min(segment)
                     and max(segment) <= baseline.median + reach
                 ):
-                    quiet = max(0, quiet - len(segment))  # the usual case: nothing unusual
+                    episodes.calm(series, len(segment))  # the usual case: nothing unusual
                     baseline.extend(segment)
                     continue
             for step, value in zip(steps[start:end], segment, strict=True):
@@ -68,134 +75,149 @@ class LossSpikeDetector(Detector):
                 if baseline.ready:
                     z = (value - baseline.median) / baseline.sigma()
                     if abs(z) > threshold:
-                        if quiet == 0:
-                            found.append(self._report(series, step, value, z, baseline))
-                        quiet = cooldown
+                        kind = "loss_spike" if z > 0 else "loss_drop"
+                        episodes.hit(
+                            kind,
+                            series,
+                            step,
+                            partial(self._report, series, step, value, z, baseline),
+                        )
                         continue  # outliers stay out of the baseline
-                quiet = max(0, quiet - 1)
+                episodes.calm(series)
                 baseline.push(value)
-        self._quiet[series] = quiet
-        return found
+        return episodes.drain()
 
     def _report(
         self, series: str, step: int, value: float, z: float, baseline: RobustBaseline
     ) -> Finding:
         threshold = self.settings["z_threshold"]
+        spike = z > 0
         return finding(
             step,
-            "loss_spike" if z > 0 else "loss_drop",
-            "warning",
+            "loss_spike" if spike else "loss_drop",
+            "warning" if spike else "info",
             series,
             f"{series} {value:.4g} at step {step} is {abs(z):.1f} robust sigmas"
-            f" {'above' if z > 0 else 'below'} its running median {baseline.median:.4g}",
+            f" {'above' if spike else 'below'} its running median {baseline.median:.4g}",
             value=value,
             baseline=baseline.median,
             threshold=baseline.median + math.copysign(threshold, z) * baseline.sigma(),
+            hint=f"look at the batch of step {step} (tracer show, samples at that step) for"
+            " corrupt inputs or labels; if spikes repeat, lower the lr or clip gradients"
+            if spike
+            else "a sudden improvement: check for a data leak or a changed evaluation set",
         )
 
 
-class _BlockMedianDetector(Detector):
-    """Shared by the block-median loss detectors: one `BlockMedians` per loss series."""
+class _Climb:
+    """One series' divergence state: recent values, the lagging reference."""
+
+    __slots__ = ("high", "pending", "recent", "reference")
+
+    def __init__(self, window: int, recent: int) -> None:
+        self.reference = RobustBaseline(window, refresh=8, min_count=window // 2)
+        self.pending: list[float] = []  # values not yet in the reference (the newest last)
+        self.recent: deque[tuple[bool, float]] = deque(maxlen=recent)  # (above?, value)
+        self.high = 0  # how many of `recent` are above the limit
+
+
+class LossDivergenceDetector(Detector):
+    name = "loss_divergence"
+    anomaly_types = ("loss_divergence",)
+    defaults = {
+        "window": 64,
+        "lag": 24,
+        "recent": 9,
+        "z_threshold": 4.0,
+        "rise": 0.1,
+        "critical_rise": 1.0,
+        "cooldown": 50,
+    }
 
     def setup(self) -> None:
-        self._blocks: dict[str, BlockMedians] = {}
+        self._climbs: dict[str, _Climb] = {}
+        self.episodes = Episodes(self.settings["cooldown"])
 
     def wants(self, series: str) -> bool:
         return self.context.is_loss(series)
 
-    def _completed_blocks(
-        self, series: str, steps: Sequence[int], values: Sequence[float]
-    ) -> tuple[BlockMedians, list[tuple[int, int]]]:
-        """Feed the values; returns the series' blocks and (block index, step) of each block
-        they completed, in order."""
-        blocks = self._blocks.get(series)
-        if blocks is None:
-            blocks = self._blocks[series] = BlockMedians(self.settings["block"])
-        completed = blocks.feed(steps, values)
-        first = len(blocks.medians) - len(completed)
-        return blocks, [(first + offset, step) for offset, step in enumerate(completed)]
-
-
-class LossDivergenceDetector(_BlockMedianDetector):
-    name = "loss_divergence"
-    anomaly_types = ("loss_divergence",)
-    defaults = {"block": 20, "rising_blocks": 3, "rise": 1.0}
-
-    def setup(self) -> None:
-        super().setup()
-        self._best: dict[str, float] = {}
-        self._diverging: dict[str, bool] = {}
+    def _limit(self, climb: _Climb) -> float:
+        reference = climb.reference
+        if not reference.ready:
+            return math.inf
+        spread = max(self.settings["z_threshold"] * reference.sigma(), 0.0)
+        return float(reference.median + max(spread, self.settings["rise"] * abs(reference.median)))
 
     def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
-        rising, rise = self.settings["rising_blocks"], self.settings["rise"]
-        found = []
-        blocks, completed = self._completed_blocks(series, steps, values)
-        for index, step in completed:
-            latest = blocks.medians[index]
-            best = min(self._best.get(series, math.inf), latest)
-            self._best[series] = best
-            recent = blocks.medians[max(0, index - rising) : index + 1]
-            climbing = len(recent) == rising + 1 and all(
-                a < b for a, b in itertools.pairwise(recent)
-            )
-            if climbing and latest > (1 + rise) * best:
-                if not self._diverging.get(series):
-                    self._diverging[series] = True
-                    found.append(
-                        finding(
-                            step,
-                            "loss_divergence",
-                            "critical",
-                            series,
-                            f"{series} has risen for {rising} blocks of {blocks.size} steps to"
-                            f" {latest:.4g}, {latest / best:.2f}x its best {best:.4g}",
-                            value=latest,
-                            baseline=best,
-                            threshold=(1 + rise) * best,
-                        )
-                    )
-            elif latest <= (1 + rise) * best:
-                self._diverging[series] = False
-        return found
+        if not all_finite(values):
+            kept = [(s, v) for s, v in zip(steps, values, strict=True) if v - v == 0.0]
+            steps, values = [s for s, _ in kept], [v for _, v in kept]
+        climb = self._climbs.get(series)
+        if climb is None:
+            climb = self._climbs[series] = _Climb(self.settings["window"], self.settings["recent"])
+        lag = self.settings["lag"] + self.settings["recent"]
+        start = 0
+        while start < len(values):
+            # The reference changes only when values leave `pending` into it: process the
+            # values up to the next change with one limit.
+            room = max(1, climb.reference.until_change()) + max(0, lag - len(climb.pending))
+            end = min(len(values), start + room)
+            segment = values[start:end]
+            limit = self._limit(climb) * SAFETY
+            if climb.high == 0 and max(segment) <= limit:
+                climb.recent.extend((False, v) for v in segment[-self.settings["recent"] :])
+                self.episodes.calm(series, len(segment))
+            else:
+                for step, value in zip(steps[start:end], segment, strict=True):
+                    self._judge(series, climb, step, value)
+            climb.pending.extend(segment)
+            leaving = len(climb.pending) - lag
+            if leaving > 0:
+                climb.reference.extend(climb.pending[:leaving])
+                del climb.pending[:leaving]
+            start = end
+        return self.episodes.drain()
 
-
-class LossPlateauDetector(_BlockMedianDetector):
-    name = "loss_plateau"
-    anomaly_types = ("loss_plateau",)
-    defaults = {"block": 25, "patience": 4, "min_delta": 0.001, "noise_sigmas": 3.0}
-
-    def setup(self) -> None:
-        super().setup()
-        self._best: dict[str, tuple[float, int]] = {}  # best median, its block index
-        self._flat: dict[str, bool] = {}
-
-    def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
-        patience, min_delta = self.settings["patience"], self.settings["min_delta"]
-        noise_sigmas = self.settings["noise_sigmas"]
-        found = []
-        blocks, completed = self._completed_blocks(series, steps, values)
-        for index, step in completed:
-            latest = blocks.medians[index]
-            best, best_index = self._best.get(series, (math.inf, index))
-            # A new best must beat chance: `noise_sigmas` standard errors of a block median.
-            margin = max(min_delta * abs(best), noise_sigmas * blocks.noise[index])
-            if best == math.inf or latest < best - margin:
-                self._best[series] = (latest, index)
-                self._flat[series] = False
-                continue
-            if index - best_index >= patience and not self._flat.get(series):
-                self._flat[series] = True
-                found.append(
-                    finding(
-                        step,
-                        "loss_plateau",
-                        "info",
-                        series,
-                        f"{series} has not improved on {best:.4g} for {index - best_index}"
-                        f" blocks of {blocks.size} steps",
-                        value=latest,
-                        baseline=best,
-                        threshold=best * (1 - min_delta),
-                    )
-                )
-        return found
+    def _judge(self, series: str, climb: _Climb, step: int, value: float) -> None:
+        limit = self._limit(climb)
+        above = value > limit
+        if len(climb.recent) == climb.recent.maxlen and climb.recent[0][0]:
+            climb.high -= 1
+        climb.recent.append((above, value))
+        climb.high += above
+        if climb.high * 2 <= len(climb.recent) or len(climb.recent) < (climb.recent.maxlen or 0):
+            self.episodes.calm(series)
+            return
+        values = [v for _, v in climb.recent]
+        third = max(1, len(values) // 3)
+        old, middle, new = (
+            median_of_sorted(sorted(part))
+            for part in (values[:third], values[third:-third], values[-third:])
+        )
+        noise = climb.reference.sigma()
+        if new < middle - noise or middle < old - noise:
+            self.episodes.calm(series)  # high but not climbing: a spike and its aftermath
+            return
+        latest = median_of_sorted(sorted(values))
+        reference = climb.reference.median
+        severe = latest > (1 + self.settings["critical_rise"]) * reference
+        self.episodes.hit(
+            "loss_divergence",
+            series,
+            step,
+            lambda: finding(
+                step,
+                "loss_divergence",
+                "critical" if severe else "warning",
+                series,
+                f"{series} is climbing: the median of its last {len(climb.recent)} values is"
+                f" {latest:.4g} at step {step}, {latest / reference:.2f}x its recent level"
+                f" {reference:.4g} (noise {climb.reference.sigma():.3g})",
+                value=latest,
+                baseline=reference,
+                threshold=limit,
+                hint="lower the learning rate (or its warmup peak) and clip gradients;"
+                " restart from the last checkpoint saved before this step",
+            ),
+            severity="critical" if severe else "warning",
+        )

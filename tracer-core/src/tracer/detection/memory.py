@@ -4,6 +4,10 @@
   and at least `min_mb` above it; or, for a GPU, used memory above `capacity` of its total.
 - `memory_leak`: steady growth: over the last `window` samples a least-squares line with
   R^2 >= `min_r2` that rose by more than `min_growth` (relative) and `min_mb`.
+- `memory_leak` at the step cadence, on `system/step/rss_mb` and `system/step/cuda_allocated_mb`
+  (read every 10 steps by the memory probe): a least-squares line over the last
+  `probe_window` (8) readings with R^2 >= `min_r2`, rising by `probe_min_mb` (32) and
+  `probe_min_mb_per_step` (0.25); a leak of 1 MB a step is found about 80 steps in.
 Series fed in name order, so a GPU's memory_total_mb is known before its memory_used_mb.
 
 The sampler is time-based, so when steps are slower than its interval several samples land
@@ -20,12 +24,14 @@ from collections import deque
 from collections.abc import Sequence
 
 from tracer.detection.base import Detector, Finding, finding
+from tracer.detection.episodes import Episodes
 from tracer.detection.stats import RobustBaseline
 
 _MEMORY = re.compile(
     r"^system/(process_rss_mb|torch/(allocated|reserved)_mb|gpu\d+/memory_used_mb)$"
 )
 _GPU_TOTAL = re.compile(r"^system/(gpu\d+)/memory_total_mb$")
+_PROBE = re.compile(r"^system/step/(rss|cuda_allocated)_mb$")
 
 
 class MemoryDetector(Detector):
@@ -39,6 +45,9 @@ class MemoryDetector(Detector):
         "min_r2": 0.9,
         "min_growth": 0.2,
         "spike_window": 16,
+        "probe_window": 8,
+        "probe_min_mb": 32.0,
+        "probe_min_mb_per_step": 0.25,
     }
 
     def setup(self) -> None:
@@ -47,11 +56,17 @@ class MemoryDetector(Detector):
         self._totals: dict[str, float] = {}
         self._flagged: set[tuple[str, str]] = set()
         self._held: dict[str, tuple[int, float]] = {}  # per series: the latest step's sample
+        self._probes: dict[str, deque[tuple[int, float]]] = {}
+        self.episodes = Episodes(2)  # step-cadence leaks: two calm readings end one
 
     def wants(self, series: str) -> bool:
-        return bool(_MEMORY.match(series) or _GPU_TOTAL.match(series))
+        return bool(_MEMORY.match(series) or _GPU_TOTAL.match(series) or _PROBE.match(series))
 
     def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
+        if _PROBE.match(series):
+            for step, value in zip(steps, values, strict=True):
+                self._probe(series, step, value)
+            return self.episodes.drain()
         total = _GPU_TOTAL.match(series)
         if total:
             if values:
@@ -155,3 +170,61 @@ class MemoryDetector(Detector):
                 threshold=self.settings["min_growth"],
             )
         ]
+
+    def _probe(self, series: str, step: int, value: float) -> None:
+        """Step-cadence readings: a steady climb over the last `probe_window` readings
+        (a least-squares line over steps with R^2 >= `min_r2`) of at least `probe_min_mb`
+        and `probe_min_mb_per_step` is a leak; every such reading extends the episode."""
+        if value - value != 0.0:
+            return
+        window = self.settings["probe_window"]
+        recent = self._probes.setdefault(series, deque(maxlen=window))
+        recent.append((step, value))
+        if len(recent) < window:
+            return
+        fit = _line([s for s, _ in recent], [v for _, v in recent])
+        if fit is None:
+            self.episodes.calm(series)
+            return
+        slope, r2 = fit
+        growth = value - recent[0][1]
+        if not (
+            r2 >= self.settings["min_r2"]
+            and growth >= self.settings["probe_min_mb"]
+            and slope >= self.settings["probe_min_mb_per_step"]
+        ):
+            self.episodes.calm(series)
+            return
+        first = recent[0][0]
+        what = "process memory" if "rss" in series else "CUDA memory allocated"
+        self.episodes.hit(
+            "memory_leak",
+            series,
+            step,
+            lambda: finding(
+                step,
+                "memory_leak",
+                "warning",
+                series,
+                f"{what} grew steadily from {recent[0][1]:.0f} to {value:.0f} MB between"
+                f" steps {first} and {step} ({slope:.2f} MB a step, R^2 {r2:.2f})",
+                value=value,
+                baseline=recent[0][1],
+                threshold=self.settings["probe_min_mb_per_step"],
+                hint="something keeps references every step: tensors appended to a list"
+                " (log loss.item() or loss.detach(), not loss), caches or lists that grow",
+            ),
+        )
+
+
+def _line(xs: list[int], ys: list[float]) -> tuple[float, float] | None:
+    """(slope, R^2) of the least-squares line through the points; None if xs do not vary."""
+    count = len(xs)
+    mean_x, mean_y = sum(xs) / count, sum(ys) / count
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if sxx <= 0:
+        return None
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+    syy = sum((y - mean_y) ** 2 for y in ys)
+    slope = sxy / sxx
+    return slope, (sxy * sxy) / (sxx * syy) if syy > 0 else 0.0

@@ -7,9 +7,10 @@ from tracer.detection.gradient import (
     GradientExplosionDetector,
     VanishingGradientDetector,
 )
-from tracer.detection.loss import LossDivergenceDetector, LossPlateauDetector, LossSpikeDetector
+from tracer.detection.loss import LossDivergenceDetector, LossSpikeDetector
 from tracer.detection.memory import MemoryDetector
 from tracer.detection.nonfinite import NanOrInfDetector
+from tracer.detection.plateau import LossPlateauDetector
 from tracer.detection.ranks import RankDivergenceDetector
 from tracer.plugins.hookspecs import RegisterDetector, hookimpl
 

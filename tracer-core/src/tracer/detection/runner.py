@@ -3,9 +3,11 @@
 `DetectorSet.feed(points, events, checkpoints)` takes one slice of a run: its events first
 (they carry context such as the capture point), then series points (in series-name order),
 then checkpoints, each in step order. The writer thread
-calls it once per flush; `AnomalyDetector` calls it once with the whole stored run. A
-detector that raises is reported once and switched off for the rest of the run: a broken
-plugin never stops training.
+calls it once per flush; `AnomalyDetector` calls it once with the whole stored run; both call
+`finish()` once the run has ended, which closes the episodes still open. What they return are
+episode states: a later state of the same (type, step, subject) replaces an earlier one
+(`merge_episodes` does what storage does). A detector that raises is reported once and
+switched off for the rest of the run: a broken plugin never stops training.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from tracer.detection.base import Detector, DetectorContext, Finding
+from tracer.detection.hints import default_hint
 from tracer.storage.base import AnomalyWrite, CheckpointWrite, EventWrite
 
 logger = logging.getLogger(__name__)
@@ -66,7 +69,35 @@ def build_detectors(
 
 
 def to_anomaly(run_id: str, detector: str, found: Finding) -> AnomalyWrite:
-    return {**found, "run_id": run_id, "detector": detector}
+    """The stored shape of a finding: the episode fields a detector left out filled in."""
+    return {
+        "run_id": run_id,
+        "step": found["step"],
+        "anomaly_type": found["anomaly_type"],
+        "severity": found["severity"],
+        "subject": found["subject"],
+        "value": found["value"],
+        "baseline": found["baseline"],
+        "threshold": found["threshold"],
+        "message": found["message"],
+        "detector": detector,
+        "end_step": int(found.get("end_step", found["step"])),
+        "count": int(found.get("count", 1)),
+        "open": bool(found.get("open", False)),
+        "hint": found.get("hint") or default_hint(found["anomaly_type"]),
+    }
+
+
+def episode_key(anomaly: AnomalyWrite) -> tuple[str, int, str]:
+    return (anomaly["anomaly_type"], anomaly["step"], anomaly["subject"])
+
+
+def merge_episodes(anomalies: Sequence[AnomalyWrite]) -> list[AnomalyWrite]:
+    """One entry per episode, its latest state, in the order episodes first appeared."""
+    latest: dict[tuple[str, int, str], AnomalyWrite] = {}
+    for anomaly in anomalies:
+        latest[episode_key(anomaly)] = anomaly
+    return list(latest.values())
 
 
 class DetectorSet:
@@ -129,6 +160,21 @@ class DetectorSet:
                     continue
                 anomalies.extend(to_anomaly(self.run_id, detector.name, f) for f in found)
         self._feed_items("observe_checkpoint", checkpoints, anomalies)
+        return self._chosen(merge_episodes(anomalies))
+
+    def finish(self) -> list[AnomalyWrite]:
+        """The run ended: every detector's open episodes, now closed."""
+        anomalies: list[AnomalyWrite] = []
+        for detector in list(self.detectors):
+            try:
+                found = detector.finish()
+            except Exception:
+                self._disable(detector, "finish")
+                continue
+            anomalies.extend(to_anomaly(self.run_id, detector.name, f) for f in found)
+        return self._chosen(merge_episodes(anomalies))
+
+    def _chosen(self, anomalies: list[AnomalyWrite]) -> list[AnomalyWrite]:
         if self._only is not None:
-            anomalies = [a for a in anomalies if a["anomaly_type"] in self._only]
+            return [a for a in anomalies if a["anomaly_type"] in self._only]
         return anomalies

@@ -94,7 +94,9 @@ class SampleRecord(SampleWrite):
 
 
 class AnomalyWrite(TypedDict):
-    """An anomaly as stored: one per (run, type, step, subject); writing it again is a no-op."""
+    """An anomaly episode as stored: one per (run, type, step, subject), `step` being where it
+    started. Writing the same key again updates the episode's progress (see
+    `StorageBackend.write_anomalies`)."""
 
     run_id: str
     step: int
@@ -106,6 +108,10 @@ class AnomalyWrite(TypedDict):
     threshold: float
     message: str
     detector: str
+    end_step: int  # the last step the condition was seen at (= step for a one-step episode)
+    count: int  # observations the episode spans
+    open: bool  # the condition may still be going on (False once the run has ended)
+    hint: str  # one line: what to try
 
 
 class MetricSeries(TypedDict):
@@ -258,8 +264,10 @@ class StorageBackend(abc.ABC):
     # -- anomalies --------------------------------------------------------------------------
     @abc.abstractmethod
     def write_anomalies(self, anomalies: Sequence[AnomalyWrite]) -> int:
-        """Store anomalies not stored yet (same run, type, step and subject); returns how many
-        were new."""
+        """Store anomaly episodes; returns how many were new (run, type, step and subject not
+        stored yet). For a key already stored, the episode's progress is updated: `end_step`
+        and `count` only grow, `open` takes the written value, `severity` rises to the
+        written one when that is worse; the other fields stay as first written."""
 
     @abc.abstractmethod
     def get_anomalies(

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Optional, Union
 import pytest
 
 from tracer.detection.base import SEVERITIES, Detector, DetectorContext, Finding
-from tracer.detection.runner import DetectorSet
+from tracer.detection.runner import DetectorSet, merge_episodes
 from tracer.storage.base import AnomalyWrite, CheckpointWrite, EventWrite
 
 SeriesPoints = tuple[Sequence[int], Sequence[float]]
@@ -178,6 +178,9 @@ def comparable(anomalies: Sequence[AnomalyWrite]) -> list[tuple[Any, ...]]:
             _float_key(a["threshold"]),
             a["message"],
             a["detector"],
+            a.get("end_step", a["step"]),
+            a.get("count", 1),
+            a.get("open", False),
         )
         for a in anomalies
     )
@@ -226,12 +229,14 @@ class DetectorConformance:
         return cls(self.settings(), self.context())
 
     def feed(self, *pieces: Piece) -> list[AnomalyWrite]:
-        """Feed pieces in order through one fresh detector, as a run's flushes would."""
+        """Feed pieces in order through one fresh detector, as a run's flushes would, then end
+        the run; each episode once, in its final state."""
         runner = _StrictDetectorSet("conformance-run", [self.make_detector()])
         found: list[AnomalyWrite] = []
         for points, events, checkpoints in pieces:
             found.extend(runner.feed(points, events, checkpoints))
-        return found
+        found.extend(runner.finish())
+        return merge_episodes(found)  # what storage keeps: each episode's last state
 
     def _checked_stream(self) -> DetectorStream:
         stream = self.fault_stream()
@@ -276,6 +281,11 @@ class DetectorConformance:
             for key in _FLOAT_KEYS:
                 value = anomaly[key]  # type: ignore[literal-required]
                 assert isinstance(value, float), f"{key} must be a float (NaN if none): {value!r}"
+            end = anomaly["end_step"]
+            assert isinstance(end, int) and end >= step, f"end_step {end!r} before step {step}"
+            assert end in steps, f"end_step {end} is not a step of the stream"
+            assert isinstance(anomaly["count"], int) and anomaly["count"] >= 1
+            assert anomaly["open"] is False, "the run ended: every episode must be closed"
             identity = (anomaly["anomaly_type"], step, anomaly["subject"])
             assert identity not in seen, (
                 f"{identity} reported twice; storage keeps one per (type, step, subject)"

@@ -44,6 +44,10 @@ def _anomaly(
         "threshold": 8.0,
         "message": f"{anomaly_type} of {subject} at step {step}",
         "detector": "test",
+        "end_step": step,
+        "count": 1,
+        "open": False,
+        "hint": "look at the batch",
     }
     anomaly.update(fields)  # type: ignore[typeddict-item]
     return anomaly
@@ -375,12 +379,12 @@ class StorageConformance:
 
     # -- anomalies --------------------------------------------------------------------------
     def test_write_anomalies_stores_each_once_and_counts_new(self, storage: StorageBackend) -> None:
-        """One anomaly per (run, type, step, subject): writing it again is a no-op that keeps
-        the first, and the return value counts only the new ones."""
+        """One anomaly per (run, type, step, subject): writing it again keeps the first's
+        identity fields, and the return value counts only the new ones."""
         self._new_run(storage)
         assert storage.write_anomalies([_anomaly(5), _anomaly(7)]) == 2
         again = [
-            _anomaly(5, message="rewritten", severity="critical"),  # same key: ignored
+            _anomaly(5, message="rewritten", severity="info"),  # same key: kept as first
             _anomaly(5, subject="val_loss"),  # another subject: new
             _anomaly(5, anomaly_type="loss_drop"),  # another type: new
             _anomaly(7),
@@ -400,10 +404,34 @@ class StorageConformance:
         first = stored[keys.index((5, "loss_spike", "loss"))]
         assert (first["message"], first["severity"]) == ("loss_spike of loss at step 5", "warning")
 
+    def test_writing_an_episode_again_updates_its_progress(self, storage: StorageBackend) -> None:
+        """An episode stored while open is updated by later writes of the same key: end_step
+        and count only grow, open takes the written value, severity only rises; the message,
+        value and hint stay as first written."""
+        self._new_run(storage)
+        opened = _anomaly(5, end_step=5, count=1, open=True)
+        assert storage.write_anomalies([opened]) == 1
+        grown = _anomaly(5, end_step=40, count=12, open=True, severity="critical", message="x")
+        assert storage.write_anomalies([grown]) == 0
+        closed = _anomaly(5, end_step=41, count=13, open=False, severity="warning")
+        stale = _anomaly(5, end_step=20, count=3, open=False)  # an older, shorter state
+        assert storage.write_anomalies([closed, stale]) == 0
+        (stored,) = storage.get_anomalies("r1")
+        assert (stored["step"], stored["end_step"], stored["count"], stored["open"]) == (
+            5,
+            41,
+            13,
+            False,
+        )
+        assert stored["severity"] == "critical"
+        assert (stored["message"], stored["hint"]) == (opened["message"], opened["hint"])
+
     def test_anomaly_fields_round_trip_nan_included(self, storage: StorageBackend) -> None:
         """Every field reads back as written; NaN value, baseline and threshold read NaN."""
         self._new_run(storage)
-        written = _anomaly(3, "nan_or_inf", severity="critical", detector="nan_or_inf")
+        written = _anomaly(
+            3, "nan_or_inf", severity="critical", detector="nan_or_inf", end_step=9, count=4
+        )
         nan_fields = _anomaly(4, "nan_or_inf", value=math.nan, baseline=math.nan)
         nan_fields["threshold"] = math.nan
         storage.write_anomalies([written, nan_fields])

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 _RUN_COLUMNS = (
     "id, project, name, status, tags, notes, config, start_time, end_time, heartbeat,"
     " heartbeat_interval, host, pid, rank, world_size, total_steps, error, settings"
@@ -317,35 +318,55 @@ class SQLiteStorage(MetricTables, StorageBackend):
 
     @staticmethod
     def _write_anomalies(conn: sqlite3.Connection, anomalies: Sequence[AnomalyWrite]) -> int:
+        rows = [
+            (
+                a["run_id"],
+                int(a["step"]),
+                a["anomaly_type"],
+                a["severity"],
+                a.get("subject") or "",
+                _real(a.get("value")),
+                _real(a.get("baseline")),
+                _real(a.get("threshold")),
+                a.get("message", ""),
+                a.get("detector", ""),
+                int(a.get("end_step", a["step"])),
+                int(a.get("count", 1)),
+                int(bool(a.get("open", False))),
+                a.get("hint", ""),
+            )
+            for a in anomalies
+        ]
         before = conn.total_changes
         conn.executemany(
             "INSERT OR IGNORE INTO anomalies (run_id, step, anomaly_type, severity, subject,"
-            " value, baseline, threshold, message, detector)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    a["run_id"],
-                    int(a["step"]),
-                    a["anomaly_type"],
-                    a["severity"],
-                    a.get("subject") or "",
-                    _real(a.get("value")),
-                    _real(a.get("baseline")),
-                    _real(a.get("threshold")),
-                    a.get("message", ""),
-                    a.get("detector", ""),
-                )
-                for a in anomalies
-            ],
+            " value, baseline, threshold, message, detector, end_step, count, open, hint)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
-        return conn.total_changes - before
+        new = conn.total_changes - before
+        if new < len(rows):  # episodes already stored: their progress
+            conn.executemany(
+                "UPDATE anomalies SET end_step = MAX(COALESCE(end_step, step), ?),"
+                " count = MAX(count, ?), open = ?,"
+                " severity = CASE WHEN ? > (CASE severity WHEN 'critical' THEN 2"
+                " WHEN 'warning' THEN 1 ELSE 0 END) THEN ? ELSE severity END"
+                " WHERE run_id = ? AND anomaly_type = ? AND step = ? AND subject = ?",
+                [
+                    (end, count, is_open, _SEVERITY_RANK.get(severity, 0), severity, *key)
+                    for run_id, step, kind, severity, subject, *_, end, count, is_open, _ in rows
+                    for key in [(run_id, kind, step, subject)]
+                ],
+            )
+        return new
 
     def get_anomalies(
         self, run_id: str, anomaly_types: Optional[Sequence[str]] = None
     ) -> list[AnomalyWrite]:
         sql = (
             "SELECT step, anomaly_type, severity, subject, value, baseline, threshold, message,"
-            " detector FROM anomalies WHERE run_id = ?"
+            " detector, COALESCE(end_step, step), count, open, hint FROM anomalies"
+            " WHERE run_id = ?"
         )
         params: list[Any] = [run_id]
         if anomaly_types is not None:
@@ -356,17 +377,21 @@ class SQLiteStorage(MetricTables, StorageBackend):
         return [
             {
                 "run_id": run_id,
-                "step": step,
-                "anomaly_type": kind,
-                "severity": severity,
-                "subject": subject,
-                "value": _float(value),
-                "baseline": _float(baseline),
-                "threshold": _float(threshold),
-                "message": message,
-                "detector": detector,
+                "step": row[0],
+                "anomaly_type": row[1],
+                "severity": row[2],
+                "subject": row[3],
+                "value": _float(row[4]),
+                "baseline": _float(row[5]),
+                "threshold": _float(row[6]),
+                "message": row[7],
+                "detector": row[8],
+                "end_step": row[9],
+                "count": row[10],
+                "open": bool(row[11]),
+                "hint": row[12],
             }
-            for step, kind, severity, subject, value, baseline, threshold, message, detector in rows
+            for row in rows
         ]
 
     # -- batching ---------------------------------------------------------------------------

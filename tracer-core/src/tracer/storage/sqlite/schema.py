@@ -150,10 +150,24 @@ def _add_anomalies_and_run_settings(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX anomalies_by_run ON anomalies (run_id, step)")
 
 
+def _add_anomaly_episodes(conn: sqlite3.Connection) -> None:
+    """v5: anomalies are episodes: the last step seen, how many observations, whether still
+    open, and what to try. A stored single-step anomaly becomes a closed one-step episode."""
+    for column in (
+        "end_step INTEGER",
+        "count INTEGER NOT NULL DEFAULT 1",
+        "open INTEGER NOT NULL DEFAULT 0",
+        "hint TEXT NOT NULL DEFAULT ''",
+    ):
+        conn.execute(f"ALTER TABLE anomalies ADD COLUMN {column}")
+    conn.execute("UPDATE anomalies SET end_step = step")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _add_series_summaries,
     _add_events_samples_and_checkpoint_extras,
     _add_anomalies_and_run_settings,
+    _add_anomaly_episodes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,92 @@
+"""Memory read at the step cadence, so a leak is seen within tens of steps, not minutes.
+
+The system sampler reads memory every `system_metrics_interval` seconds (5 by default): a
+loop that keeps 4 MB a step alive for a minute is over before the memory detector has the
+samples it needs. This collector reads the process's resident memory (and, where CUDA is in
+use, the caching allocator's allocated bytes) every `PROBE_STEPS` steps on the training
+thread, at the cost of one `pread` of /proc/self/statm (about 2 us, so well under 1 us a
+step), and stores them as `system/step/rss_mb` and `system/step/cuda_allocated_mb`.
+Elsewhere than Linux it reads psutil's `memory_info()` (slower, still every `PROBE_STEPS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional
+
+from tracer.capture.collector import Collected, Collector
+
+if TYPE_CHECKING:
+    from tracer.core.tracer import TrainingTracer
+
+logger = logging.getLogger(__name__)
+
+PROBE_STEPS = 10
+MB = 1024.0 * 1024.0
+RSS_SERIES = "system/step/rss_mb"
+CUDA_SERIES = "system/step/cuda_allocated_mb"
+
+
+def _statm_reader() -> Optional[Callable[[], float]]:
+    """Resident MB from /proc/self/statm through a file kept open; None where there is none."""
+    try:
+        descriptor = os.open("/proc/self/statm", os.O_RDONLY)
+    except OSError:
+        return None
+    page = os.sysconf("SC_PAGE_SIZE") / MB
+
+    def read() -> float:
+        return int(os.pread(descriptor, 128, 0).split()[1]) * page
+
+    read.descriptor = descriptor  # type: ignore[attr-defined]
+    return read
+
+
+class MemoryProbe(Collector):
+    """The built-in step-cadence memory collector."""
+
+    name = "memory_probe"
+    per_step = True
+
+    def __init__(self, run: TrainingTracer) -> None:
+        self._run = run
+        self._countdown = 0
+        self._read_rss = _statm_reader()
+        if self._read_rss is None:
+            import psutil
+
+            process = psutil.Process(os.getpid())
+            self._read_rss = lambda: process.memory_info().rss / MB
+
+    def on_step_end(self, step: int) -> None:
+        if self._countdown:
+            self._countdown -= 1
+            return
+        self._countdown = PROBE_STEPS - 1
+        reading = {RSS_SERIES: self._read_rss()}  # type: ignore[misc]
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            reading[CUDA_SERIES] = torch.cuda.memory_allocated() / MB  # host counter, no sync
+        self._run.submit_background(Collected([(step, reading)], snapshot=False))
+
+    def close(self) -> None:
+        descriptor = getattr(self._read_rss, "descriptor", None)
+        if descriptor is not None:
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+        self._read_rss = None
+
+
+def memory_probe(run: TrainingTracer) -> Optional[Collector]:
+    """Factory registered by the built-in capture plugin; None when system tracking is off."""
+    if not run.config.track_system_metrics:
+        return None
+    try:
+        return MemoryProbe(run)
+    except (ImportError, OSError) as error:
+        logger.warning("Tracer reads no step-cadence memory: %s", error)
+        return None

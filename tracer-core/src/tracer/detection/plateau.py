@@ -1,0 +1,211 @@
+"""`loss_plateau`: the loss stopped improving, and whether that is a fault.
+
+A loss that stops improving is usually fine: the run converged, or a decaying learning-rate
+schedule made the steps small. It is a fault when the optimizer no longer changes the model:
+a learning rate of 0, parameters frozen by mistake, an optimizer that no longer steps. The
+loss alone cannot tell these apart, so the detector also reads the learning rate when the run
+logs one (a series matching `lr_metrics`: "lr", "learning_rate", Lightning's "lr-Adam", ...).
+
+Flat: no block median (blocks of `block` (20) values) beat the best by `min_delta` (0.1%,
+relative) and by `noise_sigmas` (3) standard errors of a block median for `patience` (3)
+blocks. Then:
+- warning when the logged lr is 0 at that step, or when the optimizer skipped every step
+  since the loss stopped improving (the capture's "optimizer_step_skipped" events: a
+  backward without an optimizer step, or a GradScaler finding inf every time);
+- info otherwise (converged, a decayed lr, or no lr logged): not shown by default. A small
+  model converging quickly to its noise floor looks, from the loss alone, exactly like one
+  whose parameters stopped moving, so a stall alone is never a warning.
+
+One episode lasts while the loss stays flat (every further flat block extends it; it ends
+after `patience` blocks that beat the best), so a frozen run is one report, not one every
+few blocks. The verdict waits until the lr series has reached the step (series come in name order,
+"lr" after "loss"), so online and offline judge with the same lr values; in a run that logs
+no lr it waits for the end of the run, and is judged then with what is known.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fnmatch
+import math
+from collections.abc import Sequence
+from typing import NamedTuple, Optional
+
+from tracer.detection.base import Detector, Finding, finding
+from tracer.detection.episodes import Episodes
+from tracer.detection.stats import BlockMedians
+from tracer.storage.base import EventWrite
+
+
+class _Stall(NamedTuple):
+    series: str
+    step: int  # where the plateau was found (a block's last step)
+    since: int  # the last step of the best block
+    window_start: int  # the first step of the blocks before the best one
+    best: float
+    latest: float
+    blocks: int
+
+
+class _LearningRate:
+    """One lr series: its values where they changed, and how far it has been seen."""
+
+    __slots__ = ("changes", "seen_until", "values")
+
+    def __init__(self) -> None:
+        self.changes: list[int] = []
+        self.values: list[float] = []
+        self.seen_until = -1
+
+    def feed(self, steps: Sequence[int], values: Sequence[float]) -> None:
+        for step, value in zip(steps, values, strict=True):
+            if not self.values or value != self.values[-1]:
+                self.changes.append(step)
+                self.values.append(value)
+        if steps:
+            self.seen_until = max(self.seen_until, steps[-1])
+
+    def at(self, step: int) -> float:
+        index = bisect.bisect_right(self.changes, step) - 1
+        return self.values[index] if index >= 0 else math.nan
+
+
+class LossPlateauDetector(Detector):
+    name = "loss_plateau"
+    anomaly_types = ("loss_plateau",)
+    defaults = {
+        "block": 20,
+        "patience": 3,
+        "min_delta": 0.001,
+        "noise_sigmas": 3.0,
+        "lr_metrics": ["lr", "learning_rate", "*/lr", "*/learning_rate", "lr-*", "lr_*"],
+    }
+
+    def setup(self) -> None:
+        self._blocks: dict[str, BlockMedians] = {}
+        self._best: dict[str, tuple[float, int]] = {}  # best median, its block index
+        self.episodes = Episodes(self.settings["patience"])
+        self._lrs: dict[str, _LearningRate] = {}
+        self._waiting: list[tuple[str, int, Optional[_Stall]]] = []  # blocks to judge
+        self._skipped: list[int] = []  # steps the optimizer skipped (events, in step order)
+
+    def _is_lr(self, series: str) -> bool:
+        lowered = series.lower()
+        return any(fnmatch.fnmatchcase(lowered, p) for p in self.settings["lr_metrics"])
+
+    def wants(self, series: str) -> bool:
+        return self.context.is_loss(series) or (
+            self.context.is_user_metric(series) and self._is_lr(series)
+        )
+
+    def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
+        if not self.context.is_loss(series):
+            lr = self._lrs.get(series)
+            if lr is None:
+                lr = self._lrs[series] = _LearningRate()
+            lr.feed(steps, values)
+            return self._judge_waiting(final=False)
+        blocks = self._blocks.get(series)
+        if blocks is None:
+            blocks = self._blocks[series] = BlockMedians(self.settings["block"])
+        completed = blocks.feed(steps, values)
+        first = len(blocks.medians) - len(completed)
+        for offset, step in enumerate(completed):
+            self._block_done(series, blocks, first + offset, step)
+        return self._judge_waiting(final=False)
+
+    def finish(self) -> list[Finding]:
+        return self._judge_waiting(final=True)
+
+    def _block_done(self, series: str, blocks: BlockMedians, index: int, step: int) -> None:
+        """Queue this block's verdict: calm (a new best beyond noise, or still within
+        `patience`) or a stall, judged in order once the lr is known that far."""
+        min_delta = self.settings["min_delta"]
+        latest = blocks.medians[index]
+        best, best_index = self._best.get(series, (math.inf, index))
+        margin = max(min_delta * abs(best), self.settings["noise_sigmas"] * blocks.noise[index])
+        if best == math.inf or latest < best - margin:
+            self._best[series] = (latest, index)
+            self._waiting.append((series, step, None))
+            return
+        if index - best_index < self.settings["patience"]:
+            return
+        since = step - (index - best_index) * blocks.size
+        self._waiting.append(
+            (series, step, _Stall(series, step, since, since - blocks.size + 1, best, latest,
+                                  index - best_index))
+        )  # fmt: skip
+
+    def observe_event(self, event: EventWrite) -> list[Finding]:
+        if event["kind"] == "optimizer_step_skipped":
+            self._skipped.append(event["step"])
+        return []
+
+    def _skipped_throughout(self, stall: _Stall) -> bool:
+        """Whether the optimizer skipped every step from the best block's end to the stall
+        (events at later steps, which online detection may already have, are not used)."""
+        first = bisect.bisect_right(self._skipped, stall.since)
+        last = bisect.bisect_right(self._skipped, stall.step)
+        return last - first >= stall.step - stall.since > 0
+
+    def _judge_waiting(self, final: bool) -> list[Finding]:
+        """Judge the queued blocks in order, as far as the lr is known (all at the end)."""
+        lrs = self._lrs.values()  # no lr series yet: one may still come (name order)
+        done = 0
+        for series, step, stall in self._waiting:
+            if not (final or (lrs and all(lr.seen_until >= step for lr in lrs))):
+                break
+            done += 1
+            if stall is None:
+                self.episodes.calm(series)
+                continue
+            severity, why, hint = self._verdict(stall)
+            self.episodes.hit(
+                "loss_plateau",
+                series,
+                step,
+                finding(
+                    stall.step,
+                    "loss_plateau",
+                    severity,
+                    stall.series,
+                    f"{stall.series} has not improved on {stall.best:.4g} (reached by step"
+                    f" {stall.since}) for {stall.blocks} blocks of {self.settings['block']}"
+                    f" steps: {why}",
+                    value=stall.latest,
+                    baseline=stall.best,
+                    threshold=stall.best * (1 - self.settings["min_delta"]),
+                    hint=hint,
+                ),
+                severity=severity,
+            )
+        del self._waiting[:done]
+        if final:
+            self.episodes.close_all()
+        return self.episodes.drain()
+
+    def _verdict(self, stall: _Stall) -> tuple[str, str, str]:
+        """(severity, why, what to try) for a stalled loss, from the lr and skipped steps."""
+        known = [lr for lr in self._lrs.values() if lr.seen_until >= stall.step]
+        now = [lr.at(stall.step) for lr in known]
+        then = [lr.at(stall.window_start) for lr in known]
+        if now and all(v == 0.0 for v in now):
+            return (
+                "warning",
+                "the learning rate is 0",
+                "set a learning rate above 0 (a scheduler that reached 0, or lr=0 in a group)",
+            )
+        if self._skipped_throughout(stall):
+            return (
+                "warning",
+                f"the optimizer has skipped every step since step {stall.since}",
+                "check that optimizer.step() runs and is not skipped (a GradScaler that finds"
+                " inf at every step skips them all), and that the parameters require grad",
+            )
+        decayed = any(b < a for a, b in zip(then, now, strict=True) if a == a and b == b)
+        why = (
+            "the learning rate decayed"
+            if decayed
+            else ("the run may have converged" if known else "no learning rate was logged")
+        )
+        return "info", why, "nothing to do if the run converged; otherwise check the lr schedule"
