@@ -167,7 +167,8 @@ class SampleCapture(Collector):
             handle.remove()
         self._handles = []
         self._last = []
-        self._history.clear()
+        # The history stays: the writer's last flush, after this, may still find an anomaly
+        # in the final steps and ask for its batch (anomaly_sections).
 
 
 def sample_collector(run: TrainingTracer) -> Optional[Collector]:
