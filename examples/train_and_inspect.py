@@ -85,16 +85,19 @@ def show(run_id: str, storage_path: str) -> None:
         )
         print(f"\n  {'metric':<24}{'final':>12}{'best':>12}")
         for name, final in summary["final_metrics"].items():
-            best = summary["best_metrics"][name]
-            print(f"  {name:<24}{final:>12.4g}{best:>12.4g}")
+            best = summary["best_metrics"].get(name)  # none for an lr or a norm
+            shown = "-" if best is None else f"{best:.4g}"
+            print(f"  {name:<24}{final:>12.4g}{shown:>12}")
         anomalies = query.get_anomalies(run_id)
-        print(f"\nAnomalies found while training: {len(anomalies) or 'none'}")
-        for anomaly in anomalies:
+        serious = [a for a in anomalies if a["severity"] != "info"]
+        print(f"\nAnomaly episodes found while training: {len(serious) or 'none'}")
+        for anomaly in serious:
             kind = anomaly["anomaly_type"]
-            print(
-                f"  step {anomaly['step']:>5}  {anomaly['severity']:<8} {kind:<20} "
-                f"{anomaly['message']}"
-            )
+            steps = f"{anomaly['step']}-{anomaly['end_step']}"
+            print(f"  steps {steps:>11}  {anomaly['severity']:<8} {kind:<18} {anomaly['message']}")
+            print(f"  {'':>17}try: {anomaly['hint']}")
+        if len(serious) < len(anomalies):
+            print(f"  (and {len(anomalies) - len(serious)} info-level: tracer anomalies RUN --all)")
         offline = AnomalyDetector(query.storage).detect_all_anomalies(run_id)
         same = {(a["anomaly_type"], a["step"], a["subject"]) for a in offline} == {
             (a["anomaly_type"], a["step"], a["subject"]) for a in anomalies

@@ -9,7 +9,8 @@ logs one (a series matching `lr_metrics`: "lr", "learning_rate", Lightning's "lr
 Flat: no block median (blocks of `block` (20) values) beat the best by `min_delta` (0.1%,
 relative) and by `noise_sigmas` (3) standard errors of a block median for `patience` (3)
 blocks. Then:
-- warning when the logged lr is 0 at that step, or when the optimizer skipped every step
+- warning when the logged lr was cut to 0 (in one jump from at least a tenth of its peak: a
+  schedule that decays to 0 is not a fault), or when the optimizer skipped every step
   since the loss stopped improving (the capture's "optimizer_step_skipped" events: a
   backward without an optimizer step, or a GradScaler finding inf every time);
 - info otherwise (converged, a decayed lr, or no lr logged): not shown by default. A small
@@ -68,6 +69,15 @@ class _LearningRate:
     def at(self, step: int) -> float:
         index = bisect.bisect_right(self.changes, step) - 1
         return self.values[index] if index >= 0 else math.nan
+
+    def cut_to_zero(self, step: int) -> bool:
+        """0 at `step`, reached in one jump from at least a tenth of its peak before (lr set
+        to 0), not by a schedule that decayed to 0 (whose last value before 0 is tiny)."""
+        index = bisect.bisect_right(self.changes, step) - 1
+        if index < 1 or self.values[index] != 0.0:
+            return False
+        before = [v for v in self.values[:index] if v == v]
+        return bool(before) and self.values[index - 1] >= 0.1 * max(before)
 
 
 class LossPlateauDetector(Detector):
@@ -189,7 +199,7 @@ class LossPlateauDetector(Detector):
         known = [lr for lr in self._lrs.values() if lr.seen_until >= stall.step]
         now = [lr.at(stall.step) for lr in known]
         then = [lr.at(stall.window_start) for lr in known]
-        if now and all(v == 0.0 for v in now):
+        if known and all(lr.cut_to_zero(stall.step) for lr in known):
             return (
                 "warning",
                 "the learning rate is 0",
