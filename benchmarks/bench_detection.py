@@ -6,8 +6,8 @@ small CPU trainings, how often they cry wolf on healthy runs, and what online de
     python benchmarks/bench_detection.py --only NAME,NAME --interval 10
     python benchmarks/bench_detection.py --strict --json results.json
 
-1. Scenarios (needs torch; `detection_bench/scenarios.py`): faulty trainings (8 families:
-   explosion, nan_inf, spike, divergence, vanishing, dead_layer, memory_leak, plateau),
+1. Scenarios (needs torch; `detection_bench/scenarios.py`, `healthy.py`): faulty trainings (8
+   families: explosion, nan_inf, spike, divergence, vanishing, dead_layer, memory_leak, plateau),
    healthy trainings (6 LR schedules, 4 optimizers, batch sizes 4-256, MLP, CNN, regression,
    transformer) and long synthetic runs (200,000 steps), each at checkpoint_interval 10 and
    100. Scored over anomaly episodes shown by default (warning, critical), online (stored by
@@ -49,7 +49,7 @@ def run_scenarios(
     """Run and score the scenarios; the table lines, whether every target was met, and the
     per-run results for --json."""
     from detection_bench import report
-    from detection_bench.scenarios import catalogue, quick_subset
+    from detection_bench.catalogue import catalogue, quick_subset
     from detection_bench.scoring import Score, score
     from detection_bench.training import RunResult, run_scenario
 

@@ -138,16 +138,10 @@ class MemoryDetector(Detector):
         recent.append((step, value))
         if len(recent) < window:
             return []
-        xs = list(range(window))
         ys = [v for _, v in recent]
-        mean_x, mean_y = (window - 1) / 2, sum(ys) / window
-        sxx = sum((x - mean_x) ** 2 for x in xs)
-        sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
-        syy = sum((y - mean_y) ** 2 for y in ys)
-        slope = sxy / sxx
-        r2 = (sxy * sxy) / (sxx * syy) if syy > 0 else 0.0
+        slope, r2 = _line(list(range(window)), ys) or (0.0, 0.0)  # over sample indices
         growth = slope * (window - 1)
-        start = mean_y - slope * mean_x
+        start = sum(ys) / window - slope * (window - 1) / 2
         leaking = (
             slope > 0
             and r2 >= self.settings["min_r2"]

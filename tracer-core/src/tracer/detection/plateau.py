@@ -49,20 +49,24 @@ class _Stall(NamedTuple):
 
 
 class _LearningRate:
-    """One lr series: its values where they changed, and how far it has been seen."""
+    """One lr series: its values where they changed (with the peak up to each change, so a
+    verdict never rescans a schedule that changes every step), and how far it was seen."""
 
-    __slots__ = ("changes", "seen_until", "values")
+    __slots__ = ("changes", "peaks", "seen_until", "values")
 
     def __init__(self) -> None:
         self.changes: list[int] = []
         self.values: list[float] = []
+        self.peaks: list[float] = []  # the largest finite value up to and including each
         self.seen_until = -1
 
     def feed(self, steps: Sequence[int], values: Sequence[float]) -> None:
         for step, value in zip(steps, values, strict=True):
             if not self.values or value != self.values[-1]:
+                peak = self.peaks[-1] if self.peaks else -math.inf
                 self.changes.append(step)
                 self.values.append(value)
+                self.peaks.append(max(peak, value) if value == value else peak)
         if steps:
             self.seen_until = max(self.seen_until, steps[-1])
 
@@ -76,8 +80,8 @@ class _LearningRate:
         index = bisect.bisect_right(self.changes, step) - 1
         if index < 1 or self.values[index] != 0.0:
             return False
-        before = [v for v in self.values[:index] if v == v]
-        return bool(before) and self.values[index - 1] >= 0.1 * max(before)
+        peak = self.peaks[index - 1]
+        return peak > -math.inf and self.values[index - 1] >= 0.1 * peak
 
 
 class LossPlateauDetector(Detector):
