@@ -81,12 +81,40 @@ def test_every_logged_value_is_stored_at_its_step_not_only_at_checkpoints() -> N
         checkpoints = store.get_checkpoints(run.run_id)
         stored = store.get_run(run.run_id)
     assert [(c["step"], c["reason"]) for c in checkpoints] == [
+        (10, "early"),  # what the model gets wrong from its init shows here
         (100, "interval"),
         (200, "interval"),
         (249, "finish"),
     ]
-    assert checkpoints[0]["metrics"] == {"loss": 1.0 / 101, "eval/acc": 100 / 250}
+    assert checkpoints[1]["metrics"] == {"loss": 1.0 / 101, "eval/acc": 100 / 250}
     assert stored is not None and stored["total_steps"] == 250
+
+
+def test_the_early_checkpoint_is_only_for_a_fresh_run_with_a_longer_interval() -> None:
+    """Step 10 of a fresh run gets a checkpoint unless an interval one comes first; a
+    resumed run, already past its start, gets none."""
+    short = tracer.init(project="p", run_name="short", checkpoint_interval=5)
+    for _ in range(12):
+        tracer.log({"loss": 1.0})
+        tracer.step()
+    tracer.finish()
+    first = tracer.init(project="p", run_name="resumed", checkpoint_interval=100)
+    for _ in range(20):
+        tracer.log({"loss": 1.0})
+        tracer.step()
+    tracer.finish()
+    again = tracer.init(project="p", resume=first.run_id, checkpoint_interval=100)
+    for _ in range(20):
+        tracer.log({"loss": 1.0})
+        tracer.step()
+    tracer.finish()
+    with open_store() as store:
+        reasons = {
+            run.run_id: [(c["step"], c["reason"]) for c in store.get_checkpoints(run.run_id)]
+            for run in (short, again)
+        }
+    assert reasons[short.run_id] == [(5, "interval"), (10, "interval"), (11, "finish")]
+    assert reasons[again.run_id] == [(10, "early"), (19, "finish"), (39, "finish")]
 
 
 def test_several_logs_in_one_step_merge_and_the_last_value_wins() -> None:

@@ -43,6 +43,10 @@ MODE_ENV = "TRACER_MODE"
 FINISH_TIMEOUT_S = 30.0
 _ACTIVE, _ENDING, _ENDED, _DISABLED = "active", "ending", "ended", "disabled"
 FOLLOWER_COLLECTORS = frozenset({"gradients"})
+# A fresh run takes one extra checkpoint here, long before the first interval one (step 1000
+# by default): what a model gets wrong from its initialisation (vanishing gradients, a dead
+# layer) shows in its first steps, and the per-layer detectors only see checkpoints.
+EARLY_CHECKPOINT_STEP = 10
 
 
 def tracing_disabled() -> bool:
@@ -97,6 +101,8 @@ class TrainingTracer:
             raise
         self._last_closed_step = self._step - 1
         self._next_checkpoint = (self._step // self._interval + 1) * self._interval
+        if self._step < EARLY_CHECKPOINT_STEP < self._next_checkpoint:
+            self._next_checkpoint = EARLY_CHECKPOINT_STEP
         self._writer = RunWriter(
             self.storage,
             self.run_id,
@@ -247,7 +253,7 @@ class TrainingTracer:
             self._agreement.tick(step, self._halt is not None)
         if checkpoint and step >= self._next_checkpoint:
             self._next_checkpoint = (step // self._interval + 1) * self._interval
-            self._checkpoint(step, "interval")
+            self._checkpoint(step, "interval" if step >= self._interval else "early")
 
     def _checkpoint(self, step: int, reason: str) -> None:
         sections = self._collectors.checkpoint(step, reason)

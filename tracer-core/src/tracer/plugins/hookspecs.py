@@ -98,8 +98,9 @@ def tracer_checkpoint_written(run: TrainingTracer, step: int, reason: str) -> No
     """A checkpoint snapshot is durable in storage.
 
     Called on the run's background writer thread (the training thread when `async_writes`
-    is False) right after the flush that contains it commits. `reason` is "interval" or
-    "finish" (more reasons come with anomaly detection). Keep it quick: it delays the next flush.
+    is False) right after the flush that contains it commits. `reason` is "interval",
+    "early" (step 10 of a fresh run, before the first interval one), "anomaly" or "finish".
+    Keep it quick: it delays the next flush.
     """
 
 
