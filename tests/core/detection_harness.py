@@ -95,6 +95,9 @@ class Scenario:
     lr_jump: Optional[tuple[int, float]] = None  # (step, factor) applied from that step on
     lr_ramp: Optional[tuple[int, float]] = None  # (step, factor per step) from that step on
     lr_zero_from: Optional[int] = None
+    freeze_from: Optional[int] = None  # requires_grad off for every parameter from then on
+    stop_stepping_from: Optional[int] = None  # optimizer.step() no longer called
+    schedule: str = "warmup_step"  # see scheduled_lr
     nan_batch_at: Optional[int] = None  # one input value of that batch is NaN
     inf_loss_at: Optional[int] = None  # the loss overflows; the loop skips that update
     corrupt: Optional[tuple[int, int, float]] = None  # (first step, count, target scale)
@@ -221,10 +224,38 @@ def leak_mib(at_least: float) -> float:
     return max(at_least, 0.015 * float(psutil.Process().memory_info().rss) / 2**20)
 
 
+def schedule_factor(scenario: Scenario, step: int) -> float:
+    """The lr multiplier of the scenario's schedule at `step`: "warmup_step" (linear warmup,
+    then x `decay` every `decay_every` steps), "constant", "warmup_cosine" (to 0 at the last
+    step), "onecycle" (up for 30% of the run from lr/25, then cosine down to lr/1e4),
+    "linear" (to 0 at the last step) or "cyclic" (triangles between lr/10 and lr, 6 ramps)."""
+    kind, total = scenario.schedule, scenario.steps
+    warmup = min(1.0, (step + 1) / max(scenario.warmup, 1))
+    if kind == "warmup_step":
+        return warmup * scenario.decay ** (step // scenario.decay_every)
+    if kind == "constant":
+        return 1.0
+    if kind == "warmup_cosine":
+        done = max(0.0, (step - scenario.warmup) / max(1, total - scenario.warmup))
+        return warmup * 0.5 * (1 + math.cos(math.pi * done))
+    if kind == "onecycle":
+        peak = 0.3 * total
+        if step < peak:
+            return 1 / 25 + (1 - 1 / 25) * step / peak
+        done = (step - peak) / (total - peak)
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * done))
+    if kind == "linear":
+        return 1.0 - step / total
+    if kind == "cyclic":
+        ramp = max(1, total // 6)
+        position = (step % (2 * ramp)) / ramp
+        return 0.1 + 0.9 * (position if position <= 1 else 2 - position)
+    raise ValueError(f"unknown schedule {kind!r}")
+
+
 def scheduled_lr(scenario: Scenario, step: int) -> float:
-    """Linear warmup and step decay, then the injected LR faults."""
-    lr = scenario.lr * min(1.0, (step + 1) / max(scenario.warmup, 1))
-    lr *= scenario.decay ** (step // scenario.decay_every)
+    """The scenario's schedule (see schedule_factor), then the injected LR faults."""
+    lr = scenario.lr * schedule_factor(scenario, step)
     if scenario.lr_jump is not None and step >= scenario.lr_jump[0]:
         lr *= scenario.lr_jump[1]
     if scenario.lr_ramp is not None and step >= scenario.lr_ramp[0]:
@@ -290,6 +321,8 @@ def _train(scenario: Scenario, storage_path: str) -> Outcome:
                 group["lr"] = lr
             index = torch.randint(0, inputs.shape[0], (scenario.batch_size,), generator=batches)
             x, y = inputs[index], targets[index]  # fresh copies (advanced indexing)
+            if scenario.freeze_from == step:
+                model.requires_grad_(False)
             if scenario.nan_batch_at == step:
                 x[0, 0] = math.nan
             if scenario.corrupt is not None:
@@ -302,8 +335,10 @@ def _train(scenario: Scenario, storage_path: str) -> Outcome:
             if scenario.inf_loss_at is not None and not torch.isfinite(loss):
                 optimizer.zero_grad()  # a guarded loop: skip the update, keep training
             else:
-                loss.backward()
-                optimizer.step()
+                if loss.requires_grad:  # not after freeze_from: nothing to backpropagate
+                    loss.backward()
+                if scenario.stop_stepping_from is None or step < scenario.stop_stepping_from:
+                    optimizer.step()
                 optimizer.zero_grad()
             if scenario.leak is not None and step >= scenario.leak[0]:
                 if not leak_floats:
@@ -340,6 +375,7 @@ CORRUPT_STEP = 180
 RAMP_STEP = 120
 ZERO_STEP = 20  # the end of warmup
 LEAK_STEP = 30
+FREEZE_STEP = 100
 
 
 def fault_scenarios() -> dict[str, Scenario]:
@@ -422,6 +458,30 @@ def fault_scenarios() -> dict[str, Scenario]:
             ),
         ),
         Scenario(
+            "frozen",
+            steps=300,
+            freeze_from=FREEZE_STEP,
+            faults=(
+                Fault(
+                    "every parameter frozen",
+                    FREEZE_STEP,
+                    (Expect(("loss_plateau",), within=PLATEAU_WITHIN),),
+                ),
+            ),
+        ),
+        Scenario(
+            "optimizer_stops",
+            steps=300,
+            stop_stepping_from=FREEZE_STEP,
+            faults=(
+                Fault(
+                    "optimizer.step() no longer called",
+                    FREEZE_STEP,
+                    (Expect(("loss_plateau",), within=PLATEAU_WITHIN),),
+                ),
+            ),
+        ),
+        Scenario(
             "deep_sigmoid",
             steps=200,
             architecture="deep_sigmoid",
@@ -477,6 +537,21 @@ CLEAN_SETUPS: tuple[Mapping[str, Any], ...] = (
     {"optimizer": "sgd", "lr": 0.02, "batch_size": 16},
     {"optimizer": "adamw", "lr": 3e-3, "batch_size": 8},
 )
+
+
+SCHEDULES = ("constant", "warmup_cosine", "onecycle", "linear", "cyclic")
+
+
+def schedule_scenarios(steps: int = 400) -> list[Scenario]:
+    """Healthy runs under each other lr schedule (clean_scenarios use warmup + step decay),
+    alternating AdamW batch 16, SGD with momentum batch 16 and AdamW batch 8, at default
+    detector settings."""
+    return [
+        Scenario(f"healthy_{kind}", seed=index, steps=steps, schedule=kind).replace(
+            **CLEAN_SETUPS[index % len(CLEAN_SETUPS)]
+        )
+        for index, kind in enumerate(SCHEDULES)
+    ]
 
 
 def clean_scenarios(seeds: Sequence[int] = (0, 1, 2), steps: int = 400) -> list[Scenario]:

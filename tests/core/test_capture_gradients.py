@@ -175,6 +175,31 @@ def test_grad_scaler_values_are_unscaled_and_skipped_steps_are_recorded() -> Non
         assert [e["step"] for e in store.get_events(run.run_id, "optimizer_step_skipped")] == [3]
 
 
+def test_an_optimizer_step_without_any_gradient_is_recorded_as_gradients_missing() -> None:
+    """zero_grad() between backward() and step() (a classic slip): the optimizer steps with
+    no gradient on any parameter and changes nothing. Each such step is the event
+    "gradients_missing"; a step with gradients is captured as usual."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = tracer.init(project="p")
+    tracer.watch(model, optimizer=optimizer)
+    for step in range(5):
+        inputs, targets = batch(step)
+        nn.functional.mse_loss(model(inputs), targets).backward()
+        if step >= 2:
+            optimizer.zero_grad()  # the slip: the gradients are gone before step()
+        optimizer.step()
+        optimizer.zero_grad()
+        tracer.step()
+    tracer.finish()
+    assert series(run.run_id, "grad/global_norm")["steps"] == [0, 1]
+    with open_store() as store:
+        missing = store.get_events(run.run_id, "gradients_missing")
+        assert store.get_events(run.run_id, "optimizer_step_skipped") == []
+    assert [e["step"] for e in missing] == [2, 3, 4]
+    assert missing[0]["data"] == {"model": "Sequential"}
+
+
 def test_without_an_optimizer_the_last_backward_before_step_wins() -> None:
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)

@@ -21,6 +21,7 @@ import tracer
 from tests.core import detection_harness as harness
 from tests.core.detection_harness import Outcome, run_scenario
 from tests.core.helpers import open_store
+from tracer.core.tracer import EARLY_CHECKPOINT_STEP
 from tracer.detection.memory import MemoryDetector
 from tracer.detection.runner import DetectorSet
 from tracer.storage.base import CheckpointRecord, SampleRecord
@@ -94,9 +95,22 @@ def _check_lr_zero(outcome: Outcome) -> None:
     assert "learning rate is 0" in plateau["message"]
 
 
+def _check_frozen(outcome: Outcome) -> None:
+    (plateau,) = outcome.serious()
+    assert (plateau["anomaly_type"], plateau["severity"]) == ("loss_plateau", "warning")
+    assert "no parameter has had a gradient" in plateau["message"]
+    assert "require grad" in plateau["details"]["hint"]
+
+
+def _check_optimizer_stops(outcome: Outcome) -> None:
+    (plateau,) = outcome.serious()
+    assert (plateau["anomaly_type"], plateau["severity"]) == ("loss_plateau", "warning")
+    assert "optimizer skipped every step" in plateau["message"]
+
+
 def _first_checkpoint(outcome: Outcome) -> int:
-    """The first checkpoint: the interval one, or the finish one in a shorter run."""
-    return min(harness.CHECKPOINT_INTERVAL, outcome.scenario.steps - 1)
+    """The first checkpoint: the early one at step 10 (tracer.core.tracer)."""
+    return EARLY_CHECKPOINT_STEP
 
 
 def _check_deep_sigmoid(outcome: Outcome) -> None:
@@ -130,6 +144,8 @@ EXTRA_CHECKS: dict[str, Callable[[Outcome], None]] = {
     "corrupt_batches": _check_corrupt_batches,
     "lr_ramp": _check_lr_ramp,
     "lr_zero": _check_lr_zero,
+    "frozen": _check_frozen,
+    "optimizer_stops": _check_optimizer_stops,
     "deep_sigmoid": _check_deep_sigmoid,
     "dead_layer": _check_dead_layer,
     "memory_leak": _check_memory_leak,
@@ -169,6 +185,19 @@ def test_clean_run_raises_no_warning_or_critical_anomaly(scenario: harness.Scena
     for which in ("online", "offline"):
         assert outcome.serious(which) == [], _describe(outcome.serious(which))
         assert {a["anomaly_type"] for a in outcome.anomalies(which)} <= {"loss_plateau"}
+    assert_online_equals_offline(outcome)
+
+
+@pytest.mark.parametrize("scenario", harness.schedule_scenarios(), ids=lambda s: s.name)
+def test_healthy_schedule_raises_no_warning_or_critical_anomaly(
+    scenario: harness.Scenario,
+) -> None:
+    """Constant lr, warmup + cosine, one-cycle, linear decay and cyclic lr, each on a real
+    small training at default detector settings: nothing shown by default, online or
+    offline (an lr decayed to 0 by its schedule is not a fault)."""
+    outcome = run_scenario(scenario)
+    for which in ("online", "offline"):
+        assert outcome.serious(which) == [], _describe(outcome.serious(which))
     assert_online_equals_offline(outcome)
 
 

@@ -10,8 +10,11 @@ Capture point, recorded as the run event "gradient_capture":
 
 A tracer step in which a backward ran but the known optimizer did not step (GradScaler
 skipped it after an fp16 overflow) is recorded as `optimizer/skipped_step` = 1 and the event
-"optimizer_step_skipped", and is not captured. This assumes the usual convention: one
-`tracer.step()` per optimizer step.
+"optimizer_step_skipped", and is not captured. A step in which the optimizer stepped but no
+watched parameter had a gradient (parameters frozen by mistake, a loss cut from the graph,
+`zero_grad()` called before `step()`) is recorded as the event "gradients_missing": the
+optimizer changed nothing. This assumes the usual convention: one `tracer.step()` per
+optimizer step.
 
 Per step, `grad_stats.step_summary` writes one row into a device ring buffer; every
 `RING_CAPACITY` captured steps, and at checkpoints and finish, the filled rows are copied to
@@ -93,6 +96,7 @@ class ModelWatch:
         self._captured = False
         self._backward_seen = False
         self._skipped = False
+        self._missing = False  # the optimizer stepped with no gradient on any parameter
         self._end_queued = False
         self._index_cache: dict[tuple[bool, ...], Any] = {}
         self._max_since_checkpoint: Optional[list[float]] = None
@@ -171,6 +175,7 @@ class ModelWatch:
             grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
         present = tuple(grad is not None for grad in grads)
         if not any(present):
+            self._missing = True
             return
         index = None
         if not all(present):
@@ -205,7 +210,16 @@ class ModelWatch:
         if self.drain_requested or len(self._ring_steps) == RING_CAPACITY:
             self.drain_requested = False
             self.drain()
-        if not captured and (self._skipped or (self._backward_seen and self.optimizer is not None)):
+        if not captured and self._missing:  # the optimizer stepped, on no gradient
+            missing: EventWrite = {
+                "step": step,
+                "kind": "gradients_missing",
+                "data": {"model": type(self.model).__name__},
+            }
+            self._run.submit_background(lambda: Collected([], [missing]))
+        elif not captured and (
+            self._skipped or (self._backward_seen and self.optimizer is not None)
+        ):
             prefix = self.prefix
             event: EventWrite = {
                 "step": step,
@@ -217,6 +231,7 @@ class ModelWatch:
             )
         self._backward_seen = False
         self._skipped = False
+        self._missing = False
 
     def drain(self) -> None:
         """Send the filled ring rows to the writer (one async copy)."""

@@ -51,8 +51,8 @@ class Episodes:
     ) -> bool:
         """An anomalous observation at `step`. Opens an episode with `make` (a finding, or a
         function called only then) when none of this type is open for `subject`, else extends
-        the open one (its severity rises to `severity` when that is worse). True when an
-        episode opened."""
+        the open one (its severity rises to `severity` when that is worse, and then its message
+        and hint become `make`'s). True when an episode opened."""
         key = (anomaly_type, subject)
         episode = self._open.get(key)
         opened = episode is None
@@ -67,7 +67,11 @@ class Episodes:
             episode["end_step"] = int(step)
             episode["count"] = episode.get("count", 1) + 1
             if SEVERITY_RANK.get(severity, -1) > SEVERITY_RANK[episode["severity"]]:
+                risen = make() if callable(make) else make  # says why it is worse now
                 episode["severity"] = severity
+                episode["message"] = risen["message"]
+                if "hint" in risen:
+                    episode["hint"] = risen["hint"]
         self._calm[key] = 0
         self._changed[(anomaly_type, episode["step"], subject)] = episode
         return opened

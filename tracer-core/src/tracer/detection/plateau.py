@@ -10,9 +10,11 @@ Flat: no block median (blocks of `block` (20) values) beat the best by `min_delt
 relative) and by `noise_sigmas` (3) standard errors of a block median for `patience` (3)
 blocks. Then:
 - warning when the logged lr was cut to 0 (in one jump from at least a tenth of its peak: a
-  schedule that decays to 0 is not a fault), or when the optimizer skipped every step
-  since the loss stopped improving (the capture's "optimizer_step_skipped" events: a
-  backward without an optimizer step, or a GradScaler finding inf every time);
+  schedule that decays to 0 is not a fault), or when the optimizer changed nothing at any
+  step of the last `patience` blocks: the capture's "optimizer_step_skipped" events (a
+  backward without an optimizer step, or a GradScaler finding inf every time) and
+  "gradients_missing" events (an optimizer step with no gradient on any parameter:
+  parameters frozen, a loss cut from the graph, `zero_grad()` before `step()`);
 - info otherwise (converged, a decayed lr, or no lr logged): not shown by default. A small
   model converging quickly to its noise floor looks, from the loss alone, exactly like one
   whose parameters stopped moving, so a stall alone is never a warning.
@@ -84,6 +86,9 @@ class _LearningRate:
         return peak > -math.inf and self.values[index - 1] >= 0.1 * peak
 
 
+_IDLE_EVENTS = ("optimizer_step_skipped", "gradients_missing")
+
+
 class LossPlateauDetector(Detector):
     name = "loss_plateau"
     anomaly_types = ("loss_plateau",)
@@ -101,7 +106,8 @@ class LossPlateauDetector(Detector):
         self.episodes = Episodes(self.settings["patience"])
         self._lrs: dict[str, _LearningRate] = {}
         self._waiting: list[tuple[str, int, Optional[_Stall]]] = []  # blocks to judge
-        self._skipped: list[int] = []  # steps the optimizer skipped (events, in step order)
+        # steps at which the optimizer changed nothing, by event kind (in step order)
+        self._idle: dict[str, list[int]] = {kind: [] for kind in _IDLE_EVENTS}
 
     def _is_lr(self, series: str) -> bool:
         lowered = series.lower()
@@ -151,16 +157,26 @@ class LossPlateauDetector(Detector):
         )  # fmt: skip
 
     def observe_event(self, event: EventWrite) -> list[Finding]:
-        if event["kind"] == "optimizer_step_skipped":
-            self._skipped.append(event["step"])
+        steps = self._idle.get(event["kind"])
+        if steps is not None and (not steps or event["step"] > steps[-1]):
+            steps.append(event["step"])  # one per step, however many models were watched
         return []
 
-    def _skipped_throughout(self, stall: _Stall) -> bool:
-        """Whether the optimizer skipped every step from the best block's end to the stall
-        (events at later steps, which online detection may already have, are not used)."""
-        first = bisect.bisect_right(self._skipped, stall.since)
-        last = bisect.bisect_right(self._skipped, stall.step)
-        return last - first >= stall.step - stall.since > 0
+    def _idle_throughout(self, stall: _Stall) -> Optional[str]:
+        """The event kind that says why the optimizer changed nothing at every step of the
+        stall's last `patience` blocks, or None when it did change something (events at later
+        steps, which online detection may already have, are not used)."""
+        start = stall.step - self.settings["patience"] * self.settings["block"]
+        idle: set[int] = set()
+        counts = {}
+        for kind, steps in self._idle.items():
+            first = bisect.bisect_right(steps, start)
+            window = steps[first : bisect.bisect_right(steps, stall.step)]
+            counts[kind] = len(window)
+            idle.update(window)
+        if len(idle) < stall.step - start:
+            return None
+        return max(counts, key=lambda kind: counts[kind])
 
     def _judge_waiting(self, final: bool) -> list[Finding]:
         """Judge the queued blocks in order, as far as the lr is known (all at the end)."""
@@ -209,12 +225,23 @@ class LossPlateauDetector(Detector):
                 "the learning rate is 0",
                 "set a learning rate above 0 (a scheduler that reached 0, or lr=0 in a group)",
             )
-        if self._skipped_throughout(stall):
+        idle = self._idle_throughout(stall)
+        recent = stall.step - self.settings["patience"] * self.settings["block"] + 1
+        if idle == "optimizer_step_skipped":
             return (
                 "warning",
-                f"the optimizer has skipped every step since step {stall.since}",
+                f"the optimizer skipped every step since step {recent} at least",
                 "check that optimizer.step() runs and is not skipped (a GradScaler that finds"
-                " inf at every step skips them all), and that the parameters require grad",
+                " inf at every step skips them all)",
+            )
+        if idle == "gradients_missing":
+            return (
+                "warning",
+                f"no parameter has had a gradient at an optimizer step since step {recent} at"
+                " least",
+                "check that the parameters require grad (not frozen by mistake), that the loss"
+                " is not detached from the graph, and that zero_grad() comes before backward()"
+                " rather than between backward() and step()",
             )
         decayed = any(b < a for a, b in zip(then, now, strict=True) if a == a and b == b)
         why = (

@@ -44,7 +44,9 @@ class RunRecord(TypedDict):
 class CheckpointWrite(TypedDict):
     """A snapshot: latest metrics, per-layer gradient statistics and system metrics at a step.
 
-    `reason` says why it was taken: "interval" (every `checkpoint_interval` steps) or "finish".
+    `reason` says why it was taken: "interval" (every `checkpoint_interval` steps), "early"
+    (the one at step 10 of a fresh run, when that comes before the first interval one) or
+    "finish".
     `extra` holds sections added by third-party collectors, by collector name.
     """
 
@@ -65,6 +67,7 @@ class CheckpointRecord(CheckpointWrite):
 
 class EventWrite(TypedDict):
     """Something that happened at a step: "nonfinite_gradients", "optimizer_step_skipped",
+    "gradients_missing" (the optimizer stepped, no parameter had a gradient),
     "gradient_capture" (which capture point a watched model uses), framework events."""
 
     step: int

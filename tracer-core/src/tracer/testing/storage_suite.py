@@ -406,14 +406,20 @@ class StorageConformance:
 
     def test_writing_an_episode_again_updates_its_progress(self, storage: StorageBackend) -> None:
         """An episode stored while open is updated by later writes of the same key: end_step
-        and count only grow, open takes the written value, severity only rises; the message,
-        value and hint stay as first written."""
+        and count only grow, open takes the written value, severity only rises; the message
+        and hint change only with a rise of severity (they say why it is worse); the value
+        stays as first written."""
         self._new_run(storage)
-        opened = _anomaly(5, end_step=5, count=1, open=True)
+        opened = _anomaly(5, end_step=5, count=1, open=True, severity="info")
         assert storage.write_anomalies([opened]) == 1
-        grown = _anomaly(5, end_step=40, count=12, open=True, severity="critical", message="x")
-        assert storage.write_anomalies([grown]) == 0
-        closed = _anomaly(5, end_step=41, count=13, open=False, severity="warning")
+        same = _anomaly(5, end_step=6, count=2, open=True, severity="info", message="same")
+        assert storage.write_anomalies([same]) == 0
+        assert storage.get_anomalies("r1")[0]["message"] == opened["message"]
+        risen = _anomaly(
+            5, end_step=40, count=12, open=True, severity="critical", message="x", hint="y"
+        )
+        assert storage.write_anomalies([risen]) == 0
+        closed = _anomaly(5, end_step=41, count=13, open=False, severity="warning", message="z")
         stale = _anomaly(5, end_step=20, count=3, open=False)  # an older, shorter state
         assert storage.write_anomalies([closed, stale]) == 0
         (stored,) = storage.get_anomalies("r1")
@@ -423,8 +429,8 @@ class StorageConformance:
             13,
             False,
         )
-        assert stored["severity"] == "critical"
-        assert (stored["message"], stored["hint"]) == (opened["message"], opened["hint"])
+        assert (stored["severity"], stored["message"], stored["hint"]) == ("critical", "x", "y")
+        assert stored["value"] == opened["value"]
 
     def test_anomaly_fields_round_trip_nan_included(self, storage: StorageBackend) -> None:
         """Every field reads back as written; NaN value, baseline and threshold read NaN."""

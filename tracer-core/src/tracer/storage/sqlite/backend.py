@@ -346,17 +346,17 @@ class SQLiteStorage(MetricTables, StorageBackend):
         )
         new = conn.total_changes - before
         if new < len(rows):  # episodes already stored: their progress
+            # A risen severity brings its own message and hint (the old ones explain the
+            # lower severity); every SET expression reads the row as it was.
+            rises = "? > (CASE severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END)"
             conn.executemany(
                 "UPDATE anomalies SET end_step = MAX(COALESCE(end_step, step), ?),"
-                " count = MAX(count, ?), open = ?,"
-                " severity = CASE WHEN ? > (CASE severity WHEN 'critical' THEN 2"
-                " WHEN 'warning' THEN 1 ELSE 0 END) THEN ? ELSE severity END"
+                f" count = MAX(count, ?), open = ?,"
+                f" severity = CASE WHEN {rises} THEN ? ELSE severity END,"
+                f" message = CASE WHEN {rises} THEN ? ELSE message END,"
+                f" hint = CASE WHEN {rises} THEN ? ELSE hint END"
                 " WHERE run_id = ? AND anomaly_type = ? AND step = ? AND subject = ?",
-                [
-                    (end, count, is_open, _SEVERITY_RANK.get(severity, 0), severity, *key)
-                    for run_id, step, kind, severity, subject, *_, end, count, is_open, _ in rows
-                    for key in [(run_id, kind, step, subject)]
-                ],
+                [_progress(row) for row in rows],
             )
         return new
 
@@ -464,3 +464,11 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         "error": error,
         "settings": json.loads(settings),
     }
+
+
+def _progress(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The UPDATE parameters for an episode already stored, from its INSERT row."""
+    run_id, step, kind, severity, subject, _, _, _, message, _, end, count, is_open, hint = row
+    rank = _SEVERITY_RANK.get(severity, 0)
+    return (end, count, is_open, rank, severity, rank, message, rank, hint, run_id, kind, step,
+            subject)  # fmt: skip
