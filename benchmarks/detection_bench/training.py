@@ -10,6 +10,9 @@ family measures time to detect from the loss's climb onset).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -251,10 +254,25 @@ def _log_synthetic(scenario: Scenario, result: RunResult) -> None:
     result.losses = losses
 
 
+def release_freed_memory() -> None:
+    """Give the memory freed by earlier scenarios back to the OS (glibc's malloc_trim), so
+    that each scenario's RSS starts as a fresh process's would. Without it a leak scenario
+    that follows another refills the pages the earlier one freed, and its RSS does not grow
+    until that pool is used up: a delay no real run has."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def run_scenario(scenario: Scenario, interval: int, directory: str) -> RunResult:
     """Run `scenario` at `checkpoint_interval=interval`, storing into `directory`. Raises
     whatever training or reading back raised (the caller counts it as a crash)."""
     result = RunResult(scenario.name, interval)
+    release_freed_memory()
     if scenario.needs_cuda and not torch.cuda.is_available():
         result.skipped = "no CUDA device"
         return result

@@ -92,3 +92,30 @@ def test_nvml_and_allocator_readings_are_recorded() -> None:
     assert 0 <= system["system/gpu0/utilization_percent"] <= 100
     assert system["system/torch/allocated_mb"] > 0
     assert "system/gpu0/memory_used_mb" in names
+
+
+def test_a_cuda_allocator_leak_is_found_within_100_steps() -> None:
+    """8 MiB of CUDA tensors kept alive per step from step 40: the memory probe's
+    `system/step/cuda_allocated_mb` (read every 10 steps, no sync) shows it, and
+    memory_leak reports it within 100 steps, online and with nothing before the leak."""
+    model = _model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    run = tracer.init(project="gpu", checkpoint_interval=100, system_metrics_interval=60)
+    tracer.watch(model, optimizer=optimizer)
+    hoard = []
+    for step in range(200):
+        _steps(model, optimizer, 1, log=True)
+        if step >= 40:
+            hoard.append(torch.ones(2 * 2**20, device="cuda"))  # 8 MiB of float32
+    tracer.finish()
+    hoard.clear()
+    with open_store() as store:
+        leaks = [
+            a
+            for a in store.get_anomalies(run.run_id, ["memory_leak"])
+            if a["subject"] == "system/step/cuda_allocated_mb"
+        ]
+        allocated = series(run.run_id, "system/step/cuda_allocated_mb")["values"]
+    assert allocated[-1] - allocated[0] > 1000  # about 1.3 GB kept
+    assert leaks, "no memory_leak on system/step/cuda_allocated_mb"
+    assert 40 <= leaks[0]["step"] <= 140
