@@ -108,8 +108,8 @@ class SampleCapture(Collector):
 
     def _on_forward(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
         # Called by torch inside the user's forward: nothing may escape from here.
-        if self._failures >= MAX_FAILURES:
-            return
+        if self._failures >= MAX_FAILURES or not self._run.capturing:
+            return  # (not capturing: a forked child, or the run has ended)
         try:
             self._keep(args, kwargs, output)
         except Exception:

@@ -9,12 +9,18 @@ Installed once, when the first run starts (never at import):
   handler that was there before, or re-raises it with the default action. A SIGTERM that
   lands while the main thread holds a writer's flush lock (`async_writes=False`) is handled
   as soon as that lock is released: finishing the runs needs the lock.
+- an `os.register_at_fork` handler: a child forked from a process with open runs (a
+  `multiprocessing` worker with the fork start method, a pre-fork server, a bare `os.fork()`)
+  inherits none of them. Each becomes inert in the child (`TrainingTracer.forked_away`), the
+  child's exit handlers no longer know them, and it exits at once; the parent's runs go on
+  untouched. A child that calls `tracer.init()` gets a run of its own.
 A SIGKILL cannot be caught: readers see such a run as "crashed" through its heartbeat and pid.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import signal
@@ -38,6 +44,7 @@ _previous_sigterm: Union[Callable[[int, Optional[FrameType]], Any], int, None] =
 _MAIN_THREAD_ID = threading.main_thread().ident
 _main_thread_in_flush = 0  # DeferringLocks the main thread holds or waits for
 _deferred_sigterm: Optional[int] = None
+_kept_across_fork: list[object] = []
 
 
 class DeferringLock:
@@ -96,9 +103,36 @@ def _end_all(status: str, error: Optional[str]) -> None:
             logger.exception("Tracer could not finish run %s at exit.", run.run_id)
 
 
+def keep_forever(obj: object) -> None:
+    """Never free `obj` in this process: for a storage connection inherited across fork,
+    whose finalizer (at interpreter exit too) would close the parent's file from the child."""
+    _kept_across_fork.append(obj)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
+def _after_fork_in_child() -> None:
+    """The first thing a forked child runs: forget the parent's runs (see the docstring).
+    Locks another thread of the parent held at the fork stay held forever in the child, so
+    this module's lock is replaced, not taken."""
+    global _lock, _main_thread_in_flush, _deferred_sigterm, _MAIN_THREAD_ID
+    _lock = threading.Lock()
+    runs = list(_open_runs.values())
+    _open_runs.clear()
+    _main_thread_in_flush = 0
+    _deferred_sigterm = None
+    _MAIN_THREAD_ID = threading.get_ident()  # the forking thread is the child's only one
+    for run in runs:
+        try:
+            run.forked_away()
+        except Exception:  # never let the child's start fail because of Tracer
+            logger.exception("Tracer could not detach run %s in a forked child.", run.run_id)
+
+
 def _install() -> None:
     global _previous_excepthook, _previous_sigterm
     atexit.register(_at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
     _previous_excepthook = sys.excepthook
     sys.excepthook = _excepthook
     if threading.current_thread() is threading.main_thread():

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 MODE_ENV = "TRACER_MODE"
 FINISH_TIMEOUT_S = 30.0
 _ACTIVE, _ENDING, _ENDED, _DISABLED = "active", "ending", "ended", "disabled"
+_FORKED = "forked"  # in a child forked from the run's process: inert (see forked_away)
 FOLLOWER_COLLECTORS = frozenset({"gradients"})
 # A fresh run takes one extra checkpoint here, long before the first interval one (step 1000
 # by default): what a model gets wrong from its initialisation (vanishing gradients, a dead
@@ -69,6 +70,7 @@ class TrainingTracer:
         self.run_id: str = "disabled"
         self.run_name: str = config.run_name or "disabled"
         self._halt: Optional[AnomalyWrite] = None
+        self._fork_warned = False
         # How the atexit handler ends a run nobody finished. An adapter whose framework has
         # no exception event sets "failed" while training runs (its end event resets it).
         self.status_at_exit = "finished"
@@ -183,9 +185,8 @@ class TrainingTracer:
         scalar; anything else raises TypeError naming the metric, and nothing is recorded.
         """
         if self._state is not _ACTIVE:
-            if self._state is _DISABLED:
-                return
-            raise RuntimeError(self._ended_message())
+            self._skip_or_refuse()
+            return
         checked = check_metrics(metrics)
         if step is not None and step != self._step:
             if type(step) is not int:
@@ -205,9 +206,8 @@ class TrainingTracer:
         type has been found.
         """
         if self._state is not _ACTIVE:
-            if self._state is _DISABLED:
-                return
-            raise RuntimeError(self._ended_message())
+            self._skip_or_refuse()
+            return
         self._close_step()
         self._step += 1
         if self.should_stop:
@@ -271,9 +271,8 @@ class TrainingTracer:
         `track_gradients=False` attaches nothing. Hooks are removed at `finish()`.
         """
         if self._state is not _ACTIVE:
-            if self._state is _DISABLED:
-                return
-            raise RuntimeError(self._ended_message())
+            self._skip_or_refuse()
+            return
         if not (hasattr(model, "named_parameters") and hasattr(model, "register_forward_hook")):
             raise TypeError(f"tracer.watch() needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook"):
@@ -335,6 +334,40 @@ class TrainingTracer:
         """For collectors: hand data (or a function producing it) to the writer thread."""
         if self._state is _ACTIVE or self._state is _ENDING:
             self._writer.submit(Background(source))
+
+    def _skip_or_refuse(self) -> None:
+        """A call on a run that is not active: nothing to do when tracing is disabled or in
+        a forked child (warned once there), an error once the run has ended."""
+        if self._state is _DISABLED:
+            return
+        if self._state is _FORKED:
+            if not self._fork_warned:
+                self._fork_warned = True
+                logger.warning(
+                    "Tracer: process %d was forked from the one running run %s; what it logs"
+                    " is dropped. Call tracer.init() in it for a run of its own.",
+                    os.getpid(),
+                    self.run_id,
+                )
+            return
+        raise RuntimeError(self._ended_message())
+
+    def forked_away(self) -> None:
+        """In a child just forked from this run's process (`lifecycle`, os.register_at_fork).
+
+        The child has none of the parent's threads (writer, sampler), and a storage
+        connection carried across fork must not be used: the run becomes inert here, and
+        its storage is never closed from the child (closing could touch the parent's file).
+        The parent's run goes on untouched."""
+        self._state = _FORKED
+        storage = getattr(self, "storage", None)
+        if storage is not None:
+            lifecycle.keep_forever(storage)
+
+    @property
+    def capturing(self) -> bool:
+        """Whether collectors' hooks should act (the run is active in this process)."""
+        return self._state is _ACTIVE
 
     def _ended_message(self) -> str:
         return f"run {self.run_id} ({self.run_name!r}) is finished; call tracer.init() again"
