@@ -261,14 +261,16 @@ def test_gc_dry_run_lists_and_gc_deletes_only_old_ended_runs(tmp_path: Path) -> 
     assert "Nothing to delete" in tracer_cli(store, "gc", "--days", "1").stdout
 
 
-def test_version_and_help() -> None:
+@pytest.mark.parametrize("module", ["tracer.cli", "tracer"])
+def test_version_and_help(module: str) -> None:
+    """`python -m tracer` is the command too (no script on PATH needed)."""
     done = subprocess.run(
-        [sys.executable, "-m", "tracer.cli", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", module, "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "tracer" in done.stdout
     started = time.monotonic()
     helped = subprocess.run(
-        [sys.executable, "-m", "tracer.cli", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True
     )
     assert helped.returncode == 0
     for command in ("runs", "show", "compare", "anomalies", "export", "gc", "plot", "report"):
