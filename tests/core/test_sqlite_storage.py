@@ -15,6 +15,7 @@ from tracer.config import TracerConfig
 from tracer.exceptions import StorageError
 from tracer.storage.retention import apply_retention
 from tracer.storage.sqlite import SQLiteStorage, codec, schema
+from tracer.storage.sqlite.connection import APPLICATION_ID, LOCK_WAIT_S
 
 
 def _open(path: Path) -> SQLiteStorage:
@@ -29,7 +30,10 @@ def test_file_settings(tmp_path: Path) -> None:
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"metric_chunks_by_series", "checkpoints_by_run", "runs_by_project"} <= indexes
     assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 30_000
+    # Another process's write transaction is waited for, but never for long (a stuck
+    # process must not stall init or finish): see tests/core/test_reliability.py.
+    assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] == LOCK_WAIT_S * 1000
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     store.close()
 
 

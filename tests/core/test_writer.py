@@ -60,7 +60,7 @@ def test_a_storage_that_stays_broken_is_summarized_at_finish(
         tracer.finish()
     assert time.perf_counter() - started < 10  # finish never hangs on a broken storage
     assert "ended with storage problems" in caplog.text
-    assert "points still unwritten" in caplog.text
+    assert "never written (lost)" in caplog.text
 
 
 def test_unreadable_values_are_skipped_and_counted(caplog: pytest.LogCaptureFixture) -> None:

@@ -46,4 +46,7 @@ def record_end(
     except Exception:
         logger.exception("Tracer could not record the end of run %s.", run.run_id)
     plugins.call_lifecycle_hook("tracer_run_end", run=run, status=status)
-    run.storage.close()
+    try:
+        run.storage.close()
+    except Exception:
+        logger.exception("Tracer could not close the storage of run %s.", run.run_id)

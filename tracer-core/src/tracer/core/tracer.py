@@ -29,7 +29,13 @@ from tracer.core.ending import record_end
 from tracer.core.halting import HaltAgreement
 from tracer.core.starting import start_or_resume
 from tracer.core.values import check_metrics
-from tracer.core.writer import Background, CheckpointRequest, DiscardingWriter, RunWriter
+from tracer.core.writer import (
+    Background,
+    CheckpointRequest,
+    DiscardingWriter,
+    RunWriter,
+    WriteReport,
+)
 from tracer.detection.runner import DetectorSet, build_detectors
 from tracer.exceptions import TrainingHalted
 from tracer.plugins.manager import get_plugin_manager
@@ -386,6 +392,14 @@ class TrainingTracer:
         self._plugins.call_lifecycle_hook(
             "tracer_checkpoint_written", run=self, step=step, reason=reason
         )
+
+    @property
+    def write_report(self) -> WriteReport:
+        """What became of this run's data: points written, and lost (never written, or
+        dropped while storage failed); final once the run has finished. `finish()` logs a
+        warning with the same figures when anything was lost."""
+        writer = getattr(self, "_writer", None)  # none when tracing is disabled
+        return writer.report() if writer is not None else DiscardingWriter().report()
 
     # -- end --------------------------------------------------------------------------------
     def finish(

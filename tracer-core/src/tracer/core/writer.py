@@ -68,6 +68,24 @@ class _Barrier(NamedTuple):
     done: threading.Event
 
 
+class WriteReport(NamedTuple):
+    """What became of a run's data: points (one value of one series at one step) written to
+    storage, still unwritten when the writer stopped (lost), and dropped to bound memory
+    while storage failed; whole steps dropped because the queue was full; failed writes and
+    the first error. Final once the run has finished."""
+
+    points_written: int
+    points_unwritten: int
+    points_dropped: int
+    steps_dropped: int
+    failed_writes: int
+    first_error: Optional[str]
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.points_unwritten or self.points_dropped or self.steps_dropped)
+
+
 _Item = Union[dict[str, Any], CheckpointRequest, Background, _Barrier]
 _OWN_SECTIONS = ("gradient_stats", "system_metrics")
 
@@ -133,6 +151,7 @@ class RunWriter:
         self._unwritten: deque[_Batch] = deque()
         self._last_heartbeat = time.time()
         self._failed_flushes = 0
+        self._written_points = 0
         self._dropped_points = 0
         self._bad_values = 0
         self._failed_sections: set[str] = set()
@@ -190,21 +209,27 @@ class RunWriter:
             return False
         return True
 
+    def report(self) -> WriteReport:
+        """What became of the data so far (see `WriteReport`)."""
+        return WriteReport(
+            self._written_points,
+            sum(batch.size() for batch in self._unwritten),
+            self._dropped_points,
+            self._dropped_steps,
+            self._failed_flushes,
+            self._first_error,
+        )
+
     def summary(self) -> Optional[str]:
         """What went wrong in the background, for the finish report; None if nothing."""
-        pending = sum(batch.size() for batch in self._unwritten)
-        if not (
-            self._failed_flushes
-            or self._dropped_points
-            or pending
-            or self._bad_values
-            or self._dropped_steps
-        ):
+        report = self.report()
+        if not (report.failed_writes or report.lost or self._bad_values):
             return None
         return (
-            f"{self._failed_flushes} flushes failed (first error: {self._first_error});"
-            f" {pending} points still unwritten, {self._dropped_points} dropped,"
-            f" {self._bad_values} values unreadable, {self._dropped_steps} steps dropped"
+            f"{report.failed_writes} flushes failed (first error: {report.first_error});"
+            f" {report.points_written} points written, {report.points_unwritten} never"
+            f" written (lost), {report.points_dropped} dropped to bound memory,"
+            f" {self._bad_values} values unreadable, {report.steps_dropped} steps dropped"
             " because the queue was full"
         )
 
@@ -248,6 +273,7 @@ class RunWriter:
                     self._record_failure(error)
                     break
                 self._unwritten.popleft()
+                self._written_points += batch.size()
                 self._last_heartbeat = now
                 run_fields = {}
                 for checkpoint in batch.checkpoints:
@@ -445,3 +471,6 @@ class DiscardingWriter:
 
     def summary(self) -> Optional[str]:
         return None
+
+    def report(self) -> WriteReport:
+        return WriteReport(0, 0, 0, 0, 0, None)

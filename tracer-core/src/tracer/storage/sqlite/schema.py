@@ -171,3 +171,37 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_anomaly_episodes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _columns_at(version: int) -> dict[str, set[str]]:
+    """Tracer's tables and their columns at schema `version`, built by running the
+    migrations on an empty in-memory database (so it can never drift from them)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for migration in MIGRATIONS[:version]:
+            migration(conn)
+        return _columns(conn)
+    finally:
+        conn.close()
+
+
+def _columns(conn: sqlite3.Connection) -> dict[str, set[str]]:
+    tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    return {
+        table: {row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))}
+        for table in tables
+    }
+
+
+def missing_for(conn: sqlite3.Connection, version: int) -> str:
+    """What a Tracer file at schema `version` has that `conn`'s file lacks ("" when it has
+    all of it): how a file from before Tracer set SQLite's application_id is told apart from
+    another program's file with a matching user_version. Reads only."""
+    actual = _columns(conn)
+    gaps = []
+    for table, columns in sorted(_columns_at(min(version, SCHEMA_VERSION)).items()):
+        if table not in actual:
+            gaps.append(f"no table {table}")
+        elif columns - actual[table]:
+            gaps.append(f"{table} lacks {', '.join(sorted(columns - actual[table]))}")
+    return "; ".join(gaps)
