@@ -38,8 +38,8 @@ from bench_core import Stats, progress  # the same figures and progress lines
 
 from tracer.analysis import QueryEngine
 from tracer.config import TracerConfig
+from tracer.records import AnomalyWrite
 from tracer.storage import StorageBackend, open_storage
-from tracer.storage.base import AnomalyWrite
 
 HEADER = "| measurement | Tracer | floor | ratio (Tracer/floor) | target | pass/fail |"
 METRICS = ("loss", "accuracy", "lr")

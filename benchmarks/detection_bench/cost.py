@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from tracer.detection.base import Detector
 from tracer.detection.plugin import BUILTIN_DETECTORS
 from tracer.detection.runner import DetectorSet
-from tracer.storage.base import CheckpointWrite, EventWrite
+from tracer.records import CheckpointWrite, EventWrite
 
 TARGET_US = 5.0
 ALL = "every built-in detector"

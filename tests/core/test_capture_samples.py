@@ -9,7 +9,7 @@ import pytest
 import tracer
 from tests.core.helpers import open_store
 from tracer.capture.samples import MAX_ELEMENTS_PER_ROW
-from tracer.storage.base import SampleRecord
+from tracer.records import SampleRecord
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

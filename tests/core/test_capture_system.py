@@ -15,7 +15,7 @@ import pytest
 
 import tracer
 from tests.core.helpers import open_store, series
-from tracer.storage.base import CheckpointRecord
+from tracer.records import CheckpointRecord
 
 PSUTIL_KEYS = (
     "system/process_rss_mb",

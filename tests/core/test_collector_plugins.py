@@ -21,7 +21,7 @@ import tracer
 from tests.core.helpers import open_store, series
 from tests.core.test_plugins import install_fake_distribution
 from tracer.capture.collector import MAX_FAILURES
-from tracer.storage.base import CheckpointRecord
+from tracer.records import CheckpointRecord
 
 Installer = Callable[[str, str], ModuleType]
 

@@ -22,7 +22,7 @@ from tests.core.helpers import open_store
 from tracer.analysis import AnomalyDetector, QueryEngine
 from tracer.detection.plugin import BUILTIN_DETECTORS
 from tracer.detection.runner import DetectorSet, merge_episodes
-from tracer.storage.base import AnomalyWrite
+from tracer.records import AnomalyWrite
 
 SHOWN = ("warning", "critical")
 

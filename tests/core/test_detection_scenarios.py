@@ -24,7 +24,7 @@ from tests.core.helpers import open_store
 from tracer.core.tracer import EARLY_CHECKPOINT_STEP
 from tracer.detection.memory import MemoryDetector
 from tracer.detection.runner import DetectorSet
-from tracer.storage.base import CheckpointRecord, SampleRecord
+from tracer.records import CheckpointRecord, SampleRecord
 
 torch = pytest.importorskip("torch")
 

@@ -27,8 +27,8 @@ from tracer.analysis import AnomalyDetector, QueryEngine
 from tracer.analysis.query import _first_divergence
 from tracer.config import TracerConfig
 from tracer.exceptions import RunNotFoundError
+from tracer.records import AnomalyWrite
 from tracer.storage import StorageBackend, open_storage
-from tracer.storage.base import AnomalyWrite
 from tracer.storage.liveness import this_host
 
 NAN, INF = math.nan, math.inf

@@ -18,7 +18,8 @@ from typing import Any, Optional
 from tracer.detection.runner import DetectorSet, build_detectors, merge_episodes
 from tracer.exceptions import RunNotFoundError
 from tracer.plugins.manager import get_plugin_manager
-from tracer.storage.base import AnomalyWrite, RunRecord, StorageBackend
+from tracer.records import AnomalyWrite, RunRecord
+from tracer.storage.base import StorageBackend
 
 GRADIENT_TYPES = ("gradient_explosion", "vanishing_gradient", "dead_layer")
 LOSS_TYPES = ("loss_spike", "loss_drop", "loss_divergence", "loss_plateau")

@@ -19,7 +19,8 @@ from typing import Any, Optional
 
 from tracer.analysis.anomaly_detector import anomaly_dict, resolve_run
 from tracer.config import TracerConfig
-from tracer.storage.base import MetricSummary, RunRecord, StorageBackend
+from tracer.records import MetricSummary, RunRecord
+from tracer.storage.base import StorageBackend
 from tracer.storage.registry import open_storage
 
 # The direction of "best", by words in a metric's name. Metrics with neither (a learning

@@ -14,28 +14,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+from tracer.records import Collected  # re-exported: collectors import it from here
 
 if TYPE_CHECKING:
-    from tracer.core.tracer import TrainingTracer
-    from tracer.storage.base import EventWrite, SampleWrite
+    from tracer.handles import RunHandle
+
+__all__ = ["MAX_FAILURES", "Collected", "Collector", "CollectorFactory", "CollectorSet"]
 
 logger = logging.getLogger(__name__)
 
 MAX_FAILURES = 3
-
-
-class Collected(NamedTuple):
-    """What a background function hands the writer: rows are (step, {metric: number}).
-
-    With `snapshot` False the rows are stored as series but kept out of the checkpoints'
-    "latest metrics" (system metrics have their own checkpoint section).
-    """
-
-    rows: list[tuple[int, dict[str, float]]]
-    events: list[EventWrite] = []
-    samples: list[SampleWrite] = []
-    snapshot: bool = True
 
 
 # A checkpoint contribution: section name -> value, or a zero-argument function that the
@@ -93,7 +83,7 @@ class Collector:
         """The run is finishing: submit what is left, remove hooks, stop threads."""
 
 
-CollectorFactory = Callable[["TrainingTracer"], Optional[Collector]]
+CollectorFactory = Callable[["RunHandle"], Optional[Collector]]
 
 
 class CollectorSet:

@@ -10,14 +10,15 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, Optional
 
-from tracer.capture.collector import Collected, Collector, Contribution
+from tracer.capture.collector import Collector, Contribution
 from tracer.capture.gradients import ModelWatch
 from tracer.capture.ranks import RankSummaries, default_store
-from tracer.core.distributed import rank_and_world_size
+from tracer.distributed import rank_and_world_size
+from tracer.records import Collected
 
 if TYPE_CHECKING:
-    from tracer.core.tracer import TrainingTracer
-    from tracer.storage.base import EventWrite
+    from tracer.handles import RunHandle
+    from tracer.records import EventWrite
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class GradientCapture(Collector):
 
     name = "gradients"
 
-    def __init__(self, run: TrainingTracer) -> None:
+    def __init__(self, run: RunHandle) -> None:
         self._run = run
         self._watches: list[ModelWatch] = []
         self.ranks: Optional[RankSummaries] = None
@@ -150,6 +151,6 @@ class GradientCapture(Collector):
             self.ranks.close()
 
 
-def gradient_collector(run: TrainingTracer) -> Optional[Collector]:
+def gradient_collector(run: RunHandle) -> Optional[Collector]:
     """Factory registered by the built-in capture plugin; None when tracking is off."""
     return GradientCapture(run) if run.config.track_gradients else None

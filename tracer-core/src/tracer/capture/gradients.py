@@ -36,12 +36,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.capture import grad_stats
-from tracer.capture.collector import Collected
 from tracer.capture.transfer import HostCopy, copy_to_host
+from tracer.records import Collected
 
 if TYPE_CHECKING:
-    from tracer.core.tracer import TrainingTracer
-    from tracer.storage.base import EventWrite
+    from tracer.handles import RunHandle
+    from tracer.records import EventWrite
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ModelWatch:
 
     def __init__(
         self,
-        run: TrainingTracer,
+        run: RunHandle,
         model: Any,
         optimizer: Any,
         prefix: str,

@@ -18,10 +18,11 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
-from tracer.capture.collector import Collected, Collector
+from tracer.capture.collector import Collector
+from tracer.records import Collected
 
 if TYPE_CHECKING:
-    from tracer.core.tracer import TrainingTracer
+    from tracer.handles import RunHandle
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class MemoryProbe(Collector):
     name = "memory_probe"
     per_step = True
 
-    def __init__(self, run: TrainingTracer) -> None:
+    def __init__(self, run: RunHandle) -> None:
         self._run = run
         self._countdown = 0
         self._read_rss = _statm_reader()
@@ -81,7 +82,7 @@ class MemoryProbe(Collector):
         self._read_rss = None
 
 
-def memory_probe(run: TrainingTracer) -> Optional[Collector]:
+def memory_probe(run: RunHandle) -> Optional[Collector]:
     """Factory registered by the built-in capture plugin; None when system tracking is off."""
     if not run.config.track_system_metrics:
         return None

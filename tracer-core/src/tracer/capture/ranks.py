@@ -32,12 +32,12 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from tracer.capture.collector import Collected
 from tracer.capture.transfer import HostCopy, copy_to_host
+from tracer.records import Collected
 
 if TYPE_CHECKING:
-    from tracer.core.tracer import TrainingTracer
-    from tracer.storage.base import EventWrite
+    from tracer.handles import RunHandle
+    from tracer.records import EventWrite
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def series_names(rank: int) -> tuple[str, str, str]:
 class RankSummaries:
     """One rank's rows, published to (rank > 0) or gathered by (rank 0) the job's store."""
 
-    def __init__(self, run: TrainingTracer, rank: int, world_size: int, store: Any) -> None:
+    def __init__(self, run: RunHandle, rank: int, world_size: int, store: Any) -> None:
         self._run = run
         self.rank = rank
         self.world_size = world_size

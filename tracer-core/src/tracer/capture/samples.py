@@ -22,8 +22,8 @@ from tracer.capture.collector import MAX_FAILURES, Collector, Contribution
 from tracer.capture.transfer import copy_to_host
 
 if TYPE_CHECKING:
-    from tracer.core.tracer import TrainingTracer
-    from tracer.storage.base import SampleWrite
+    from tracer.handles import RunHandle
+    from tracer.records import SampleWrite
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class SampleCapture(Collector):
 
     name = "samples"
 
-    def __init__(self, run: TrainingTracer, rows: int) -> None:
+    def __init__(self, run: RunHandle, rows: int) -> None:
         self._run = run
         self._rows = rows
         self._last: list[_Kept] = []
@@ -171,7 +171,7 @@ class SampleCapture(Collector):
         # in the final steps and ask for its batch (anomaly_sections).
 
 
-def sample_collector(run: TrainingTracer) -> Optional[Collector]:
+def sample_collector(run: RunHandle) -> Optional[Collector]:
     """Factory registered by the built-in capture plugin; None when `capture_samples` is 0."""
     rows = run.config.capture_samples
     return SampleCapture(run, rows) if rows > 0 else None

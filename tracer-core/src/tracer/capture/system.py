@@ -23,10 +23,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
-from tracer.capture.collector import Collected, Collector, Contribution
+from tracer.capture.collector import Collector, Contribution
+from tracer.records import Collected
 
 if TYPE_CHECKING:
-    from tracer.core.tracer import TrainingTracer
+    from tracer.handles import RunHandle
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class SystemSampler(Collector):
 
     name = "system"
 
-    def __init__(self, run: TrainingTracer, interval: float) -> None:
+    def __init__(self, run: RunHandle, interval: float) -> None:
         import psutil
 
         self._run = run
@@ -164,7 +165,7 @@ class SystemSampler(Collector):
         self._nvml.close()
 
 
-def system_collector(run: TrainingTracer) -> Optional[Collector]:
+def system_collector(run: RunHandle) -> Optional[Collector]:
     """Factory registered by the built-in capture plugin; None when system tracking is off."""
     if not run.config.track_system_metrics:
         return None

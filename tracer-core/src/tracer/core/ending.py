@@ -9,34 +9,36 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from tracer.core.tracer import TrainingTracer
     from tracer.core.writer import RunWriter
-    from tracer.plugins.manager import TracerPluginManager
+    from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
 
 
 def record_end(
-    run: TrainingTracer,
+    storage: StorageBackend,
+    run_id: str,
     writer: RunWriter,
-    plugins: TracerPluginManager,
     status: str,
     error: Optional[str],
     total_steps: int,
     drain_timeout_s: float,
+    announce: Callable[[], None],
 ) -> None:
-    """Write what is queued (up to `drain_timeout_s`), then the status, then run_end hooks."""
+    """Write what is queued (up to `drain_timeout_s`), then the status, then `announce` (the
+    run_end hooks), then release the storage."""
     writer.close(drain_timeout_s)
     problems = writer.summary()
     if problems:
-        logger.warning("Tracer run %s ended with storage problems: %s", run.run_id, problems)
+        logger.warning("Tracer run %s ended with storage problems: %s", run_id, problems)
     try:
         now = time.time()
-        run.storage.update_run(
-            run.run_id,
+        storage.update_run(
+            run_id,
             status=status,
             end_time=now,
             heartbeat=now,
@@ -44,9 +46,9 @@ def record_end(
             error=error,
         )
     except Exception:
-        logger.exception("Tracer could not record the end of run %s.", run.run_id)
-    plugins.call_lifecycle_hook("tracer_run_end", run=run, status=status)
+        logger.exception("Tracer could not record the end of run %s.", run_id)
+    announce()
     try:
-        run.storage.close()
+        storage.close()
     except Exception:
-        logger.exception("Tracer could not close the storage of run %s.", run.run_id)
+        logger.exception("Tracer could not close the storage of run %s.", run_id)

@@ -29,14 +29,24 @@ import threading
 import traceback
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Optional, Union
-
-if TYPE_CHECKING:
-    from tracer.core.tracer import TrainingTracer
+from typing import Any, Optional, Protocol, Union
 
 logger = logging.getLogger(__name__)
 
-_open_runs: dict[int, TrainingTracer] = {}
+
+class OpenRun(Protocol):
+    """What this module needs of a run (`TrainingTracer`, which imports this module)."""
+
+    run_id: str
+    status_at_exit: str
+    error_at_exit: Optional[str]
+
+    def finish(self, status: str = ..., error: Optional[str] = ...) -> None: ...
+
+    def forked_away(self) -> None: ...
+
+
+_open_runs: dict[int, OpenRun] = {}
 _lock = threading.Lock()
 _installed = False
 _previous_excepthook: Callable[..., Any] = sys.excepthook
@@ -79,7 +89,7 @@ class DeferringLock:
             _on_sigterm(signum, None)
 
 
-def register(run: TrainingTracer) -> None:
+def register(run: OpenRun) -> None:
     global _installed
     with _lock:
         _open_runs[id(run)] = run
@@ -88,7 +98,7 @@ def register(run: TrainingTracer) -> None:
             _installed = True
 
 
-def unregister(run: TrainingTracer) -> None:
+def unregister(run: OpenRun) -> None:
     with _lock:
         _open_runs.pop(id(run), None)
 

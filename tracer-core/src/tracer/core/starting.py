@@ -9,11 +9,12 @@ import time
 from typing import NamedTuple
 
 from tracer.config import TracerConfig
-from tracer.core.distributed import rank_and_world_size
 from tracer.core.naming import free_name, new_run_id, random_run_name
 from tracer.detection.runner import detection_settings
+from tracer.distributed import rank_and_world_size
 from tracer.exceptions import DuplicateRunError, RunNotFoundError, TracerError
-from tracer.storage.base import RunRecord, StorageBackend
+from tracer.records import RunRecord
+from tracer.storage.base import StorageBackend
 from tracer.storage.liveness import process_is_alive, this_host
 
 logger = logging.getLogger(__name__)

@@ -21,10 +21,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Optional
 
-from tracer.capture.collector import Collected, CollectorSet
+from tracer.capture.collector import CollectorSet
 from tracer.config import TracerConfig
 from tracer.core import lifecycle
-from tracer.core.distributed import rank_and_world_size
 from tracer.core.ending import record_end
 from tracer.core.halting import HaltAgreement
 from tracer.core.starting import start_or_resume
@@ -37,9 +36,11 @@ from tracer.core.writer import (
     WriteReport,
 )
 from tracer.detection.runner import DetectorSet, build_detectors
+from tracer.distributed import rank_and_world_size
 from tracer.exceptions import TrainingHalted
 from tracer.plugins.manager import get_plugin_manager
-from tracer.storage.base import AnomalyWrite, EventWrite, StorageBackend
+from tracer.records import AnomalyWrite, Collected, EventWrite
+from tracer.storage.base import StorageBackend
 from tracer.storage.registry import open_storage
 from tracer.storage.retention import apply_retention
 
@@ -434,7 +435,18 @@ class TrainingTracer:
             self._checkpoint(self._last_closed_step, "finish")
         self._collectors.close()
         self._state = _ENDED
-        record_end(self, self._writer, self._plugins, status, error, total_steps, FINISH_TIMEOUT_S)
+        record_end(
+            self.storage,
+            self.run_id,
+            self._writer,
+            status,
+            error,
+            total_steps,
+            FINISH_TIMEOUT_S,
+            announce=lambda: self._plugins.call_lifecycle_hook(
+                "tracer_run_end", run=self, status=status
+            ),
+        )
 
     def __enter__(self) -> TrainingTracer:
         return self

@@ -19,17 +19,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple, Optional, Union
 
-from tracer.capture.collector import Collected
 from tracer.core import lifecycle
 from tracer.core.columns import Points, order_by_step, pivot, pivot_columns
 from tracer.detection.runner import DetectorSet, episode_key
-from tracer.storage.base import (
-    AnomalyWrite,
-    CheckpointWrite,
-    EventWrite,
-    SampleWrite,
-    StorageBackend,
-)
+from tracer.records import AnomalyWrite, CheckpointWrite, Collected, EventWrite, SampleWrite
+from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
 

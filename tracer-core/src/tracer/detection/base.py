@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Optional
 
 from tracer.detection.episodes import Episodes
 from tracer.detection.findings import SEVERITIES, Finding, finding
-from tracer.storage.base import CheckpointWrite, EventWrite
+from tracer.records import CheckpointWrite, EventWrite
 
 __all__ = ["SEVERITIES", "Detector", "DetectorContext", "Episodes", "Finding", "finding"]
 

@@ -33,7 +33,7 @@ from functools import partial
 from tracer.detection.base import Detector, Finding, finding
 from tracer.detection.episodes import Episodes
 from tracer.detection.stats import SAFETY, RobustBaseline, all_finite, segments
-from tracer.storage.base import CheckpointWrite, EventWrite
+from tracer.records import CheckpointWrite, EventWrite
 
 _EXPLOSION_HINT = (
     "lower the learning rate or clip gradients (clip_grad_norm_); the per-layer norms of the"

@@ -18,7 +18,7 @@ from functools import partial
 from tracer.detection.base import Detector, Finding, finding
 from tracer.detection.episodes import Episodes
 from tracer.detection.stats import all_finite
-from tracer.storage.base import EventWrite
+from tracer.records import EventWrite
 
 
 class NanOrInfDetector(Detector):

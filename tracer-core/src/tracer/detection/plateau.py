@@ -37,7 +37,7 @@ from typing import NamedTuple, Optional
 from tracer.detection.base import Detector, Finding, finding
 from tracer.detection.episodes import Episodes
 from tracer.detection.stats import BlockMedians
-from tracer.storage.base import EventWrite
+from tracer.records import EventWrite
 
 
 class _Stall(NamedTuple):

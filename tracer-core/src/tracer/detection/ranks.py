@@ -24,7 +24,7 @@ import statistics
 from collections.abc import Sequence
 
 from tracer.detection.base import Detector, Finding, finding
-from tracer.storage.base import EventWrite
+from tracer.records import EventWrite
 
 _SERIES = re.compile(r"rank/(\d+)/grad_norm")
 

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from tracer.detection.base import Detector, DetectorContext, Finding
 from tracer.detection.hints import default_hint
-from tracer.storage.base import AnomalyWrite, CheckpointWrite, EventWrite
+from tracer.records import AnomalyWrite, CheckpointWrite, EventWrite
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ import pluggy
 
 if TYPE_CHECKING:
     from tracer.capture.collector import CollectorFactory
-    from tracer.core.tracer import TrainingTracer
     from tracer.detection.base import Detector
-    from tracer.storage.base import AnomalyWrite, StorageBackend
+    from tracer.handles import RunHandle
+    from tracer.records import AnomalyWrite
+    from tracer.storage.base import StorageBackend
 
 PROJECT_NAME = "tracer"
 
@@ -76,7 +77,7 @@ def tracer_register_detectors(register: RegisterDetector) -> None:
 
 
 @hookspec
-def tracer_anomaly(run: TrainingTracer, anomaly: AnomalyWrite) -> None:
+def tracer_anomaly(run: RunHandle, anomaly: AnomalyWrite) -> None:
     """An anomaly was found while the run trains, and is stored.
 
     Called on the run's writer thread right after the flush that stored it commits, once per
@@ -85,7 +86,7 @@ def tracer_anomaly(run: TrainingTracer, anomaly: AnomalyWrite) -> None:
 
 
 @hookspec
-def tracer_run_start(run: TrainingTracer) -> None:
+def tracer_run_start(run: RunHandle) -> None:
     """A run was created or resumed: called in `tracer.init`, before it returns.
 
     Runs on the process that writes the run (rank 0 in distributed jobs). `run.run_id`,
@@ -94,7 +95,7 @@ def tracer_run_start(run: TrainingTracer) -> None:
 
 
 @hookspec
-def tracer_checkpoint_written(run: TrainingTracer, step: int, reason: str) -> None:
+def tracer_checkpoint_written(run: RunHandle, step: int, reason: str) -> None:
     """A checkpoint snapshot is durable in storage.
 
     Called on the run's background writer thread (the training thread when `async_writes`
@@ -105,7 +106,7 @@ def tracer_checkpoint_written(run: TrainingTracer, step: int, reason: str) -> No
 
 
 @hookspec
-def tracer_run_end(run: TrainingTracer, status: str) -> None:
+def tracer_run_end(run: RunHandle, status: str) -> None:
     """A run ended with `status` ("finished", "failed" or "killed"); all its data is flushed.
 
     Called once per run from `finish()`, the context manager, the atexit handler or the

@@ -17,8 +17,8 @@ from itertools import pairwise
 from typing import Any, Optional
 
 from tracer.analysis import QueryEngine
+from tracer.records import CheckpointRecord, RunRecord, SampleRecord
 from tracer.report.svg import Span
-from tracer.storage.base import CheckpointRecord, RunRecord, SampleRecord
 
 logger = logging.getLogger(__name__)
 

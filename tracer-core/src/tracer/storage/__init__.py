@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from tracer.storage.base import (
+from tracer.records import (
     RUN_STATUSES,
     CheckpointRecord,
     EventRecord,
@@ -13,8 +13,8 @@ from tracer.storage.base import (
     MetricSummary,
     RunRecord,
     SampleRecord,
-    StorageBackend,
 )
+from tracer.storage.base import StorageBackend
 from tracer.storage.registry import open_storage
 
 __all__ = [

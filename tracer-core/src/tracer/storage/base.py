@@ -1,4 +1,5 @@
-"""The storage interface every backend implements, and the record shapes it exchanges.
+"""The storage interface every backend implements (the records it exchanges are
+`tracer.records`'s, re-exported here).
 
 A backend is chosen by the scheme of `storage_path` (`sqlite://...`, or a plain path for the
 SQLite default). Third-party backends subclass `StorageBackend` and register it through the
@@ -9,134 +10,43 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, TypedDict
+from typing import TYPE_CHECKING, Any, Optional
+
+from tracer.records import (  # re-exported: the names were defined here before
+    RUN_STATUSES,
+    TERMINAL_STATUSES,
+    AnomalyWrite,
+    CheckpointRecord,
+    CheckpointWrite,
+    EventRecord,
+    EventWrite,
+    MetricSeries,
+    MetricSummary,
+    PointBatch,
+    RunRecord,
+    SampleRecord,
+    SampleWrite,
+)
 
 if TYPE_CHECKING:
     from tracer.config import TracerConfig
 
-RUN_STATUSES = ("running", "finished", "failed", "killed", "crashed")
-TERMINAL_STATUSES = ("finished", "failed", "killed", "crashed")
-
-
-class RunRecord(TypedDict):
-    """One run as stored. `status` is the effective one: a dead "running" run reads "crashed"."""
-
-    run_id: str
-    project_name: str
-    run_name: str
-    status: str
-    tags: list[str]
-    notes: Optional[str]
-    config: dict[str, Any]
-    start_time: float
-    end_time: Optional[float]
-    heartbeat: Optional[float]
-    heartbeat_interval: Optional[float]
-    host: Optional[str]
-    pid: Optional[int]
-    rank: int
-    world_size: int
-    total_steps: int
-    error: Optional[str]
-    settings: dict[str, Any]
-
-
-class CheckpointWrite(TypedDict):
-    """A snapshot: latest metrics, per-layer gradient statistics and system metrics at a step.
-
-    `reason` says why it was taken: "interval" (every `checkpoint_interval` steps), "early"
-    (the one at step 10 of a fresh run, when that comes before the first interval one) or
-    "finish".
-    `extra` holds sections added by third-party collectors, by collector name.
-    """
-
-    step: int
-    timestamp: float
-    reason: str
-    metrics: dict[str, float]
-    gradient_stats: dict[str, dict[str, float]]
-    system_metrics: dict[str, float]
-    extra: dict[str, Any]
-
-
-class CheckpointRecord(CheckpointWrite):
-    """A stored checkpoint, as read back."""
-
-    run_id: str
-
-
-class EventWrite(TypedDict):
-    """Something that happened at a step: "nonfinite_gradients", "optimizer_step_skipped",
-    "gradients_missing" (the optimizer stepped, no parameter had a gradient),
-    "gradient_capture" (which capture point a watched model uses), framework events."""
-
-    step: int
-    kind: str
-    data: dict[str, Any]
-
-
-class EventRecord(EventWrite):
-    run_id: str
-
-
-class SampleWrite(TypedDict):
-    """The first rows of one input or output tensor of the batch trained on at `step`."""
-
-    step: int
-    reason: str
-    role: str  # "input" or "output"
-    name: str
-    shape: list[int]
-    dtype: str
-    values: list[Any]
-    truncated: bool
-
-
-class SampleRecord(SampleWrite):
-    run_id: str
-
-
-class AnomalyWrite(TypedDict):
-    """An anomaly episode as stored: one per (run, type, step, subject), `step` being where it
-    started. Writing the same key again updates the episode's progress (see
-    `StorageBackend.write_anomalies`)."""
-
-    run_id: str
-    step: int
-    anomaly_type: str
-    severity: str
-    subject: str
-    value: float
-    baseline: float
-    threshold: float
-    message: str
-    detector: str
-    end_step: int  # the last step the condition was seen at (= step for a one-step episode)
-    count: int  # observations the episode spans
-    open: bool  # the condition may still be going on (False once the run has ended)
-    hint: str  # one line: what to try
-
-
-class MetricSeries(TypedDict):
-    """A metric's history in step order; `values` may hold NaN and +-Inf."""
-
-    steps: list[int]
-    values: list[float]
-
-
-class MetricSummary(TypedDict):
-    """Aggregates kept up to date on write, so summaries never scan a long history."""
-
-    name: str
-    count: int
-    last_step: int
-    last_value: float
-    min_value: float
-    max_value: float
-
-
-# One flush of the writer: {metric: (steps, values)}; steps ascend within a batch.
-PointBatch = Mapping[str, tuple[Sequence[int], Sequence[float]]]
+__all__ = [
+    "RUN_STATUSES",
+    "TERMINAL_STATUSES",
+    "AnomalyWrite",
+    "CheckpointRecord",
+    "CheckpointWrite",
+    "EventRecord",
+    "EventWrite",
+    "MetricSeries",
+    "MetricSummary",
+    "PointBatch",
+    "RunRecord",
+    "SampleRecord",
+    "SampleWrite",
+    "StorageBackend",
+]
 
 
 class StorageBackend(abc.ABC):

@@ -13,7 +13,8 @@ import logging
 import time
 from typing import Optional
 
-from tracer.storage.base import RunRecord, StorageBackend
+from tracer.records import RunRecord
+from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ import pytest
 
 from tracer.detection.base import SEVERITIES, Detector, DetectorContext, Finding
 from tracer.detection.runner import DetectorSet, merge_episodes
-from tracer.storage.base import AnomalyWrite, CheckpointWrite, EventWrite
+from tracer.records import AnomalyWrite, CheckpointWrite, EventWrite
 
 SeriesPoints = tuple[Sequence[int], Sequence[float]]
 

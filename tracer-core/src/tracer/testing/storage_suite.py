@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from tracer.exceptions import DuplicateRunError
-from tracer.storage.base import AnomalyWrite, SampleWrite, StorageBackend
+from tracer.records import AnomalyWrite, SampleWrite
+from tracer.storage.base import StorageBackend
 
 
 def _bits(value: float) -> bytes:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.exceptions import DuplicateRunError
-from tracer.storage.base import (
+from tracer.records import (
     AnomalyWrite,
     CheckpointRecord,
     CheckpointWrite,
@@ -23,8 +23,8 @@ from tracer.storage.base import (
     RunRecord,
     SampleRecord,
     SampleWrite,
-    StorageBackend,
 )
+from tracer.storage.base import StorageBackend
 from tracer.storage.liveness import effective_status
 from tracer.storage.sqlite.metrics import MetricTables
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from itertools import islice, pairwise
 from typing import Optional
 
-from tracer.storage.base import MetricSeries, MetricSummary, PointBatch
+from tracer.records import MetricSeries, MetricSummary, PointBatch
 from tracer.storage.sqlite import codec, schema
 from tracer.storage.sqlite.connection import SQLiteConnection
 

@@ -1,4 +1,8 @@
-"""Rank and world size, found when a run starts (never at import, never importing torch)."""
+"""Rank and world size, found when a run starts (never at import, never importing torch).
+
+The ground floor: the run, the collectors and the detectors of a distributed job all ask
+here, and this module imports nothing of Tracer's.
+"""
 
 from __future__ import annotations
 
