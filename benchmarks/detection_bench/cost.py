@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from tracer.detection.base import Detector
-from tracer.detection.plugin import BUILTIN_DETECTORS
+from tracer.detection.builtin import BUILTIN_DETECTORS
 from tracer.detection.runner import DetectorSet
 from tracer.records import CheckpointWrite, EventWrite
 

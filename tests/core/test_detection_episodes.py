@@ -20,7 +20,7 @@ import pytest
 import tracer
 from tests.core.helpers import open_store
 from tracer.analysis import AnomalyDetector, QueryEngine
-from tracer.detection.plugin import BUILTIN_DETECTORS
+from tracer.detection.builtin import BUILTIN_DETECTORS
 from tracer.detection.runner import DetectorSet, merge_episodes
 from tracer.records import AnomalyWrite
 

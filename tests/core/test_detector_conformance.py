@@ -7,6 +7,7 @@ changes them (online equals offline), and that NaN, inf and unrelated data never
 
 from __future__ import annotations
 
+from tracer.detection.builtin import BUILTIN_DETECTORS
 from tracer.detection.gradient import (
     DeadLayerDetector,
     GradientExplosionDetector,
@@ -16,7 +17,6 @@ from tracer.detection.loss import LossDivergenceDetector, LossSpikeDetector
 from tracer.detection.memory import MemoryDetector
 from tracer.detection.nonfinite import NanOrInfDetector
 from tracer.detection.plateau import LossPlateauDetector
-from tracer.detection.plugin import BUILTIN_DETECTORS
 from tracer.detection.ranks import RankDivergenceDetector
 from tracer.testing import DetectorConformance, DetectorStream, make_checkpoint, make_event
 

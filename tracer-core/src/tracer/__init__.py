@@ -16,14 +16,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tracer._api import finish, get_run, init, log, record_model_save, step, watch
+from tracer.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from tracer.config import TracerConfig
     from tracer.core.tracer import TrainingTracer
     from tracer.exceptions import TrainingHalted
     from tracer.plugins.hookspecs import hookimpl
-
-__version__ = "0.1.0"
 
 __all__ = [
     "TracerConfig",

@@ -28,7 +28,9 @@ INERT_SETTINGS: dict[str, tuple[Any, str]] = {
 }
 
 
-def _default_storage_path() -> str:
+def default_storage_path() -> str:
+    """Where runs are stored when no storage_path is given: TRACER_STORAGE_PATH, else
+    ./.tracer (also where readers look by default)."""
     return os.environ.get(STORAGE_PATH_ENV) or DEFAULT_STORAGE_PATH
 
 
@@ -50,7 +52,7 @@ class TracerConfig(BaseModel):
     )
 
     # Storage
-    storage_path: str = Field(default_factory=_default_storage_path)
+    storage_path: str = Field(default_factory=default_storage_path)
     retention_days: int = Field(
         default=30,
         ge=0,

@@ -18,7 +18,6 @@ from operator import le, mul, ne, not_, sub
 from typing import Any, Optional
 
 from tracer.analysis.anomaly_detector import anomaly_dict, resolve_run
-from tracer.config import TracerConfig
 from tracer.records import MetricSummary, RunRecord
 from tracer.storage.base import StorageBackend
 from tracer.storage.registry import open_storage
@@ -63,11 +62,7 @@ class QueryEngine:
     def __init__(
         self, storage_path: str = "./.tracer", storage: Optional[StorageBackend] = None
     ) -> None:
-        self.storage = (
-            storage
-            if storage is not None
-            else open_storage(TracerConfig(project_name="query", storage_path=storage_path))
-        )
+        self.storage = storage if storage is not None else open_storage(storage_path)
 
     def close(self) -> None:
         self.storage.close()

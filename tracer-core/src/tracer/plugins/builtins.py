@@ -1,9 +1,48 @@
-"""The plugins that ship with tracer-core, registered from this one tuple before third parties."""
+"""The plugins that ship with tracer-core, in one place: the SQLite backend, the built-in
+collectors and the built-in detectors, registered before any third party's.
+
+The manager imports this module when it is first built (never at `import tracer`). Each
+plugin keeps the name it had when it lived in its own package, so `TRACER_BLOCK_PLUGINS`
+settings written for those names still work.
+"""
 
 from __future__ import annotations
 
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "tracer.storage.sqlite.plugin",
-    "tracer.capture.plugin",
-    "tracer.detection.plugin",
+from tracer.capture.builtin import BUILTIN_COLLECTORS
+from tracer.detection.builtin import BUILTIN_DETECTORS
+from tracer.plugins.hookspecs import (
+    RegisterCollector,
+    RegisterDetector,
+    RegisterStorage,
+    hookimpl,
 )
+from tracer.storage.sqlite.backend import SQLiteStorage
+
+
+class SQLitePlugin:
+    """The default backend, for the `sqlite://` scheme and for plain paths."""
+
+    @hookimpl
+    def tracer_register_storage(self, register: RegisterStorage) -> None:
+        register("sqlite", SQLiteStorage)
+
+
+class CollectorsPlugin:
+    @hookimpl
+    def tracer_register_collectors(self, register: RegisterCollector) -> None:
+        for name, factory in BUILTIN_COLLECTORS.items():
+            register(name, factory)
+
+
+class DetectorsPlugin:
+    @hookimpl
+    def tracer_register_detectors(self, register: RegisterDetector) -> None:
+        for detector in BUILTIN_DETECTORS:
+            register(detector)
+
+
+BUILTIN_PLUGINS: dict[str, object] = {
+    "tracer.storage.sqlite.plugin": SQLitePlugin(),
+    "tracer.capture.plugin": CollectorsPlugin(),
+    "tracer.detection.plugin": DetectorsPlugin(),
+}

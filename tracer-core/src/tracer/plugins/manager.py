@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import pluggy
 
 from tracer.plugins import hookspecs
-from tracer.plugins.builtins import BUILTIN_PLUGINS
+from tracer.storage import registry as storage_registry
 
 if TYPE_CHECKING:
     from tracer.capture.collector import CollectorFactory
@@ -121,9 +121,10 @@ def _build() -> TracerPluginManager:
     blocked = {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
     for name in blocked:
         manager.set_blocked(name)
-    for module_name in BUILTIN_PLUGINS:
-        if module_name not in blocked:
-            manager.register(importlib.import_module(module_name), name=module_name)
+    builtins = importlib.import_module("tracer.plugins.builtins")  # imports every floor below
+    for name, plugin in builtins.BUILTIN_PLUGINS.items():
+        if name not in blocked:
+            manager.register(plugin, name=name)
     if not _env_flag(DISABLE_AUTOLOAD_ENV):
         manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     manager.check_pending()
@@ -148,3 +149,8 @@ def reset_plugin_manager() -> None:
     global _manager
     with _lock:
         _manager = None
+
+
+# The storage floor opens backends through this layer's registrations, installed here so
+# that it never has to import the plugin manager (see tracer.storage.registry).
+storage_registry.install_lookup(lambda: get_plugin_manager().storage_backends())

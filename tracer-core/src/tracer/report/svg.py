@@ -1,6 +1,6 @@
 """Chart primitives for the report: SVG strings built in Python, no scripts, no external refs.
 
-Charts are drawn from already downsampled points (`tracer.report.data`): a line is its points
+Charts are drawn from already downsampled points (`tracer.report.downsample`): a line is its points
 in step order, where NaN marks a gap, plus spans of non-finite values, drawn as red marks on
 the plot's top edge (bottom edge for -inf) so a diverged run is visible at a glance. Every
 number written into an attribute goes through `num`, so NaN or Inf never reach the markup.
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from html import escape
 from typing import Optional
 
+from tracer.report.downsample import Span, downsample
+
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 _FIRST_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")  # matplotlib's tab10
 PALETTE = (*_FIRST_COLORS, "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#d62728")
@@ -22,16 +24,6 @@ NONFINITE_COLOR = "#d62728"
 MARKER_COLOR = "#d62728"
 LOG_Y_DECADES = 3.0
 MAX_MARKERS = 300
-
-
-@dataclass(frozen=True)
-class Span:
-    """Consecutive non-finite points of one kind ("NaN", "+Inf" or "-Inf")."""
-
-    kind: str
-    first: int
-    last: int
-    count: int
 
 
 @dataclass(frozen=True)
@@ -329,8 +321,6 @@ def standalone_line_chart(
 ) -> str:
     """A complete SVG document (for `tracer plot RUN METRIC -o file.svg`); `series` are
     (label, steps, values), downsampled here; `markers` are (step, tooltip)."""
-    from tracer.report.data import downsample
-
     lines = []
     for index, (label, steps, values) in enumerate(series):
         points = downsample(steps, values, buckets=width)

@@ -1,4 +1,5 @@
-"""Storage: the backend interface, the registry that picks one by scheme, and the records.
+"""Storage: the backend interface, the registry that picks one by scheme, and (re-exported)
+the records.
 
 `StorageBackend(config)` opens the backend for `config.storage_path` (SQLite by default).
 """
@@ -15,7 +16,9 @@ from tracer.records import (
     SampleRecord,
 )
 from tracer.storage.base import StorageBackend
-from tracer.storage.registry import open_storage
+from tracer.storage.registry import backend_class_for, open_storage
+
+StorageBackend._backend_for = backend_class_for  # so StorageBackend(config) opens a backend
 
 __all__ = [
     "RUN_STATUSES",

@@ -9,8 +9,8 @@ SQLite default). Third-party backends subclass `StorageBackend` and register it 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from tracer.records import (  # re-exported: the names were defined here before
     RUN_STATUSES,
@@ -58,14 +58,20 @@ class StorageBackend(abc.ABC):
     same run, and from several processes sharing one location.
     """
 
+    # The class that opens a storage_path (`tracer.storage.registry.backend_class_for`, set
+    # by the tracer.storage package): `StorageBackend(config)`, the seed API, opens through
+    # it without this module importing the registry.
+    _backend_for: ClassVar[Optional[Callable[[str], type[StorageBackend]]]] = None
+
     def __new__(cls, *args: Any, **kwargs: Any) -> StorageBackend:
         if cls is StorageBackend:
-            from tracer.storage.registry import backend_class_for
-
             config = args[0] if args else kwargs.get("config")
             if config is None:
                 raise TypeError("StorageBackend(config) needs a TracerConfig")
-            return super().__new__(backend_class_for(config.storage_path))
+            lookup = StorageBackend._backend_for  # set by the tracer.storage package
+            if lookup is None:
+                raise TypeError("StorageBackend(config) needs the tracer.storage package")
+            return super().__new__(lookup(config.storage_path))
         return super().__new__(cls)
 
     @abc.abstractmethod

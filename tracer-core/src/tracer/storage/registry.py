@@ -1,18 +1,35 @@
-"""Map the scheme of a `storage_path` to the backend class that plugins registered for it."""
+"""Which backend class opens a location (a path or a URL), by the location's scheme; and
+`open_storage`, the one door every part of Tracer opens storage through.
+
+The table of backends is filled from above: the plugin layer installs it (`install_lookup`)
+when it is imported, from what plugins register through `tracer_register_storage`. Storage
+never imports the plugin layer; when nothing installed the table yet (a script that imports
+only `tracer.storage`, as the seed API's `StorageBackend(config)` example does), the first
+lookup loads that layer by name, which installs it. `import tracer` itself loads neither.
+"""
 
 from __future__ import annotations
 
+import importlib
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Optional, Union
 
+from tracer.config import TracerConfig
 from tracer.exceptions import StorageError
-
-if TYPE_CHECKING:
-    from tracer.config import TracerConfig
-    from tracer.storage.base import StorageBackend
+from tracer.storage.base import StorageBackend
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 DEFAULT_SCHEME = "sqlite"
+READER_PROJECT = "reader"  # the project name of a config made only to open a location
+
+_backends: Optional[Callable[[], Mapping[str, type[StorageBackend]]]] = None
+
+
+def install_lookup(backends: Callable[[], Mapping[str, type[StorageBackend]]]) -> None:
+    """Called by the plugin layer: `backends()` returns the registered classes by scheme."""
+    global _backends
+    _backends = backends
 
 
 def scheme_of(storage_path: str) -> str:
@@ -21,10 +38,15 @@ def scheme_of(storage_path: str) -> str:
     return match.group(1).lower() if match else DEFAULT_SCHEME
 
 
-def backend_class_for(storage_path: str) -> type[StorageBackend]:
-    from tracer.plugins.manager import get_plugin_manager
+PLUGIN_LAYER = "tracer.plugins.manager"  # installs the table when imported
 
-    backends = get_plugin_manager().storage_backends()
+
+def backend_class_for(storage_path: str) -> type[StorageBackend]:
+    if _backends is None:
+        importlib.import_module(PLUGIN_LAYER)
+    if _backends is None:
+        raise StorageError(f"no storage backend is registered ({PLUGIN_LAYER} did not install any)")
+    backends = _backends()
     scheme = scheme_of(storage_path)
     try:
         return backends[scheme]
@@ -36,6 +58,12 @@ def backend_class_for(storage_path: str) -> type[StorageBackend]:
         ) from None
 
 
-def open_storage(config: TracerConfig) -> StorageBackend:
-    """Open the backend selected by `config.storage_path`."""
+def open_storage(location: Union[str, TracerConfig]) -> StorageBackend:
+    """Open the backend for `location`: a path or URL (how readers open a store), or a run's
+    whole `TracerConfig` (how a run opens its own)."""
+    config = (
+        location
+        if isinstance(location, TracerConfig)
+        else TracerConfig(project_name=READER_PROJECT, storage_path=str(location))
+    )
     return backend_class_for(config.storage_path)(config)

@@ -1,4 +1,5 @@
-"""Registers the built-in detectors."""
+"""The detectors that ship with tracer-core, in the order they run; registered by
+`tracer.plugins.builtins`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from tracer.detection.memory import MemoryDetector
 from tracer.detection.nonfinite import NanOrInfDetector
 from tracer.detection.plateau import LossPlateauDetector
 from tracer.detection.ranks import RankDivergenceDetector
-from tracer.plugins.hookspecs import RegisterDetector, hookimpl
 
 BUILTIN_DETECTORS = (
     NanOrInfDetector,
@@ -25,9 +25,3 @@ BUILTIN_DETECTORS = (
     MemoryDetector,
     RankDivergenceDetector,
 )
-
-
-@hookimpl
-def tracer_register_detectors(register: RegisterDetector) -> None:
-    for detector in BUILTIN_DETECTORS:
-        register(detector)

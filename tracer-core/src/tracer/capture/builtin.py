@@ -1,0 +1,17 @@
+"""The collectors that ship with tracer-core, by name: gradients, system metrics, batch
+samples and the step-cadence memory probe; registered by `tracer.plugins.builtins`."""
+
+from __future__ import annotations
+
+from tracer.capture.collector import CollectorFactory
+from tracer.capture.gradient_capture import gradient_collector
+from tracer.capture.memory_probe import memory_probe
+from tracer.capture.samples import sample_collector
+from tracer.capture.system import system_collector
+
+BUILTIN_COLLECTORS: dict[str, CollectorFactory] = {
+    "gradients": gradient_collector,
+    "system": system_collector,
+    "samples": sample_collector,
+    "memory_probe": memory_probe,
+}
