@@ -15,14 +15,13 @@ wandb. Gradient capture and the other ranks' summaries come from `tracer_acceler
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Callable
 from typing import Any, Optional
 
 from accelerate.tracking import GeneralTracker
 
-from tracer.config import TracerConfig
 from tracer.core.tracer import TrainingTracer
+from tracer.integrations.adapter import TracerAdapter, scalar_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +30,10 @@ TRACKER_NAME = "tracer"
 
 def numeric_values(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The loggable entries of an Accelerate `log` dict, and the names of those skipped."""
-    kept: dict[str, Any] = {}
-    skipped: list[str] = []
-    for key, value in values.items():
-        if isinstance(value, (bool, numbers.Real)):
-            kept[key] = value
-        elif hasattr(value, "numel") and value.numel() == 1:
-            kept[key] = value  # read off the training thread by the core
-        else:
-            skipped.append(key)
-    return kept, skipped
+    return scalar_metrics(values)
 
 
-class AccelerateTracker(GeneralTracker):  # type: ignore[misc]
+class AccelerateTracker(TracerAdapter, GeneralTracker):  # type: ignore[misc]
     """`Accelerator(log_with=[AccelerateTracker("my-project", checkpoint_interval=100)])`.
 
     Keyword arguments are `TracerConfig` settings, checked here so a typo fails at once.
@@ -57,9 +47,7 @@ class AccelerateTracker(GeneralTracker):  # type: ignore[misc]
 
     def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
         super().__init__()
-        self.settings: dict[str, Any] = {"project_name": project, "run_name": run_name, **config}
-        TracerConfig(**self.settings)
-        self.run: Optional[TrainingTracer] = None
+        self.init_tracer(project, run_name, config)
         # Set by tracer_accelerate.watch: the number of optimizer steps done so far.
         self.optimizer_steps: Optional[Callable[[], int]] = None
         self._warned_skipped = False
@@ -74,8 +62,7 @@ class AccelerateTracker(GeneralTracker):  # type: ignore[misc]
 
     def store_init_configuration(self, values: dict[str, Any]) -> None:
         if self.run is None:
-            config = {**dict(self.settings.get("config") or {}), **dict(values)}
-            self.ensure_run(config)
+            self.ensure_run(dict(values))
         else:
             logger.warning(
                 "Tracer run %s already started; its config is kept as it was and %s is ignored.",
@@ -86,15 +73,12 @@ class AccelerateTracker(GeneralTracker):  # type: ignore[misc]
     def ensure_run(self, config: Optional[dict[str, Any]] = None) -> TrainingTracer:
         """The run, started now if it was not."""
         if self.run is None or self.run.state == "ended":
-            settings = dict(self.settings)
-            if config is not None:
-                settings["config"] = config
-            self.run = TrainingTracer(TracerConfig(**settings))
+            return self.start_run(config)
         return self.run
 
     def log(self, values: dict[str, Any], step: Optional[int] = None, **kwargs: Any) -> None:
         run = self.ensure_run()
-        if run.state != "active":
+        if not run.active:
             return
         kept, skipped = numeric_values(values)
         if skipped and not self._warned_skipped:
@@ -112,12 +96,9 @@ class AccelerateTracker(GeneralTracker):  # type: ignore[misc]
 
     def finish(self) -> None:
         run = self.run
-        if run is None or run.state != "active":
+        if run is None or not run.active:
             return
         total = self.optimizer_steps() if self.optimizer_steps is not None else None
         if total is not None and total > 0:
             run.log({}, step=total)  # close the last optimizer step with its capture
-        if run.should_stop:
-            run.finish("failed", error="training stopped by halt_on", total_steps=total)
-        else:
-            run.finish(total_steps=total)
+        self.end_run(total_steps=total)

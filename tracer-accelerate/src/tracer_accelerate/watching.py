@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from tracer import _api
+import tracer
 from tracer.config import TracerConfig
 from tracer.core.tracer import TrainingTracer
 from tracer_accelerate.tracker import TRACKER_NAME, AccelerateTracker
@@ -46,16 +46,16 @@ def _run_for(accelerator: Any, tracker: Optional[AccelerateTracker]) -> Training
     if accelerator.is_main_process:
         if tracker is not None and tracker in getattr(accelerator, "trackers", []):
             return tracker.ensure_run()
-        current = _api.get_run()
-        if current is not None and current.state == "active":
+        current = tracer.get_run()
+        if current is not None and current.active:
             return current
         raise RuntimeError(
             "tracer_accelerate.watch needs a run on the main process: pass"
             " log_with=[AccelerateTracker(...)] (or log_with='tracer') to the Accelerator and"
             " call accelerator.init_trackers(...) before watch(), or call tracer.init() first"
         )
-    current = _api.get_run()
-    if current is not None and current.state == "active":
+    current = tracer.get_run()
+    if current is not None and current.active:
         return current
     settings = dict(tracker.settings) if tracker is not None else {"project_name": TRACKER_NAME}
     return TrainingTracer(TracerConfig(**settings))  # a follower on this rank
@@ -88,7 +88,7 @@ class AccelerateWatch:
         accelerator.end_training = self._end_training
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self.run.state == "active":
+        if self.run.active:
             self.run.log({}, step=self.completed + 1)
             self.run.capture_gradients()
 
@@ -101,7 +101,7 @@ class AccelerateWatch:
         result = self._original_step(*args, **kwargs)
         if self.accelerator.sync_gradients and getattr(self.optimizer, "step_was_skipped", False):
             self.skipped += 1
-            if self.run.state == "active":
+            if self.run.active:
                 self.run.log({}, step=self.completed + 1)
                 self.run.record_skipped_optimizer_step()
             self.completed += 1  # counted, as Accelerate's examples count completed steps

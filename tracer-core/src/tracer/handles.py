@@ -39,8 +39,8 @@ class RunHandle(Protocol):
         """True when closing the current step will take an interval checkpoint."""
 
     @property
-    def capturing(self) -> bool:
-        """Whether hooks should act: the run is active in this process (not ended, not a
+    def active(self) -> bool:
+        """Whether hooks should act: the run is going on in this process (not ended, not a
         forked child's inherited copy)."""
 
     def submit_background(self, source: Union[Collected, Callable[[], Collected]]) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 import os
 from typing import Any, Optional
 
@@ -35,8 +34,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import TrainerControl, TrainerState
 from transformers.training_args import TrainingArguments
 
-from tracer.config import TracerConfig
-from tracer.core.tracer import TrainingTracer
+from tracer.integrations.adapter import TracerAdapter, scalar_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -54,18 +52,12 @@ SUMMARY_KEYS = frozenset(
 )
 
 
-def _numbers(values: Optional[dict[str, Any]]) -> dict[str, float]:
+def _numbers(values: Optional[dict[str, Any]]) -> dict[str, Any]:
     """The numeric entries of a logs dict (HF logs strings and lists too), copied."""
-    out: dict[str, float] = {}
-    for key, value in (values or {}).items():
-        if isinstance(value, (bool, numbers.Real)):
-            out[key] = float(value)
-        elif hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
-            out[key] = float(value.item())
-    return out
+    return scalar_metrics(values)[0]
 
 
-class TransformersCallback(TrainerCallback):
+class TransformersCallback(TracerAdapter, TrainerCallback):
     """Trace a `transformers.Trainer` run: `callbacks=[TransformersCallback(project=...)]`.
 
     Keyword arguments are `TracerConfig` settings (`checkpoint_interval`, `halt_on`,
@@ -73,9 +65,7 @@ class TransformersCallback(TrainerCallback):
     """
 
     def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
-        self._settings: dict[str, Any] = {"project_name": project, "run_name": run_name, **config}
-        TracerConfig(**self._settings)  # validate now, at the call site
-        self.run: Optional[TrainingTracer] = None
+        self.init_tracer(project, run_name, config)
 
     # -- start and end ----------------------------------------------------------------------
     def on_train_begin(
@@ -86,29 +76,26 @@ class TransformersCallback(TrainerCallback):
         model: Any = None,
         **kwargs: Any,
     ) -> None:
-        if self.run is not None and self.run.state == "active":
+        if self.run is not None and self.active:
             self.run.finish(
                 "failed",
                 error="the previous trainer.train() ended without"
                 " on_train_end (an exception inside training)",
             )
-        run_config = dict(self._settings.get("config") or {})
-        run_config["training_args"] = json.loads(args.to_json_string())  # type: ignore[no-untyped-call]
+        run_config: dict[str, Any] = {
+            "training_args": json.loads(args.to_json_string())  # type: ignore[no-untyped-call]
+        }
         model_config = getattr(model, "config", None)
         if model_config is not None and hasattr(model_config, "to_dict"):
             run_config["model_config"] = json.loads(json.dumps(model_config.to_dict(), default=str))
-        settings = {**self._settings, "config": run_config}
-        resume = self._run_to_resume(args, state)
-        if resume is not None:
-            settings["resume"] = resume
-        self.run = TrainingTracer(TracerConfig(**settings))
-        self.run.status_at_exit = "failed"
-        self.run.error_at_exit = (
-            "training ended without on_train_end (an exception inside"
-            " trainer.train(), or the process exited)"
+        run = self.start_run(
+            run_config,
+            resume=self._run_to_resume(args, state),
+            unfinished="training ended without on_train_end (an exception inside"
+            " trainer.train(), or the process exited)",
         )
         if model is not None:
-            self.run.watch(model, capture_point=CAPTURE_POINT)
+            run.watch(model, capture_point=CAPTURE_POINT)
 
     @staticmethod
     def _run_to_resume(args: TrainingArguments, state: TrainerState) -> Optional[str]:
@@ -132,21 +119,18 @@ class TransformersCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         run = self.run
-        if run is None or run.state != "active":
+        if run is None or not run.active:
             return
         # Close the last optimizer step: finish() closes an open step only when it holds
         # metrics, and its gradient capture would be lost when nothing was logged at it.
         run.log({}, step=state.global_step + 1)
-        if run.should_stop:
-            run.finish("failed", error="training stopped by halt_on", total_steps=state.global_step)
-        else:
-            run.finish(total_steps=state.global_step)
+        self.end_run(total_steps=state.global_step)
 
     # -- steps ------------------------------------------------------------------------------
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.run is not None and self.run.state == "active":
+        if self.run is not None and self.run.active:
             self.run.log({}, step=state.global_step + 1)
 
     def on_pre_optimizer_step(
@@ -182,7 +166,7 @@ class TransformersCallback(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         run = self.run
-        if run is None or run.state != "active":
+        if run is None or not run.active:
             return
         values = _numbers(logs)
         totals = {k: v for k, v in values.items() if k in SUMMARY_KEYS}
@@ -201,7 +185,7 @@ class TransformersCallback(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         run = self.run
-        if run is not None and run.state == "active":
+        if run is not None and run.active:
             values = _numbers(metrics)
             if values:
                 run.log(values, step=state.global_step)
@@ -210,7 +194,7 @@ class TransformersCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         run = self.run
-        if run is None or run.state != "active" or not run.is_writer:
+        if run is None or not run.active or not run.is_writer:
             return
         directory = os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}")
         run.record_model_save(directory, step=state.global_step)

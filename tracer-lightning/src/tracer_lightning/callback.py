@@ -20,8 +20,7 @@ import logging
 import os
 from typing import Any, Optional
 
-from tracer.config import TracerConfig
-from tracer.core.tracer import TrainingTracer
+from tracer.integrations.adapter import TracerAdapter, scalar_metrics
 from tracer_lightning.logger import TracerLogger
 from tracer_lightning.namespaces import bases
 
@@ -33,17 +32,7 @@ _CallbackBases = bases("Callback")
 
 def _metrics(values: dict[str, Any], keep: Any = None) -> dict[str, Any]:
     """Scalar entries (tensors stay tensors: Tracer reads them off the training thread)."""
-    out = {}
-    for key, value in values.items():
-        if keep is not None and not keep(key):
-            continue
-        numel = getattr(value, "numel", None)
-        if numel is not None:
-            if numel() == 1:
-                out[key] = value
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = value
-    return out
+    return scalar_metrics(values, keep)[0]
 
 
 def _hyperparameters(module: Any) -> dict[str, Any]:
@@ -54,7 +43,7 @@ def _hyperparameters(module: Any) -> dict[str, Any]:
         return {}
 
 
-class LightningCallback(*_CallbackBases):  # type: ignore[misc]
+class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
     """Trace a Lightning fit: `Trainer(callbacks=[LightningCallback(project=...)])`.
 
     Keyword arguments are `TracerConfig` settings, checked here so a typo fails at once.
@@ -62,9 +51,7 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
 
     def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
         super().__init__()
-        self._settings: dict[str, Any] = {"project_name": project, "run_name": run_name, **config}
-        TracerConfig(**self._settings)  # validate now, at the call site
-        self.run: Optional[TrainingTracer] = None
+        self.init_tracer(project, run_name, config)
         self._resume: Optional[str] = None
         self._logged_step = -1
         self._saved_paths: set[tuple[str, float]] = set()
@@ -90,17 +77,18 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
         )
         if shared is not None:  # a TracerLogger on the same Trainer already started the run
             self.run = shared
+            shared.status_at_exit = "failed"
+            shared.error_at_exit = "fit ended without on_fit_end"
         else:
-            settings = dict(self._settings)
-            settings["config"] = {**_hyperparameters(pl_module), **(settings.get("config") or {})}
-            if self._resume is not None:
-                settings["resume"] = self._resume
-            self.run = TrainingTracer(TracerConfig(**settings))
+            self.start_run(
+                _hyperparameters(pl_module),
+                resume=self._resume,
+                unfinished="fit ended without on_fit_end",
+            )
+        assert self.run is not None
         for lg in getattr(trainer, "loggers", []):
             if isinstance(lg, TracerLogger):
                 lg.attach(self.run)
-        self.run.status_at_exit = "failed"
-        self.run.error_at_exit = "fit ended without on_fit_end"
         self._logged_step = trainer.global_step
         self.run.watch(pl_module, capture_point=CAPTURE_POINT)
         wrapped = getattr(trainer.strategy, "model", None)
@@ -109,28 +97,20 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         run = self.run
-        if run is None or run.state != "active":
+        if run is None or not run.active:
             return
         self._record_saves(trainer)
         self._log_step_metrics(trainer)
         run.log({}, step=trainer.global_step + 1)  # closes the last optimizer step
-        if run.should_stop:
-            run.finish(
-                "failed", error="training stopped by halt_on", total_steps=trainer.global_step
-            )
-        else:
-            run.finish(total_steps=trainer.global_step)
+        self.end_run(total_steps=trainer.global_step)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        run = self.run
-        if run is not None and run.state == "active":
-            status = "killed" if isinstance(exception, KeyboardInterrupt) else "failed"
-            run.finish(status, error=f"{type(exception).__name__}: {exception}")
+        self.fail_run(exception)
 
     # -- steps ------------------------------------------------------------------------------
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         run = self.run
-        if run is None or run.state != "active":
+        if run is None or not run.active:
             return
         run.log({}, step=trainer.global_step + 1)
         run.capture_gradients()
@@ -139,7 +119,7 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         run = self.run
-        if run is None or run.state != "active":
+        if run is None or not run.active:
             return
         if trainer.global_step != self._logged_step:
             self._log_step_metrics(trainer)
@@ -160,7 +140,7 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         run = self.run
-        if run is None or run.state != "active" or trainer.sanity_checking:
+        if run is None or not run.active or trainer.sanity_checking:
             return
         values = _metrics(dict(trainer.callback_metrics), keep=lambda key: key.startswith("val"))
         if values:
@@ -168,7 +148,7 @@ class LightningCallback(*_CallbackBases):  # type: ignore[misc]
         self._record_saves(trainer)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.run is not None and self.run.state == "active":
+        if self.active:
             self._record_saves(trainer)
 
     def _record_saves(self, trainer: Any) -> None:

@@ -11,27 +11,25 @@ from typing import Any, Optional, Union
 
 from lightning_utilities.core.rank_zero import rank_zero_only
 
-from tracer.config import TracerConfig
 from tracer.core.tracer import TrainingTracer
+from tracer.integrations.adapter import TracerAdapter, scalar_metrics
 from tracer_lightning.namespaces import bases
 
 _LoggerBases = bases("loggers.Logger")
 
 
-class TracerLogger(*_LoggerBases):  # type: ignore[misc]
+class TracerLogger(TracerAdapter, *_LoggerBases):  # type: ignore[misc]
     """`Trainer(logger=TracerLogger(project="p"))`: metrics of `self.log` at their step."""
 
     def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
         super().__init__()
-        self._settings: dict[str, Any] = {"project_name": project, "run_name": run_name, **config}
-        TracerConfig(**self._settings)
-        self.run: Optional[TrainingTracer] = None
+        self.init_tracer(project, run_name, config)
         self._hyperparameters: dict[str, Any] = {}
         self._attached = False
 
     @property
     def name(self) -> str:
-        return str(self._settings["project_name"])
+        return str(self.settings["project_name"])
 
     @property
     def version(self) -> Optional[str]:
@@ -50,11 +48,7 @@ class TracerLogger(*_LoggerBases):  # type: ignore[misc]
 
     def _start_run(self) -> Optional[TrainingTracer]:
         if self.run is None and getattr(rank_zero_only, "rank", 0) == 0:
-            settings = {
-                **self._settings,
-                "config": {**self._hyperparameters, **(self._settings.get("config") or {})},
-            }
-            self.run = TrainingTracer(TracerConfig(**settings))
+            self.start_run(self._hyperparameters)
         return self.run
 
     def attach(self, run: TrainingTracer) -> None:
@@ -78,19 +72,14 @@ class TracerLogger(*_LoggerBases):  # type: ignore[misc]
         if self._attached:  # Lightning's step is global_step - 1 here: the callback logs them
             return
         run = self._start_run()
-        if run is None or run.state != "active":
+        if run is None or not run.active:
             return
-        values = {
-            k: v
-            for k, v in metrics.items()
-            if (isinstance(v, (int, float)) and not isinstance(v, bool))
-            or getattr(v, "numel", lambda: 0)() == 1
-        }
+        values = scalar_metrics(metrics)[0]
         if values:
             run.log(values, step=step)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         run = self.run
-        if run is not None and run.state == "active":
+        if run is not None and run.active:  # (halt_on is the callback's: a logger can't stop)
             run.finish("finished" if status in ("success", "finished") else "failed")

@@ -128,7 +128,7 @@ class ModelWatch:
 
     # -- hooks (training thread, inside backward / optimizer.step) -----------------------------
     def _on_first_grad(self, grad: Any) -> None:
-        if not self._end_queued and self._run.capturing:  # not in a forked child
+        if not self._end_queued and self._run.active:  # not in a forked child
             import torch
 
             self._end_queued = True
@@ -151,7 +151,7 @@ class ModelWatch:
     def _capture_guarded(self) -> None:
         """Called from torch's hooks: a failure must never reach the training loop. Capture
         stops for this model after the first one (it would fail the same way each step)."""
-        if not self._run.capturing:
+        if not self._run.active:
             return  # a forked child (a training worker of its own): the parent's run is not its
         try:
             self._capture()

@@ -108,7 +108,7 @@ class SampleCapture(Collector):
 
     def _on_forward(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
         # Called by torch inside the user's forward: nothing may escape from here.
-        if self._failures >= MAX_FAILURES or not self._run.capturing:
+        if self._failures >= MAX_FAILURES or not self._run.active:
             return  # (not capturing: a forked child, or the run has ended)
         try:
             self._keep(args, kwargs, output)

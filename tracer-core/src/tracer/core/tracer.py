@@ -372,8 +372,9 @@ class TrainingTracer:
             lifecycle.keep_forever(storage)
 
     @property
-    def capturing(self) -> bool:
-        """Whether collectors' hooks should act (the run is active in this process)."""
+    def active(self) -> bool:
+        """Whether the run is going on in this process: started, not ended, not a forked
+        child's inherited copy (collectors' hooks act only then)."""
         return self._state is _ACTIVE
 
     def _ended_message(self) -> str:

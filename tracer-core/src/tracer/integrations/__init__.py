@@ -6,6 +6,9 @@
 
 Nothing is imported until a name is used, so `import tracer.integrations` stays cheap and
 works with no framework installed.
+
+For writing an adapter: `TracerAdapter` and `scalar_metrics` (`tracer.integrations.adapter`)
+give every adapter the same inner shape; see ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -21,10 +24,20 @@ _ADAPTERS: dict[str, tuple[str, str]] = {
     "AccelerateTracker": ("tracer_accelerate", "accelerate"),
 }
 
-__all__ = sorted(_ADAPTERS)
+# public name -> the tracer-core module that defines it (the adapter base)
+_CORE: dict[str, str] = {
+    "TracerAdapter": "tracer.integrations.adapter",
+    "scalar_metrics": "tracer.integrations.adapter",
+}
+
+__all__ = sorted([*_ADAPTERS, *_CORE])
 
 
 def __getattr__(name: str) -> Any:
+    if name in _CORE:
+        value = getattr(importlib.import_module(_CORE[name]), name)
+        globals()[name] = value
+        return value
     try:
         module_name, extra = _ADAPTERS[name]
     except KeyError:

@@ -1,0 +1,110 @@
+"""The shape every framework adapter shares, so a new one is about a hundred lines of event
+mapping and nothing else.
+
+`TracerAdapter` is a mixin for the framework's own base class (a callback, a logger, a
+tracker): call `self.init_tracer(project, run_name, settings)` in `__init__` and
+
+- the settings are checked as a `TracerConfig` there, so a typo fails at the call site, not
+  when training starts;
+- `start_run(config=..., resume=..., unfinished=...)` starts the run (or a follower on ranks
+  other than 0, which the run decides); with `unfinished`, a run nobody ends reads "failed"
+  at exit, for frameworks that have no exception event;
+- `end_run(total_steps)` ends it "finished", or "failed" when `halt_on` stopped training;
+  `fail_run(exception)` ends it "failed" (or "killed" for Ctrl-C);
+- `active` says whether there is a run to feed.
+
+`scalar_metrics(values)` is the one filter for a framework's metrics dict: numbers and
+one-element tensors, the tensors handed over unread (the run reads them on its writer
+thread), so an adapter never makes the device wait.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+from tracer.config import TracerConfig
+from tracer.core.tracer import TrainingTracer
+
+HALTED = "training stopped by halt_on"
+
+
+def scalar_metrics(
+    values: Optional[Mapping[str, Any]], keep: Optional[Callable[[str], bool]] = None
+) -> tuple[dict[str, Any], list[str]]:
+    """(the loggable entries, the names of the others) of a metrics dict, copied: Python and
+    numpy numbers (bools as 0/1), and one-element tensors or arrays as they are. Entries
+    whose name `keep` rejects are left out of both."""
+    kept: dict[str, Any] = {}
+    skipped: list[str] = []
+    for key, value in (values or {}).items():
+        if keep is not None and not keep(key):
+            continue
+        if isinstance(value, numbers.Real):
+            kept[key] = value
+            continue
+        numel = getattr(value, "numel", None)
+        size = numel() if callable(numel) else getattr(value, "size", None)
+        if size == 1 and hasattr(value, "dtype"):
+            kept[key] = value  # a tensor stays on its device: read off the training thread
+        else:
+            skipped.append(key)
+    return kept, skipped
+
+
+class TracerAdapter:
+    """Mixin base of framework adapters (see the module docstring)."""
+
+    settings: dict[str, Any]
+    run: Optional[TrainingTracer]
+
+    def init_tracer(
+        self, project: str, run_name: Optional[str], settings: Mapping[str, Any]
+    ) -> None:
+        """Check and keep the TracerConfig settings; no run yet."""
+        self.settings = {"project_name": project, "run_name": run_name, **settings}
+        TracerConfig(**self.settings)  # validate now, at the call site
+        self.run = None
+
+    @property
+    def active(self) -> bool:
+        """Whether a run is going on in this process (started, not ended)."""
+        return self.run is not None and self.run.active
+
+    def start_run(
+        self,
+        config: Optional[Mapping[str, Any]] = None,
+        resume: Optional[str] = None,
+        unfinished: Optional[str] = None,
+    ) -> TrainingTracer:
+        """Start the run with `config` (merged under the user's own `config` setting), or
+        resume run `resume`. With `unfinished`, a run nobody ends reads "failed" with that
+        error (for frameworks whose end event is missed when training raises); without it,
+        a forgotten end reads "finished", as for `tracer.init`."""
+        settings = dict(self.settings)
+        settings["config"] = {**(config or {}), **(settings.get("config") or {})}
+        if resume is not None:
+            settings["resume"] = resume
+        run = self.run = TrainingTracer(TracerConfig(**settings))
+        if unfinished is not None:
+            run.status_at_exit = "failed"
+            run.error_at_exit = unfinished
+        return run
+
+    def end_run(self, total_steps: Optional[int] = None) -> None:
+        """End the run: "failed" when `halt_on` stopped training, else "finished"."""
+        run = self.run
+        if run is None or not run.active:
+            return
+        if run.should_stop:
+            run.finish("failed", error=HALTED, total_steps=total_steps)
+        else:
+            run.finish(total_steps=total_steps)
+
+    def fail_run(self, exception: BaseException) -> None:
+        """End the run for an exception the framework reported: "killed" for Ctrl-C."""
+        run = self.run
+        if run is not None and run.active:
+            status = "killed" if isinstance(exception, KeyboardInterrupt) else "failed"
+            run.finish(status, error=f"{type(exception).__name__}: {exception}")
