@@ -21,6 +21,7 @@ _ADAPTERS: dict[str, tuple[str, str]] = {
     "TransformersCallback": ("tracer_hf", "hf"),
     "LightningCallback": ("tracer_lightning", "lightning"),
     "TracerLogger": ("tracer_lightning", "lightning"),
+    "TracerFabricLogger": ("tracer_lightning", "lightning"),
     "AccelerateTracker": ("tracer_accelerate", "accelerate"),
 }
 
