@@ -30,7 +30,7 @@ def init(project: str, run_name: Optional[str] = None, **kwargs: Any) -> Trainin
 
     config = TracerConfig(project_name=project, run_name=run_name, **kwargs)
     previous = _current
-    if previous is not None and previous.state == "active":
+    if previous is not None and previous.active:
         logger.warning(
             "tracer.init() called while run %s (%r) is open; finishing it first.",
             previous.run_id,
