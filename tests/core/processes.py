@@ -23,6 +23,8 @@ import pytest
 from tracer.config import TracerConfig
 from tracer.storage import RunRecord, StorageBackend, open_storage
 
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX fork and signals")
+
 PROJECT = "p"
 CHILD_TIMEOUT_S = 120.0  # generous: the machine may be shared and slow
 POLL_TIMEOUT_S = 60.0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.core.processes import (
     integrity,
     kill_leftover_children,  # noqa: F401  (an autouse fixture)
     only_run,
+    posix_only,
     reader,
     run_child,
     series,
@@ -39,7 +39,6 @@ from tests.core.processes import (
 
 pytestmark = pytest.mark.slow
 
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
 
 # -- child scripts ----------------------------------------------------------------------------
 ENDLESS_TRAINING = """

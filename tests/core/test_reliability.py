@@ -32,6 +32,7 @@ from tests.core.processes import (
     PROJECT,
     child_env,
     kill_leftover_children,  # noqa: F401  (an autouse fixture)
+    posix_only,
     reader,
     run_child,
     series,
@@ -45,7 +46,6 @@ from tracer.storage.sqlite.schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork and signals")
 
 # -- fork ---------------------------------------------------------------------------------------
 # argv: storage, how the child ends (exit0 / return / raise / init / kill-parent), a JSON

@@ -28,11 +28,6 @@ logger = logging.getLogger(__name__)
 TRACKER_NAME = "tracer"
 
 
-def numeric_values(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The loggable entries of an Accelerate `log` dict, and the names of those skipped."""
-    return scalar_metrics(values)
-
-
 class AccelerateTracker(TracerAdapter, GeneralTracker):  # type: ignore[misc]
     """`Accelerator(log_with=[AccelerateTracker("my-project", checkpoint_interval=100)])`.
 
@@ -80,7 +75,7 @@ class AccelerateTracker(TracerAdapter, GeneralTracker):  # type: ignore[misc]
         run = self.ensure_run()
         if not run.active:
             return
-        kept, skipped = numeric_values(values)
+        kept, skipped = scalar_metrics(values)
         if skipped and not self._warned_skipped:
             self._warned_skipped = True
             logger.warning(

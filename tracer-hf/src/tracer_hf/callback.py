@@ -52,11 +52,6 @@ SUMMARY_KEYS = frozenset(
 )
 
 
-def _numbers(values: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """The numeric entries of a logs dict (HF logs strings and lists too), copied."""
-    return scalar_metrics(values)[0]
-
-
 class TransformersCallback(TracerAdapter, TrainerCallback):
     """Trace a `transformers.Trainer` run: `callbacks=[TransformersCallback(project=...)]`.
 
@@ -168,7 +163,7 @@ class TransformersCallback(TracerAdapter, TrainerCallback):
         run = self.run
         if run is None or not run.active:
             return
-        values = _numbers(logs)
+        values, _ = scalar_metrics(logs)  # HF logs strings and lists too
         totals = {k: v for k, v in values.items() if k in SUMMARY_KEYS}
         if totals and "train_runtime" in values:
             run.log_summary(totals)
@@ -186,7 +181,7 @@ class TransformersCallback(TracerAdapter, TrainerCallback):
     ) -> None:
         run = self.run
         if run is not None and run.active:
-            values = _numbers(metrics)
+            values, _ = scalar_metrics(metrics)
             if values:
                 run.log(values, step=state.global_step)
 

@@ -30,9 +30,8 @@ CAPTURE_POINT = "lightning_on_before_optimizer_step"
 _CallbackBases = bases("Callback")
 
 
-def _metrics(values: dict[str, Any], keep: Any = None) -> dict[str, Any]:
-    """Scalar entries (tensors stay tensors: Tracer reads them off the training thread)."""
-    return scalar_metrics(values, keep)[0]
+def _is_validation(metric: str) -> bool:
+    return metric.startswith("val")
 
 
 def _hyperparameters(module: Any) -> dict[str, Any]:
@@ -132,8 +131,8 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
         if run is None or trainer.global_step == self._logged_step:
             return
         self._logged_step = trainer.global_step
-        values = _metrics(
-            dict(trainer.callback_metrics), keep=lambda key: not key.startswith("val")
+        values, _ = scalar_metrics(
+            dict(trainer.callback_metrics), lambda key: not _is_validation(key)
         )
         if values:
             run.log(values, step=trainer.global_step)
@@ -142,7 +141,7 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
         run = self.run
         if run is None or not run.active or trainer.sanity_checking:
             return
-        values = _metrics(dict(trainer.callback_metrics), keep=lambda key: key.startswith("val"))
+        values, _ = scalar_metrics(dict(trainer.callback_metrics), _is_validation)
         if values:
             run.log(values, step=trainer.global_step)
         self._record_saves(trainer)

@@ -54,7 +54,6 @@ _previous_sigterm: Union[Callable[[int, Optional[FrameType]], Any], int, None] =
 _MAIN_THREAD_ID = threading.main_thread().ident
 _main_thread_in_flush = 0  # DeferringLocks the main thread holds or waits for
 _deferred_sigterm: Optional[int] = None
-_kept_across_fork: list[object] = []
 
 
 class DeferringLock:
@@ -116,8 +115,7 @@ def _end_all(status: str, error: Optional[str]) -> None:
 def keep_forever(obj: object) -> None:
     """Never free `obj` in this process: for a storage connection inherited across fork,
     whose finalizer (at interpreter exit too) would close the parent's file from the child."""
-    _kept_across_fork.append(obj)
-    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))  # a reference nothing ever drops
 
 
 def _after_fork_in_child() -> None:
