@@ -4,9 +4,10 @@
 
 The gradients of one backward pass of bench_capture's GPT-2-small-shaped model (148
 float32 tensors, 124M values) are summarized 50 times back to back between two CUDA
-events: `grad_stats.step_summary` (what Tracer runs each optimizer step), the L2 and the
-inf-norm foreach kernels it is built from, AdamW's step, and a copy of the same bytes
-(the memory-bandwidth floor: a summary needs at least one read of every gradient).
+events: `tracer.capture.gradients.kernels.step_summary` (what Tracer runs each optimizer
+step), the L2 and the inf-norm foreach kernels it is built from, AdamW's step, and a copy of
+the same bytes (the memory-bandwidth floor: a summary needs at least one read of every
+gradient).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from bench_capture import GPT
 
-from tracer.capture.grad_stats import step_summary
+from tracer.capture.gradients.kernels import step_summary
 
 
 def gpu_ms(work: Callable[[], Any], calls: int = 50) -> tuple[float, float]:

@@ -17,7 +17,7 @@ distributed = pytest.importorskip("torch.distributed")
 from tests.core.distributed_training import reference_norms  # noqa: E402
 from tests.torchrun import run_torchrun  # noqa: E402
 from tracer.analysis import QueryEngine  # noqa: E402
-from tracer.capture.ranks import FINISH_WAIT_S  # noqa: E402
+from tracer.capture.gradients.ranks import FINISH_WAIT_S  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,

@@ -3,7 +3,7 @@
 HF's `report_to` is a closed list, so Tracer plugs in through `callbacks=[...]`.
 - train begin: a run, or the resumed one; config = TrainingArguments + the model's config;
   the model watched. World process zero writes the run; other ranks get a follower that
-  sends their gradient summaries (`tracer.capture.ranks`): one run per job;
+  sends their gradient summaries (`tracer.capture.gradients.ranks`): one run per job;
 - `on_step_begin`: the Tracer step becomes `global_step + 1`, the step being trained;
 - `on_pre_optimizer_step`: gradient capture (clipped, unscaled, synced), once per optimizer
   step;

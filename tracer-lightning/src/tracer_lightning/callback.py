@@ -65,7 +65,7 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
     # -- start and end ----------------------------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # Every rank: global zero writes the run; other ranks get a follower that sends their
-        # gradient summaries (tracer.capture.ranks), so the same hooks run on all ranks.
+        # gradient summaries (tracer.capture.gradients.ranks), so the same hooks run on all ranks.
         shared = next(
             (
                 lg.run

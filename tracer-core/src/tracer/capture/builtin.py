@@ -4,7 +4,7 @@ samples and the step-cadence memory probe; registered by `tracer.plugins.builtin
 from __future__ import annotations
 
 from tracer.capture.collector import CollectorFactory
-from tracer.capture.gradient_capture import gradient_collector
+from tracer.capture.gradients.collector import gradient_collector
 from tracer.capture.memory_probe import memory_probe
 from tracer.capture.samples import sample_collector
 from tracer.capture.system import system_collector

@@ -36,7 +36,7 @@ class HaltAgreement:
     def for_job(cls, rank: int, world_size: int) -> Optional[HaltAgreement]:
         if world_size <= 1:
             return None
-        from tracer.capture.ranks import default_store
+        from tracer.capture.gradients.ranks import default_store
 
         store = default_store()
         if store is None:

@@ -1,8 +1,9 @@
 """`rank_divergence`: one rank of a distributed job whose gradients differ from the others'.
 
-Input: the per-rank series `rank/<r>/grad_norm` that rank 0 stores (`tracer.capture.ranks`)
-and the "rank_summaries" event saying the world size and what the norm measures. A step is
-judged once every rank's value for it has arrived, whatever order the series come in.
+Input: the per-rank series `rank/<r>/grad_norm` that rank 0 stores
+(`tracer.capture.gradients.ranks`) and the "rank_summaries" event saying the world size and
+what the norm measures. A step is judged once every rank's value for it has arrived, whatever
+order the series come in.
 
 - Non-finite: some ranks' norms are NaN/Inf while others are finite. Critical, once per
   episode and rank. With norms measured before the all-reduce (DDP), this names the rank

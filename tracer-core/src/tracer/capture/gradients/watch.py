@@ -1,4 +1,5 @@
-"""Gradient capture: once per optimizer step, on the device, read back in batches.
+"""A watched model's gradients: seen once per optimizer step, summarised on the device, read
+back in batches.
 
 Capture point, recorded as the run event "gradient_capture":
 - "optimizer_step": `watch(model, optimizer=...)` registers the optimizer's step pre-hook,
@@ -16,7 +17,7 @@ watched parameter had a gradient (parameters frozen by mistake, a loss cut from 
 optimizer changed nothing. This assumes the usual convention: one `tracer.step()` per
 optimizer step.
 
-Per step, `grad_stats.step_summary` writes one row into a device ring buffer; every
+Per step, `kernels.step_summary` writes one row into a device ring buffer; every
 `RING_CAPACITY` captured steps, and at checkpoints and finish, the filled rows are copied to
 the host asynchronously and turned into the series `grad/global_norm`, `grad/max_abs` and
 `grad/nonfinite_layers`, plus an event "nonfinite_gradients" naming the layers (in
@@ -35,7 +36,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
-from tracer.capture import grad_stats
+from tracer.capture.gradients import kernels
 from tracer.capture.transfer import HostCopy, copy_to_host
 from tracer.records import Collected
 
@@ -106,7 +107,7 @@ class ModelWatch:
         self._full: Any = None  # full statistics taken at a capture of a checkpoint step
         # Called with the global norm (a device scalar) right after each capture.
         self.on_capture: Optional[Callable[[Any], None]] = None
-        self._shards = grad_stats.shard_group(model, self.params)
+        self._shards = kernels.shard_group(model, self.params)
         self._handles: list[Any] = []
         if not self.params:
             logger.warning(
@@ -190,8 +191,8 @@ class ModelWatch:
                 self._index_cache[present] = index
             grads = [grad for grad in grads if grad is not None]
         if self._run.checkpoint_due:  # the gradients may be gone (zero_grad) by then
-            self._full = grad_stats.full_stats([param.grad for param in self.params])
-        row = grad_stats.step_summary(grads, index, len(self.params), self._shards)
+            self._full = kernels.full_stats([param.grad for param in self.params])
+        row = kernels.step_summary(grads, index, len(self.params), self._shards)
         if self.on_capture is not None:
             self.on_capture(row[0])
         if self._ring is None:
@@ -254,7 +255,7 @@ class ModelWatch:
         self.drain()
         full, self._full = self._full, None
         if full is None and any(param.grad is not None for param in self.params):
-            full = grad_stats.full_stats([param.grad for param in self.params])
+            full = kernels.full_stats([param.grad for param in self.params])
         copy = copy_to_host(full) if full is not None else None
         return lambda: self._stats(copy)
 
@@ -267,7 +268,7 @@ class ModelWatch:
     # -- writer thread ----------------------------------------------------------------------
     def _rows(self, copy: HostCopy, steps: list[int]) -> Collected:
         table = copy.get()
-        layer_norms = table[:, grad_stats.SUMMARY_HEAD :]
+        layer_norms = table[:, kernels.SUMMARY_HEAD :]
         finite = layer_norms.isfinite()
         # NaN sorts as the largest value: an explosion to NaN/Inf shows as the peak.
         running = layer_norms.nan_to_num(nan=math.inf).amax(dim=0).tolist()
@@ -280,7 +281,7 @@ class ModelWatch:
             ]
         self._recent_norms = dict(zip(steps, layer_norms.tolist(), strict=True))
         bad_counts = (~finite).sum(dim=1).tolist()
-        heads = table[:, : grad_stats.SUMMARY_HEAD].tolist()
+        heads = table[:, : kernels.SUMMARY_HEAD].tolist()
         prefix = self.prefix
         rows: list[tuple[int, dict[str, float]]] = []
         events: list[EventWrite] = []
@@ -321,18 +322,18 @@ class ModelWatch:
         norms = self._recent_norms.get(step)
         if norms is None:
             return {}
-        peaks = self._max_since_checkpoint or [grad_stats.MISSING] * len(self.names)
+        peaks = self._max_since_checkpoint or [kernels.MISSING] * len(self.names)
         return {
             name: {"norm": _present(norm), "max_norm_since_checkpoint": _present(peak)}
             for name, norm, peak in zip(self.names, norms, peaks, strict=True)
         }
 
     def _stats(self, copy: Optional[HostCopy]) -> dict[str, dict[str, float]]:
-        peaks = self._max_since_checkpoint or [grad_stats.MISSING] * len(self.names)
+        peaks = self._max_since_checkpoint or [kernels.MISSING] * len(self.names)
         self._max_since_checkpoint = None
         if copy is not None:
             rows = [
-                dict(zip(grad_stats.FULL_STAT_NAMES, values, strict=True))
+                dict(zip(kernels.FULL_STAT_NAMES, values, strict=True))
                 for values in copy.get().tolist()
             ]
         elif self._last_norms is not None:
@@ -347,4 +348,4 @@ class ModelWatch:
 
 
 def _present(norm: float) -> float:
-    return math.nan if norm == grad_stats.MISSING else norm
+    return math.nan if norm == kernels.MISSING else norm

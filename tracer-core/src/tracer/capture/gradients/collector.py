@@ -1,5 +1,5 @@
 """The built-in gradient collector: one `ModelWatch` per `tracer.watch()` call, plus the
-per-rank summaries of a distributed job (`tracer.capture.ranks`), created at the first
+per-rank summaries of a distributed job (`tracer.capture.gradients.ranks`), created at the first
 `watch()` of a process whose world size is above 1 (the rank is looked up then, never at
 import, so a process group set up after `tracer.init()` is still found).
 """
@@ -11,8 +11,8 @@ import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.capture.collector import Collector, Contribution
-from tracer.capture.gradients import ModelWatch
-from tracer.capture.ranks import RankSummaries, default_store
+from tracer.capture.gradients.ranks import RankSummaries, default_store
+from tracer.capture.gradients.watch import ModelWatch
 from tracer.distributed import rank_and_world_size
 from tracer.records import Collected
 
