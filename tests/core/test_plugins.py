@@ -11,6 +11,7 @@ import pluggy
 import pytest
 
 import tracer
+from tracer.analysis import QueryEngine
 from tracer.exceptions import StorageError
 from tracer.plugins import get_plugin_manager, hookspecs, reset_plugin_manager
 
@@ -106,12 +107,35 @@ def test_entry_point_plugin_adds_a_backend_and_sees_the_lifecycle(
         tracer.step()
     tracer.finish()
     assert (tmp_path / "alt" / "tracer.db").exists()
+    with QueryEngine(storage_path=f"alt://{tmp_path / 'alt'}") as query:  # by location
+        assert [r["run_id"] for r in query.list_runs()] == [run.run_id]
     assert [  # type: ignore[attr-defined]
         ("start", run.run_id),
         ("checkpoint", 2, "interval"),
         ("checkpoint", 2, "finish"),
         ("end", "finished"),
     ] == alt_plugin.CALLS
+
+
+def test_a_plugin_registered_after_the_first_run_is_still_seen(tmp_path: Path) -> None:
+    """The registries are built on first use; registering later must not be ignored."""
+    tracer.init(project="p", storage_path=str(tmp_path / "first"))
+    tracer.finish()
+    manager = get_plugin_manager()
+    assert "alt" not in manager.storage_backends()
+    namespace: dict[str, object] = {}
+    exec(compile(PLUGIN_SOURCE, "late_plugin", "exec"), namespace)
+    plugin = type("LatePlugin", (), {})()
+    for name in ("tracer_register_storage", "tracer_run_start", "tracer_run_end"):
+        setattr(plugin, name, namespace[name])
+    manager.register(plugin, name="late")
+    run = tracer.init(project="p", storage_path=f"alt://{tmp_path / 'alt'}")
+    tracer.finish()
+    assert (tmp_path / "alt" / "tracer.db").exists()
+    assert namespace["CALLS"] == [("start", run.run_id), ("end", "finished")]
+    manager.unregister(name="late")
+    with pytest.raises(StorageError, match="no storage backend handles alt://"):
+        tracer.init(project="p", storage_path=f"alt://{tmp_path / 'alt'}")
 
 
 def test_autoload_can_be_switched_off(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from tracer.core.writer import RunWriter
+    from tracer.core.writes import Writer
     from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 def record_end(
     storage: StorageBackend,
     run_id: str,
-    writer: RunWriter,
+    writer: Writer,
     status: str,
     error: Optional[str],
     total_steps: int,

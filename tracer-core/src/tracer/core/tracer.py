@@ -8,7 +8,7 @@ process, and as a context manager that marks the run failed when its block raise
 Distributed jobs: one run per job. Rank 0 (or a single process) writes it; on any other rank
 `TrainingTracer` is a follower (`is_writer` False): it stores nothing, `log()` only moves the
 step, and `watch()` captures this rank's gradients for the per-rank summaries rank 0 stores
-(`tracer.capture.ranks`). Call `init`/`watch`/`step`/`finish` on every rank alike.
+(`tracer.capture.gradients.ranks`). Call `init`/`watch`/`step`/`finish` on every rank alike.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from tracer.core.ending import record_end
 from tracer.core.halting import HaltAgreement
 from tracer.core.starting import start_or_resume
 from tracer.core.values import check_metrics
-from tracer.core.writer import (
+from tracer.core.writer import RunWriter
+from tracer.core.writes import (
     Background,
     CheckpointRequest,
     DiscardingWriter,
-    RunWriter,
+    Writer,
     WriteReport,
 )
 from tracer.detection.runner import DetectorSet, build_detectors
@@ -112,7 +113,7 @@ class TrainingTracer:
         self._next_checkpoint = (self._step // self._interval + 1) * self._interval
         if self._step < EARLY_CHECKPOINT_STEP < self._next_checkpoint:
             self._next_checkpoint = EARLY_CHECKPOINT_STEP
-        self._writer = RunWriter(
+        self._writer: Writer = RunWriter(
             self.storage,
             self.run_id,
             asynchronous=config.async_writes,
@@ -134,7 +135,7 @@ class TrainingTracer:
             apply_retention(self.storage, config.project_name, config.retention_days)
         except Exception:
             logger.exception("Tracer's retention cleanup failed; no run was deleted by it.")
-        self._plugins.call_lifecycle_hook("tracer_run_start", run=self)
+        self._plugins.run_started(self)
 
     # -- start ------------------------------------------------------------------------------
     @property
@@ -147,7 +148,7 @@ class TrainingTracer:
         summaries that rank 0 gathers (see the module docstring)."""
         self.run_id = ""
         self.run_name = self.config.run_name or ""
-        self._writer = DiscardingWriter()  # type: ignore[assignment]
+        self._writer = DiscardingWriter()
         self._next_checkpoint = sys.maxsize  # checkpoints are rank 0's
         self._collectors = self._start_collectors(only=FOLLOWER_COLLECTORS)
         self._state = _ACTIVE
@@ -243,7 +244,7 @@ class TrainingTracer:
     def _anomalies_found(self, anomalies: list[AnomalyWrite]) -> None:
         """Writer thread, after the anomalies are stored: hooks, then the halt flag."""
         for anomaly in anomalies:
-            self._plugins.call_lifecycle_hook("tracer_anomaly", run=self, anomaly=anomaly)
+            self._plugins.anomaly_found(self, anomaly)
             if self._halt is None and anomaly["anomaly_type"] in self.config.halt_on:
                 logger.warning("Tracer halts training: %s", anomaly["message"])
                 self._halt = anomaly
@@ -291,7 +292,7 @@ class TrainingTracer:
     def attach_data_parallel(self, ddp_model: Any) -> None:
         """For adapters that watch the unwrapped model: its `DistributedDataParallel` wrapper,
         so each rank's summary measures its own gradients before the all-reduce
-        (`tracer.capture.ranks`). Call it after `watch()`, before the first backward."""
+        (`tracer.capture.gradients.ranks`). Call it after `watch()`, before the first backward."""
         if self._state is not _ACTIVE:
             return
         for collector in self._collectors:
@@ -391,9 +392,7 @@ class TrainingTracer:
         return self._writer.flush(timeout)
 
     def _checkpoint_written(self, step: int, reason: str) -> None:
-        self._plugins.call_lifecycle_hook(
-            "tracer_checkpoint_written", run=self, step=step, reason=reason
-        )
+        self._plugins.checkpoint_written(self, step, reason)
 
     @property
     def write_report(self) -> WriteReport:
@@ -444,9 +443,7 @@ class TrainingTracer:
             error,
             total_steps,
             FINISH_TIMEOUT_S,
-            announce=lambda: self._plugins.call_lifecycle_hook(
-                "tracer_run_end", run=self, status=status
-            ),
+            announce=lambda: self._plugins.run_ended(self, status),
         )
 
     def __enter__(self) -> TrainingTracer:

@@ -20,8 +20,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Optional, Union
 
 from tracer.core import lifecycle
+from tracer.core.anomaly_checkpoints import AnomalyCheckpoints
 from tracer.core.columns import Points, order_by_step, pivot, pivot_columns
-from tracer.detection.runner import DetectorSet, episode_key
+from tracer.core.writes import Background, CheckpointRequest, WriteReport
+from tracer.detection.runner import DetectorSet
 from tracer.records import AnomalyWrite, CheckpointWrite, Collected, EventWrite, SampleWrite
 from tracer.storage.base import StorageBackend
 
@@ -36,48 +38,10 @@ MAX_UNWRITTEN_POINTS = 5_000_000
 # A dict of plain numbers is not tracked. Other items (checkpoints, collector data) go in
 # the same list as the dicts, so order is kept; they are rare.
 MAX_QUEUED = 2_000_000
-ANOMALY_WAIT_STEPS = 2  # a collector asked for a step's data sends it at the next step
-ANOMALY_WAIT_SECONDS = 5.0  # past this (storage far too slow) new steps are dropped and counted
-
-
-class CheckpointRequest(NamedTuple):
-    """Take a checkpoint at `step` once everything queued before it is processed.
-
-    `sections` come from the collectors: values, or functions the writer thread calls.
-    """
-
-    step: int
-    timestamp: float
-    reason: str
-    sections: dict[str, Any]
-
-
-class Background(NamedTuple):
-    """Collector output for the writer: `Collected`, or a function returning it."""
-
-    source: Union[Collected, Callable[[], Collected]]
 
 
 class _Barrier(NamedTuple):
     done: threading.Event
-
-
-class WriteReport(NamedTuple):
-    """What became of a run's data: points (one value of one series at one step) written to
-    storage, still unwritten when the writer stopped (lost), and dropped to bound memory
-    while storage failed; whole steps dropped because the queue was full; failed writes and
-    the first error. Final once the run has finished."""
-
-    points_written: int
-    points_unwritten: int
-    points_dropped: int
-    steps_dropped: int
-    failed_writes: int
-    first_error: Optional[str]
-
-    @property
-    def lost(self) -> bool:
-        return bool(self.points_unwritten or self.points_dropped or self.steps_dropped)
 
 
 _Item = Union[dict[str, Any], CheckpointRequest, Background, _Barrier]
@@ -125,13 +89,8 @@ class RunWriter:
         self._on_checkpoint_written = on_checkpoint_written
         self._detectors = detectors
         self._anomaly_sections = anomaly_sections
-        self._anomaly_data_pending = anomaly_data_pending
+        self._anomaly_checkpoints = AnomalyCheckpoints(progress, anomaly_data_pending)
         self._on_anomalies = on_anomalies
-        self._anomaly_checkpoint_steps: set[int] = set()
-        self._episodes_seen: set[tuple[str, int, str]] = set()
-        self._waiting_anomaly_checkpoints: dict[
-            int, tuple[tuple[int, float], dict[str, float]]
-        ] = {}  # step -> ((progress, time) to wait until, the metric values at that step)
         # A list, not a deque: append is atomic under the GIL, and the writer takes a whole
         # prefix with one slice instead of popping items one by one.
         self._queue: list[_Item] = []
@@ -287,7 +246,7 @@ class RunWriter:
     def _drain(self) -> list[_Barrier]:
         """Move queued items into a batch at the end of `_unwritten`; return barriers seen."""
         barriers: list[_Barrier] = []
-        if not self._queue and not self._waiting_anomaly_checkpoints:
+        if not self._queue and not self._anomaly_checkpoints.waiting:
             return barriers
         batch = _Batch({}, [], [], [], [], [])
         queue = self._queue
@@ -320,44 +279,16 @@ class RunWriter:
         return barriers
 
     def _detect(self, batch: _Batch) -> None:
-        """Online detection over this batch; each new anomaly step gets a checkpoint.
-
-        A checkpoint waits while a collector still holds that step's data on its way, e.g.
-        gradient norms in the device ring, which the collector is asked to send at the next
-        step: until training has moved `ANOMALY_WAIT_STEPS` steps on, at most
-        `ANOMALY_WAIT_SECONDS`, and never past finish.
-        """
+        """Online detection over this batch; new episodes' steps get anomaly checkpoints when
+        `AnomalyCheckpoints` says they are ready (see there)."""
         assert self._detectors is not None
         found = self._detectors.feed(batch.points, batch.events, batch.checkpoints)
         batch.anomalies.extend(found)
-        new = [a for a in found if episode_key(a) not in self._episodes_seen]
-        self._episodes_seen.update(episode_key(a) for a in new)
-        batch.opened.extend(new)
-        for step in sorted({anomaly["step"] for anomaly in new}):
-            if step in self._anomaly_checkpoint_steps:
-                continue
-            self._anomaly_checkpoint_steps.add(step)
-            at_step = {}  # the metric values at that step, while this batch still has them
-            for name, (steps, values) in batch.points.items():
-                if steps and steps[0] <= step <= steps[-1] and not name.startswith("_"):
-                    try:
-                        at_step[name] = values[steps.index(step)]
-                    except ValueError:
-                        continue
-            deadline = (self._progress() + ANOMALY_WAIT_STEPS, time.time() + ANOMALY_WAIT_SECONDS)
-            self._waiting_anomaly_checkpoints[step] = (deadline, at_step)
-        for step, (deadline, at_step) in sorted(self._waiting_anomaly_checkpoints.items()):
-            if (
-                self._progress() <= deadline[0]
-                and time.time() < deadline[1]
-                and not self._stopping
-                and self._anomaly_data_pending(step)
-            ):
-                continue
-            del self._waiting_anomaly_checkpoints[step]
+        batch.opened.extend(self._anomaly_checkpoints.open(found, batch.points))
+        for step, metrics in self._anomaly_checkpoints.ready(stopping=self._stopping):
             request = CheckpointRequest(step, time.time(), "anomaly", self._anomaly_sections(step))
             checkpoint = self._checkpoint(request, batch)
-            checkpoint["metrics"].update(at_step)
+            checkpoint["metrics"].update(metrics)
             batch.checkpoints.append(checkpoint)
 
     def _finish_detection(self) -> None:
@@ -446,25 +377,3 @@ class RunWriter:
                 " and retried, and finish() reports what was lost.",
                 self._first_error,
             )
-
-
-class DiscardingWriter:
-    """The writer of a follower rank (see `TrainingTracer`): rank 0 writes the run."""
-
-    def submit_step(self, step: int, timestamp: float, metrics: dict[str, Any]) -> None:
-        pass
-
-    def submit(self, item: CheckpointRequest | Background) -> None:
-        pass
-
-    def flush(self, timeout: float = 30.0) -> bool:
-        return True
-
-    def close(self, timeout: float) -> bool:
-        return True
-
-    def summary(self) -> Optional[str]:
-        return None
-
-    def report(self) -> WriteReport:
-        return WriteReport(0, 0, 0, 0, 0, None)

@@ -39,8 +39,11 @@ def tracer_register_storage(register: RegisterStorage) -> None:
     Called once per process, when storage is first opened (the first `tracer.init`,
     `StorageBackend(config)` or query); in a distributed job only rank 0's runs open storage,
     the other ranks' followers write nothing. A `storage_path` such as
-    `s3://bucket/prefix` then opens `S3Storage(config)`. A plain path selects the built-in
-    SQLite backend (scheme "sqlite"); registering a scheme twice is an error.
+    `s3://bucket/prefix` then opens `S3Storage(config)` for a run, and
+    `S3Storage.from_location(url)` for a reader (by default `S3Storage` with a config that
+    holds only that `storage_path`). A plain path selects the built-in SQLite backend (scheme
+    "sqlite"); registering a scheme twice is an error. A plugin registered after the first
+    lookup (`get_plugin_manager().register(...)`) is seen by the next one.
     """
 
 

@@ -23,6 +23,8 @@ from tracer.storage import registry as storage_registry
 if TYPE_CHECKING:
     from tracer.capture.collector import CollectorFactory
     from tracer.detection.base import Detector
+    from tracer.handles import RunHandle
+    from tracer.records import AnomalyWrite
     from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
@@ -98,10 +100,43 @@ class TracerPluginManager(pluggy.PluginManager):
 
         return self._registry("detector", "tracer_register_detectors", adapt).entries
 
-    def call_lifecycle_hook(self, name: str, **kwargs: Any) -> None:
-        """Call a lifecycle hook; a plugin's exception is logged once per hook, never raised."""
+    # -- registration after the registries were built -------------------------------------
+    def register(self, plugin: object, name: Optional[str] = None) -> Optional[str]:
+        """Register a plugin; the registries are rebuilt on next use, so a plugin registered
+        after the first run (`get_plugin_manager().register(...)`) is still seen."""
+        registered = super().register(plugin, name)
+        self._registries.clear()
+        return registered
+
+    def unregister(self, plugin: Optional[object] = None, name: Optional[str] = None) -> Any:
+        unregistered = super().unregister(plugin, name)
+        self._registries.clear()
+        return unregistered
+
+    # -- lifecycle hooks: one typed method each, so callers are checked ---------------------
+    def run_started(self, run: RunHandle) -> None:
+        self._call_safely("tracer_run_start", lambda: self.hook.tracer_run_start(run=run))
+
+    def anomaly_found(self, run: RunHandle, anomaly: AnomalyWrite) -> None:
+        self._call_safely(
+            "tracer_anomaly", lambda: self.hook.tracer_anomaly(run=run, anomaly=anomaly)
+        )
+
+    def checkpoint_written(self, run: RunHandle, step: int, reason: str) -> None:
+        self._call_safely(
+            "tracer_checkpoint_written",
+            lambda: self.hook.tracer_checkpoint_written(run=run, step=step, reason=reason),
+        )
+
+    def run_ended(self, run: RunHandle, status: str) -> None:
+        self._call_safely(
+            "tracer_run_end", lambda: self.hook.tracer_run_end(run=run, status=status)
+        )
+
+    def _call_safely(self, name: str, call: Callable[[], object]) -> None:
+        """A plugin's exception is logged once per hook, never raised into training."""
         try:
-            getattr(self.hook, name)(**kwargs)
+            call()
         except Exception:
             if name not in self._failed_hooks:
                 self._failed_hooks.add(name)

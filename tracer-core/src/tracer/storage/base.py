@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
+from tracer.config import TracerConfig
 from tracer.records import (  # re-exported: the names were defined here before
     RUN_STATUSES,
     TERMINAL_STATUSES,
@@ -28,8 +29,7 @@ from tracer.records import (  # re-exported: the names were defined here before
     SampleWrite,
 )
 
-if TYPE_CHECKING:
-    from tracer.config import TracerConfig
+READER_PROJECT = "reader"  # the project name of a config made only to open a location
 
 __all__ = [
     "RUN_STATUSES",
@@ -76,6 +76,14 @@ class StorageBackend(abc.ABC):
 
     @abc.abstractmethod
     def __init__(self, config: TracerConfig) -> None: ...
+
+    @classmethod
+    def from_location(cls, location: str) -> StorageBackend:
+        """Open this backend at `location` (a path or URL) without a run: how readers (queries,
+        the report, the CLI) open a store. The default hands `__init__` a config that holds
+        only the location, for backends that take a config; a backend that can open from the
+        location alone overrides this (the SQLite one does)."""
+        return cls(TracerConfig(project_name=READER_PROJECT, storage_path=location))
 
     # -- runs -------------------------------------------------------------------------------
     @abc.abstractmethod

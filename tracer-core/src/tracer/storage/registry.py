@@ -21,7 +21,6 @@ from tracer.storage.base import StorageBackend
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 DEFAULT_SCHEME = "sqlite"
-READER_PROJECT = "reader"  # the project name of a config made only to open a location
 
 _backends: Optional[Callable[[], Mapping[str, type[StorageBackend]]]] = None
 
@@ -59,11 +58,8 @@ def backend_class_for(storage_path: str) -> type[StorageBackend]:
 
 
 def open_storage(location: Union[str, TracerConfig]) -> StorageBackend:
-    """Open the backend for `location`: a path or URL (how readers open a store), or a run's
-    whole `TracerConfig` (how a run opens its own)."""
-    config = (
-        location
-        if isinstance(location, TracerConfig)
-        else TracerConfig(project_name=READER_PROJECT, storage_path=str(location))
-    )
-    return backend_class_for(config.storage_path)(config)
+    """Open the backend for `location`: a path or URL (how readers open a store, through
+    `StorageBackend.from_location`), or a run's whole `TracerConfig` (how a run opens its own)."""
+    if isinstance(location, TracerConfig):
+        return backend_class_for(location.storage_path)(location)
+    return backend_class_for(str(location)).from_location(str(location))

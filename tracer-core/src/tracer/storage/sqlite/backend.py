@@ -10,7 +10,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from tracer.exceptions import DuplicateRunError
 from tracer.records import (
@@ -71,9 +71,16 @@ def _float(value: Optional[float]) -> float:
 class SQLiteStorage(MetricTables, StorageBackend):
     """SQLite storage for one `storage_path`; thread-safe, one connection per instance."""
 
-    def __init__(self, config: TracerConfig) -> None:
+    def __init__(self, config: Union[TracerConfig, str]) -> None:
+        """`config`: a run's config, or only the location (a path or `sqlite://` URL)."""
         self._series_ids: dict[tuple[str, str], int] = {}  # (run, metric) -> series row id
-        super().__init__(config.storage_path)
+        super().__init__(config if isinstance(config, str) else config.storage_path)
+
+    @classmethod
+    def from_location(cls, location: str) -> StorageBackend:
+        if cls.__init__ is not SQLiteStorage.__init__:  # a subclass's own __init__ wants a config
+            return super().from_location(location)
+        return cls(location)
 
     def _rolled_back(self) -> None:
         self._series_ids.clear()  # ids created in the rolled-back transaction are gone
