@@ -94,6 +94,11 @@ class TracerConfig(BaseModel):
     resume: Optional[str] = Field(
         default=None, description="Id or name of an existing run of the project to continue."
     )
+    run_id: Optional[str] = Field(
+        default=None,
+        description="The id a new run gets (an adapter that must name the run before it starts,"
+        " e.g. Lightning's logger version); generated when None. Taken ids are refused.",
+    )
     flush_interval: float = Field(
         default=1.0, gt=0, le=60, description="Seconds between background flushes at most."
     )
@@ -126,7 +131,7 @@ class TracerConfig(BaseModel):
             raise ValueError("project_name must not be blank")
         return value
 
-    @field_validator("run_name", "resume")
+    @field_validator("run_name", "resume", "run_id")
     @classmethod
     def _name_not_blank(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and not value.strip():

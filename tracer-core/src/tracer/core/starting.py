@@ -62,9 +62,13 @@ def start_or_resume(storage: StorageBackend, config: TracerConfig) -> StartedRun
             record["total_steps"],
         )
         return StartedRun(record["run_id"], record["run_name"], record["total_steps"])
+    if config.run_id is not None and storage.get_run(config.run_id) is not None:
+        raise DuplicateRunError(
+            f"a run with id {config.run_id!r} exists; pass resume={config.run_id!r} to continue it"
+        )
     for _ in range(_NAME_ATTEMPTS):
         name = _choose_name(storage, config)
-        run_id = new_run_id()
+        run_id = config.run_id or new_run_id()
         try:
             storage.create_run(
                 run_id,

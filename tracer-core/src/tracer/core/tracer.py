@@ -83,6 +83,9 @@ class TrainingTracer:
         # no exception event sets "failed" while training runs (its end event resets it).
         self.status_at_exit = "finished"
         self.error_at_exit: Optional[str] = None
+        # The framework's own count of completed optimizer steps, set by adapters: a run
+        # that ends in the middle of a step (a crash) then stores the steps really done.
+        self.completed_steps: Optional[Callable[[], int]] = None
         self.rank, self.world_size = 0, 1
         self._agreement: Optional[HaltAgreement] = None
         if tracing_disabled():
@@ -426,7 +429,8 @@ class TrainingTracer:
             self._close_step(checkpoint=False)  # the "finish" checkpoint below covers it
         counted = max(self._step, self._last_closed_step + 1)
         self._step = counted
-        total_steps = counted if total_steps is None else int(total_steps)
+        if total_steps is None:
+            total_steps = self._framework_count(default=counted)
         if not self.is_writer:
             self._collectors.close()  # publishes this rank's last summaries
             self._state = _ENDED
@@ -445,6 +449,15 @@ class TrainingTracer:
             FINISH_TIMEOUT_S,
             announce=lambda: self._plugins.run_ended(self, status),
         )
+
+    def _framework_count(self, default: int) -> int:
+        if self.completed_steps is None:
+            return default
+        try:
+            return int(self.completed_steps())
+        except Exception:  # the framework's objects may be half torn down at exit
+            logger.debug("Tracer could not read the framework's step count", exc_info=True)
+            return default
 
     def __enter__(self) -> TrainingTracer:
         return self

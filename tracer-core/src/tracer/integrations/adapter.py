@@ -11,7 +11,10 @@ tracker): call `self.init_tracer(project, run_name, settings)` in `__init__` and
   at exit, for frameworks that have no exception event;
 - `end_run(total_steps)` ends it "finished", or "failed" when `halt_on` stopped training;
   `fail_run(exception)` ends it "failed" (or "killed" for Ctrl-C);
-- `active` says whether there is a run to feed.
+- `active` says whether there is a run to feed;
+- a pickled or deep-copied adapter (`torch.save(trainer)`, `copy.deepcopy(callbacks)`, a
+  spawned worker) carries its settings and the id of its run, never the live run, which
+  belongs to the process that started it: the copy starts (or resumes) the run when used.
 
 `scalar_metrics(values)` is the one filter for a framework's metrics dict: numbers and
 one-element tensors, the tensors handed over unread (the run reads them on its writer
@@ -22,10 +25,12 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from tracer.config import TracerConfig
+from tracer.core.naming import new_run_id
 from tracer.core.tracer import TrainingTracer
+from tracer.exceptions import DuplicateRunError
 
 HALTED = "training stopped by halt_on"
 
@@ -58,6 +63,9 @@ class TracerAdapter:
 
     settings: dict[str, Any]
     run: Optional[TrainingTracer]
+    # Attributes that belong to this process (the run, hook handles, framework objects):
+    # a pickled or copied adapter gets a fresh value from these factories instead.
+    process_local: ClassVar[dict[str, Callable[[], Any]]] = {"run": lambda: None}
 
     def init_tracer(
         self, project: str, run_name: Optional[str], settings: Mapping[str, Any]
@@ -66,6 +74,29 @@ class TracerAdapter:
         self.settings = {"project_name": project, "run_name": run_name, **settings}
         TracerConfig(**self.settings)  # validate now, at the call site
         self.run = None
+        self._planned_run_id: Optional[str] = None
+
+    @property
+    def planned_run_id(self) -> str:
+        """The id the next new run of this adapter gets, known before it starts (a framework
+        may need a version or a folder name at setup). A pickled copy plans its original's
+        run id, so it continues that run."""
+        if self._planned_run_id is None:
+            self._planned_run_id = self.settings.get("run_id") or new_run_id()
+        return self._planned_run_id
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self.run is not None:
+            state["_planned_run_id"] = self.run.run_id
+        for name in type(self).process_local:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for name, fresh in type(self).process_local.items():
+            setattr(self, name, fresh())
 
     @property
     def active(self) -> bool:
@@ -77,19 +108,35 @@ class TracerAdapter:
         config: Optional[Mapping[str, Any]] = None,
         resume: Optional[str] = None,
         unfinished: Optional[str] = None,
+        completed_steps: Optional[Callable[[], int]] = None,
     ) -> TrainingTracer:
         """Start the run with `config` (merged under the user's own `config` setting), or
-        resume run `resume`. With `unfinished`, a run nobody ends reads "failed" with that
-        error (for frameworks whose end event is missed when training raises); without it,
-        a forgotten end reads "finished", as for `tracer.init`."""
+        resume run `resume`; a new run gets `planned_run_id`, and when a run with that id
+        exists already (a copy of this adapter started it) that run is resumed.
+
+        With `unfinished`, a run nobody ends reads "failed" with that error (for frameworks
+        whose end event is missed when training raises); without it, a forgotten end reads
+        "finished", as for `tracer.init`. `completed_steps` returns the framework's count of
+        optimizer steps done: a run that ends mid-step (a crash) stores that count."""
         settings = dict(self.settings)
         settings["config"] = {**(config or {}), **(settings.get("config") or {})}
         if resume is not None:
             settings["resume"] = resume
-        run = self.run = TrainingTracer(TracerConfig(**settings))
+        else:
+            settings["run_id"] = self.planned_run_id
+        try:
+            run = TrainingTracer(TracerConfig(**settings))
+        except DuplicateRunError:
+            if resume is not None:
+                raise
+            settings["resume"], settings["run_id"] = settings["run_id"], None
+            run = TrainingTracer(TracerConfig(**settings))
+        self.run = run
+        self._planned_run_id = None
         if unfinished is not None:
             run.status_at_exit = "failed"
             run.error_at_exit = unfinished
+        run.completed_steps = completed_steps
         return run
 
     def end_run(self, total_steps: Optional[int] = None) -> None:
