@@ -42,10 +42,11 @@ def loader(size: int = 64, seed: int = 0, batch_size: int = 4) -> torch.utils.da
 
 @functools.cache
 def module_class(ns: str) -> type:
-    """A tiny MLP `LightningModule` of namespace `ns`: logs `train_loss` every step and
-    `val_loss` per validation epoch; `raise_at` / `nan_at` (an optimizer step, 1-based) make
-    the training step raise, or its loss NaN, in the micro-batches of that step; `stop_after`
-    stops the Trainer once that many optimizer steps are done."""
+    """A tiny MLP `LightningModule` of namespace `ns`: logs `train_loss` every step,
+    `val_loss` per validation epoch and `test_loss` per test epoch; `raise_at` / `nan_at` (an
+    optimizer step, 1-based) make the training step raise, or its loss NaN, in the
+    micro-batches of that step; `stop_after` stops the Trainer once that many optimizer steps
+    are done."""
     pl = namespace(ns)
 
     class TinyModule(pl.LightningModule):  # type: ignore[misc,name-defined]
@@ -83,6 +84,13 @@ def module_class(ns: str) -> type:
             x, y = batch
             self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
 
+        def test_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            self.log("test_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+        def test_dataloader(self) -> torch.utils.data.DataLoader:
+            return loader(8, seed=2)
+
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
@@ -93,6 +101,7 @@ def module_class(ns: str) -> type:
             return loader(8, seed=1)
 
     TinyModule.__qualname__ = TinyModule.__name__ = f"TinyModule_{ns.replace('.', '_')}"
+    globals()[TinyModule.__name__] = TinyModule  # importable by name, so a Trainer pickles
     return TinyModule
 
 

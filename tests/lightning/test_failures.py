@@ -52,6 +52,7 @@ def test_exception_in_training_step_fails_the_run(ns: str) -> None:
     assert run["status"] == "failed"
     assert run["error"] == f"RuntimeError: boom at step {RAISE_STEP}"
     assert run["end_time"] is not None
+    assert run["total_steps"] == RAISE_STEP - 1  # the optimizer steps done, not the one that broke
     assert loss["steps"] == list(range(1, RAISE_STEP))
 
 

@@ -53,7 +53,8 @@ def logged_steps_class(ns: str) -> type:
 @pytest.mark.parametrize("ns", NAMESPACES)
 def test_logger_alone_routes_self_log_into_a_run(ns: str) -> None:
     """`logger=[TracerLogger, recorder]`, `log_every_n_steps=1`: `train_loss` is stored at
-    the steps Lightning passed to the loggers, and `finalize` ends the run "finished"."""
+    `global_step`, one past the 0-based step Lightning passes to loggers (the numbering of the
+    callback and of gradient capture), and `finalize` ends the run "finished"."""
     tracer_logger = TracerLogger(project=PROJECT, track_system_metrics=False)
     recorder = logged_steps_class(ns)()
     trainer = make_trainer(
@@ -68,7 +69,9 @@ def test_logger_alone_routes_self_log_into_a_run(ns: str) -> None:
     assert run["run_id"] == tracer_logger.version
     assert run["status"] == "finished"
     assert recorder.steps["train_loss"], recorder.steps
-    assert loss["steps"] == sorted(set(recorder.steps["train_loss"]))
+    assert loss["steps"] == [step + 1 for step in sorted(set(recorder.steps["train_loss"]))]
+    assert loss["steps"] == list(range(1, MAX_STEPS + 1))
+    assert run["total_steps"] == MAX_STEPS
 
 
 def test_logger_alone_stores_the_hyperparameters() -> None:

@@ -12,6 +12,13 @@
 - validation epoch end (not the sanity check): validation metrics at `global_step`;
 - model checkpoints written by `ModelCheckpoint` callbacks: path and step recorded;
 - `on_exception`: the run is marked failed; fit end: finish with `total_steps = global_step`.
+
+Stages and runs. Every value is stored at `trainer.global_step`, the optimizer steps done (as
+`TracerLogger` does). A second `fit()` that continues a Trainer (`global_step` above 0) and a
+`validate()` or `test()` after a fit continue the callback's last run when it finished, and
+finish it again; a stage with no such run starts a run of its own, its config naming the
+stage (`"stage": "test"`). A failed run is never continued. `predict()` stores nothing:
+Lightning does not let a module log in it.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
         super().__init__()
         self.init_tracer(project, run_name, config)
         self._resume: Optional[str] = None
+        self._continuable = False  # the last run finished: a later stage may continue it
         self._logged_step = -1
         self._saved_paths: set[tuple[str, float]] = set()
 
@@ -78,12 +86,9 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
             self.run = shared
             shared.status_at_exit = "failed"
             shared.error_at_exit = "fit ended without on_fit_end"
+            shared.completed_steps = lambda: int(trainer.global_step)
         else:
-            self.start_run(
-                _hyperparameters(pl_module),
-                resume=self._resume,
-                unfinished="fit ended without on_fit_end",
-            )
+            self._begin(trainer, pl_module, "fit", continuing=trainer.global_step > 0)
         assert self.run is not None
         for lg in getattr(trainer, "loggers", []):
             if isinstance(lg, TracerLogger):
@@ -94,6 +99,34 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
         if wrapped is not None and wrapped is not pl_module:  # DDP: each rank's own norm
             self.run.attach_data_parallel(wrapped)
 
+    def _begin(self, trainer: Any, pl_module: Any, stage: str, continuing: bool) -> None:
+        """Start the stage's run: the checkpoint's, this callback's last finished run when
+        `continuing`, or a new one (whose id a TracerLogger on the Trainer already gave
+        Lightning as its version)."""
+        resume, self._resume = self._resume, None  # a checkpoint's run id, used once
+        if resume is None and continuing and self._continuable and self.run is not None:
+            resume = self.run.run_id
+        for lg in getattr(trainer, "loggers", []):
+            if isinstance(lg, TracerLogger) and lg.run is None:
+                self._planned_run_id = lg.planned_run_id
+        config = _hyperparameters(pl_module)
+        if stage != "fit":
+            config["stage"] = stage
+        self._continuable = False
+        self.start_run(
+            config,
+            resume=resume,
+            unfinished=f"{stage} ended without its end event",
+            completed_steps=lambda: int(trainer.global_step),
+        )
+
+    def _end(self, trainer: Any) -> None:
+        run = self.run
+        if run is None or not run.active:
+            return
+        self.end_run(total_steps=trainer.global_step)
+        self._continuable = not run.should_stop
+
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         run = self.run
         if run is None or not run.active:
@@ -101,10 +134,38 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
         self._record_saves(trainer)
         self._log_step_metrics(trainer)
         run.log({}, step=trainer.global_step + 1)  # closes the last optimizer step
-        self.end_run(total_steps=trainer.global_step)
+        self._end(trainer)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self.fail_run(exception)
+        self._continuable = False
+
+    # -- validate, test and predict outside fit ---------------------------------------------
+    def _stage_outside_fit(self, trainer: Any) -> Optional[str]:
+        stage = getattr(getattr(trainer.state, "fn", None), "value", None)
+        return stage if stage in ("validate", "test") else None
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        stage = self._stage_outside_fit(trainer)
+        if stage is not None and not self.active:
+            self._begin(trainer, pl_module, stage, continuing=True)
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self.on_validation_start(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        run = self.run
+        if run is not None and run.active:
+            values, _ = scalar_metrics(dict(trainer.callback_metrics))
+            if values:
+                run.log(values, step=trainer.global_step)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._stage_outside_fit(trainer) is not None:
+            self._end(trainer)
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        self.on_validation_end(trainer, pl_module)
 
     # -- steps ------------------------------------------------------------------------------
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
@@ -141,7 +202,9 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
         run = self.run
         if run is None or not run.active or trainer.sanity_checking:
             return
-        values, _ = scalar_metrics(dict(trainer.callback_metrics), _is_validation)
+        outside_fit = self._stage_outside_fit(trainer) is not None
+        keep = None if outside_fit else _is_validation  # in fit, train metrics are per step
+        values, _ = scalar_metrics(dict(trainer.callback_metrics), keep)
         if values:
             run.log(values, step=trainer.global_step)
         self._record_saves(trainer)

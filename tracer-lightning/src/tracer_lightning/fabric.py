@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import importlib
 from argparse import Namespace
-from typing import Any, Optional, Union
+from collections.abc import Callable
+from typing import Any, ClassVar, Optional, Union
 
 from tracer.core.tracer import TrainingTracer
 from tracer.integrations.adapter import TracerAdapter, scalar_metrics
@@ -50,6 +51,11 @@ class TracerFabricLogger(TracerAdapter, *_FabricBases):  # type: ignore[misc]
     """`Fabric(loggers=[TracerFabricLogger(project="p")])`; keyword arguments are
     `TracerConfig` settings, checked here so a typo fails at once."""
 
+    process_local: ClassVar[dict[str, Callable[[], Any]]] = {
+        **TracerAdapter.process_local,
+        "_handles": list,  # hooks on this process's optimizer
+    }
+
     def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
         super().__init__()
         self.init_tracer(project, run_name, config)
@@ -61,8 +67,8 @@ class TracerFabricLogger(TracerAdapter, *_FabricBases):  # type: ignore[misc]
         return str(self.settings["project_name"])
 
     @property
-    def version(self) -> Optional[str]:
-        return self.run.run_id if self.run is not None else None
+    def version(self) -> str:
+        return self.run.run_id if self.run is not None else self.planned_run_id
 
     @property
     def should_stop(self) -> bool:
@@ -123,7 +129,11 @@ class TracerFabricLogger(TracerAdapter, *_FabricBases):  # type: ignore[misc]
         if run is None or not run.active:
             return
         if status not in ("success", "finished"):
-            run.finish("failed", error=f"Fabric finalized the logger with status {status!r}")
+            run.finish(
+                "failed",
+                error=f"Fabric finalized the logger with status {status!r}",
+                total_steps=self.optimizer_steps,
+            )
             return
         total = self.optimizer_steps
         if total:
