@@ -189,6 +189,60 @@ class PoisonForwardAtStep(TrainerCallback):
         self.armed = False
 
 
+class CrashForwardAtStep(TrainerCallback):
+    """Makes the model's forward raise `RuntimeError` in the first micro-batch of optimizer
+    step `step` (a global step, 1-based), through a forward pre-hook: a crash inside the
+    training step itself, after `step - 1` completed optimizer steps."""
+
+    def __init__(self, model: torch.nn.Module, step: int) -> None:
+        self.step = step
+        self.armed = False
+        model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, inputs: Any) -> None:
+        if self.armed and module.training:
+            raise RuntimeError(f"forward failed in step {self.step}")
+
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.armed = state.global_step + 1 == self.step
+
+
+OUT_OF_MEMORY = "CUDA out of memory. Tried to allocate 2.00 GiB (simulated on CPU)"
+
+
+class OutOfMemoryAbove(TrainerCallback):
+    """Makes the model's forward raise the `RuntimeError` a CUDA allocator raises when out of
+    memory, for training batches of more than `max_batch` examples, from optimizer step
+    `from_step` on: what `auto_find_batch_size` (accelerate's `find_executable_batch_size`,
+    which matches the message) retries with a smaller batch. `batch_sizes` records the batch
+    size of every training micro-batch that reached the forward."""
+
+    def __init__(self, model: torch.nn.Module, max_batch: int, from_step: int = 1) -> None:
+        self.max_batch = max_batch
+        self.from_step = from_step
+        self.step = 0
+        self.batch_sizes: list[int] = []
+        self.raised = 0
+        model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        if not module.training:
+            return
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        batch = int(input_ids.shape[0])
+        self.batch_sizes.append(batch)
+        if batch > self.max_batch and self.step >= self.from_step:
+            self.raised += 1
+            raise RuntimeError(OUT_OF_MEMORY)
+
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.step = state.global_step + 1
+
+
 def strictly_increasing(steps: list[int]) -> bool:
     return all(a < b for a, b in itertools.pairwise(steps))
 

@@ -17,7 +17,9 @@ HF's `report_to` is a closed list, so Tracer plugs in through `callbacks=[...]`.
 
 HF has no exception event: while `trainer.train()` runs, a run nobody finishes is ended as
 "failed" (by the excepthook with the error, or at exit), and a second `train()` on the same
-callback first ends an unfinished run as failed.
+callback first ends an unfinished run as failed. However it ends, its `total_steps` is the
+Trainer's own count of completed optimizer steps (`state.global_step` of the TrainerState the
+training runs on), not the step that was being trained when it crashed.
 
 DeepSpeed: parameters' gradients are partitioned and not visible to callbacks, so per-layer
 capture finds none; the engine's global norm still reaches Tracer as the `grad_norm` HF logs.
@@ -28,7 +30,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any, ClassVar, Optional
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import TrainerControl, TrainerState
@@ -59,8 +62,15 @@ class TransformersCallback(TracerAdapter, TrainerCallback):
     `storage_path`, ...), checked here so a typo fails before training starts.
     """
 
+    # The TrainerState of the training going on belongs to this process, like the run.
+    process_local: ClassVar[dict[str, Callable[[], Any]]] = {
+        **TracerAdapter.process_local,
+        "_trainer_state": lambda: None,
+    }
+
     def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
         self.init_tracer(project, run_name, config)
+        self._trainer_state: Optional[TrainerState] = None
 
     # -- start and end ----------------------------------------------------------------------
     def on_train_begin(
@@ -77,6 +87,7 @@ class TransformersCallback(TracerAdapter, TrainerCallback):
                 error="the previous trainer.train() ended without"
                 " on_train_end (an exception inside training)",
             )
+        self._trainer_state = state  # after the previous run ended: it counts that training
         run_config: dict[str, Any] = {
             "training_args": json.loads(args.to_json_string())  # type: ignore[no-untyped-call]
         }
@@ -88,9 +99,19 @@ class TransformersCallback(TracerAdapter, TrainerCallback):
             resume=self._run_to_resume(args, state),
             unfinished="training ended without on_train_end (an exception inside"
             " trainer.train(), or the process exited)",
+            completed_steps=self._completed_steps,
         )
         if model is not None:
             run.watch(model, capture_point=CAPTURE_POINT)
+
+    def _completed_steps(self) -> int:
+        """The optimizer steps the Trainer has completed, `global_step`: what a run that ends
+        without on_train_end (a crash, at exit or at the next train()) stores as total_steps.
+        Tracer's own count would include the step that was being trained."""
+        state = self._trainer_state
+        if state is None:  # a copy of this callback in another process: the run counts
+            raise RuntimeError("no TrainerState in this process")
+        return int(state.global_step)
 
     @staticmethod
     def _run_to_resume(args: TrainingArguments, state: TrainerState) -> Optional[str]:
