@@ -11,6 +11,7 @@ HF's `report_to` is a closed list, so Tracer plugs in through `callbacks=[...]`.
 - `on_step_end`: `halt_on` anomalies set `control.should_training_stop`;
 - `on_log` / `on_evaluate`: metrics at `global_step`, copied (other callbacks mutate the
   dict); the end-of-training totals become run summary values, not series;
+- `on_evaluate` / `on_predict` outside training: see "Evaluate and predict" below;
 - `on_save`: the checkpoint's path and step (`record_model_save`), and `tracer_run.json`
   written into it;
 - train end: finish.
@@ -27,6 +28,20 @@ written into every checkpoint wherever it is saved, moved or copied, and read ba
 the fallback for checkpoints saved without it (looked for in `args.resume_from_checkpoint`
 and in `output_dir/checkpoint-<global_step>`). A saved run that is not in this storage (a
 checkpoint from another machine) gives a new run, with a warning.
+
+Evaluate and predict. `trainer.evaluate()` and `trainer.predict()` outside `train()` report
+through `on_evaluate` and `on_predict`, their only events (HF has no "evaluation begins" or
+"ends" event), so the callback starts, logs and ends a run inside that one call; the metrics
+are stored at `state.global_step`:
+- after a `train()` whose run finished, on the same callback: in that run. It is resumed,
+  the metrics logged, and it is ended "finished" again with its `total_steps` unchanged;
+- otherwise (no train() on this callback, or its run failed: a failed run is never resumed
+  and marked finished): in a run of their own, config = the TrainingArguments, the model's
+  config and `"stage": "evaluate"` (or `"predict"`), `total_steps` = `global_step` (0 for a
+  model the Trainer has not trained). A later evaluate or predict on the callback goes into
+  that run too (`evaluate()` on a dict of datasets calls `on_evaluate` once per dataset).
+The `on_log` that `evaluate()` sends first carries the same metrics and is not stored outside
+training; neither is any other `trainer.log()` outside training.
 
 HF has no exception event: while `trainer.train()` runs, a run nobody finishes is ended as
 "failed" (by the excepthook with the error, or at exit), and a second `train()` on the same
@@ -79,11 +94,15 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
     process_local: ClassVar[dict[str, Callable[[], Any]]] = {
         **TracerAdapter.process_local,
         "_trainer_state": lambda: None,
+        "_continuable": lambda: None,
     }
 
     def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
         self.init_tracer(project, run_name, config)
         self._trainer_state: Optional[TrainerState] = None
+        # (run id, total_steps) of this callback's last run when it ended "finished": the run
+        # that a later evaluate() or predict() continues.
+        self._continuable: Optional[tuple[str, int]] = None
 
     # -- start and end ----------------------------------------------------------------------
     def on_train_begin(
@@ -101,12 +120,8 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
                 " on_train_end (an exception inside training)",
             )
         self._trainer_state = state  # after the previous run ended: it counts that training
-        run_config: dict[str, Any] = {
-            "training_args": json.loads(args.to_json_string())  # type: ignore[no-untyped-call]
-        }
-        model_config = getattr(model, "config", None)
-        if model_config is not None and hasattr(model_config, "to_dict"):
-            run_config["model_config"] = json.loads(json.dumps(model_config.to_dict(), default=str))
+        self._continuable = None
+        run_config = self._run_config(args, model)
         resume = self._run_to_resume(args, state)
         unfinished = (
             "training ended without on_train_end (an exception inside trainer.train(),"
@@ -132,6 +147,17 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         self._saved_in_checkpoints(state)
         if model is not None:
             run.watch(model, capture_point=CAPTURE_POINT)
+
+    @staticmethod
+    def _run_config(args: TrainingArguments, model: Any) -> dict[str, Any]:
+        """A new run's config: the TrainingArguments and the model's config, as JSON."""
+        run_config: dict[str, Any] = {
+            "training_args": json.loads(args.to_json_string())  # type: ignore[no-untyped-call]
+        }
+        model_config = getattr(model, "config", None)
+        if model_config is not None and hasattr(model_config, "to_dict"):
+            run_config["model_config"] = json.loads(json.dumps(model_config.to_dict(), default=str))
+        return run_config
 
     def _completed_steps(self) -> int:
         """The optimizer steps the Trainer has completed, `global_step`: what a run that ends
@@ -235,7 +261,17 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         # Close the last optimizer step: finish() closes an open step only when it holds
         # metrics, and its gradient capture would be lost when nothing was logged at it.
         run.log({}, step=state.global_step + 1)
-        self.end_run(total_steps=state.global_step)
+        self._end(state.global_step)
+
+    def _end(self, total_steps: int) -> None:
+        """End the run ("failed" when halt_on stopped it) and remember it when it finished,
+        for a later evaluate() or predict()."""
+        run = self.run
+        if run is None or not run.active:
+            return
+        halted = run.should_stop
+        self.end_run(total_steps=total_steps)
+        self._continuable = None if halted else (run.run_id, total_steps)
 
     # -- steps ------------------------------------------------------------------------------
     def on_step_begin(
@@ -293,13 +329,50 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         state: TrainerState,
         control: TrainerControl,
         metrics: Optional[dict[str, Any]] = None,
+        model: Any = None,
         **kwargs: Any,
     ) -> None:
+        self._record_evaluation("evaluate", args, state, metrics, model)
+
+    def on_predict(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: Optional[dict[str, Any]] = None,
+        model: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._record_evaluation("predict", args, state, metrics, model)
+
+    def _record_evaluation(
+        self,
+        stage: str,
+        args: TrainingArguments,
+        state: TrainerState,
+        metrics: Optional[dict[str, Any]],
+        model: Any,
+    ) -> None:
+        """Metrics of an evaluate() or predict(): into the training's run while one is open;
+        outside training, into the last finished run or a run of the stage's own, started
+        and ended here (see the module docstring)."""
+        values, _ = scalar_metrics(metrics)
         run = self.run
         if run is not None and run.active:
-            values, _ = scalar_metrics(metrics)
             if values:
                 run.log(values, step=state.global_step)
+            return
+        if not values:
+            return
+        continued, self._continuable = self._continuable, None
+        if continued is not None:
+            run_id, total_steps = continued
+            run = self.start_run(resume=run_id or None)  # "" on ranks that only follow
+        else:
+            total_steps = state.global_step
+            run = self.start_run({**self._run_config(args, model), "stage": stage})
+        run.log(values, step=state.global_step)
+        self._end(total_steps)
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
