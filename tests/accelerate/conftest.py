@@ -26,7 +26,8 @@ def pytest_report_header() -> str | None:
 @pytest.fixture(autouse=True)
 def accelerate_environment() -> Iterator[None]:
     import torch
-    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    from tests.accelerate.helpers import reset_accelerate
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -34,8 +35,5 @@ def accelerate_environment() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-        # Accelerate keeps process-wide singletons; each test builds its own Accelerator.
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
-        PartialState._reset_state()
+        reset_accelerate()  # each test builds its own Accelerator
         lifecycle._end_all("failed", "left open by a test")

@@ -51,3 +51,13 @@ def reference_norms(optimizer_steps: int, accumulation: int, lr: float) -> list[
         optimizer.step()
         optimizer.zero_grad()
     return norms
+
+
+def reset_accelerate() -> None:
+    """Forget Accelerate's process-wide singletons, as a new process would (each Accelerator
+    of a test then starts from scratch)."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()

@@ -31,7 +31,7 @@ def run_loop(
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers(PROJECT, config={"lr": LR})
-    run = tracer_accelerate.watch(accelerator, model, optimizer) if watch else None
+    watched = tracer_accelerate.watch(accelerator, model, optimizer) if watch else None
     completed = 0
     for micro in range(optimizer_steps * accumulation):
         x, y = batch(micro)
@@ -47,7 +47,7 @@ def run_loop(
             completed += 1
             accelerator.log({"loss": loss.detach(), "lr": LR}, step=completed)
     accelerator.end_training()
-    return run
+    return watched
 
 
 def only_run(path: Path) -> tuple[QueryEngine, dict[str, Any]]:
@@ -92,14 +92,16 @@ def test_log_with_the_registered_name(tmp_path: Path) -> None:
     accelerator.init_trackers(
         PROJECT, config={"batch": 8}, init_kwargs={"tracer": {"run_name": "by-name"}}
     )
-    run = tracer_accelerate.watch(accelerator, model, optimizer)
-    assert accelerator.get_tracker("tracer", unwrap=True) is run
+    watched = tracer_accelerate.watch(accelerator, model, optimizer)
+    assert watched.run is None  # the run starts with training (after a load_state, if any)
     for step in range(3):
         x, y = batch(step)
         accelerator.backward(loss_of(model, x, y))
         optimizer.step()
         optimizer.zero_grad()
         accelerator.log({"loss": 1.0 / (step + 1)}, step=step + 1)
+    assert watched.run is not None
+    assert accelerator.get_tracker("tracer", unwrap=True) is watched.run
     accelerator.end_training()
     query, stored = only_run(tmp_path)
     with query:
@@ -136,7 +138,7 @@ def test_nonfinite_gradient_is_found_and_halts_through_the_trigger(tmp_path: Pat
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers(PROJECT)
-    run = tracer_accelerate.watch(accelerator, model, optimizer)
+    watched = tracer_accelerate.watch(accelerator, model, optimizer)
     stopped_at = None
     for micro in range(40):
         x, y = batch(micro)
@@ -150,7 +152,8 @@ def test_nonfinite_gradient_is_found_and_halts_through_the_trigger(tmp_path: Pat
             optimizer.zero_grad()
         if accelerator.sync_gradients:
             accelerator.log({"loss": loss.detach()}, step=micro // 2 + 1)
-            run.flush()  # a test shortcut: let the writer judge this step now
+            assert watched.run is not None
+            watched.run.flush()  # a test shortcut: let the writer judge this step now
             if accelerator.check_trigger():
                 stopped_at = micro // 2 + 1
                 break
@@ -204,7 +207,7 @@ def test_watch_on_the_main_process_needs_a_run() -> None:
     with pytest.raises(RuntimeError, match="init_trackers"):
         tracer_accelerate.watch(accelerator, model, optimizer)
     run = tracer.init(project=PROJECT)  # a plain run works as well
-    assert tracer_accelerate.watch(accelerator, model, optimizer) is run
+    assert tracer_accelerate.watch(accelerator, model, optimizer).run is run
 
 
 def test_tracker_settings_are_checked_at_construction() -> None:

@@ -5,10 +5,11 @@
 
     accelerator = Accelerator(log_with=[AccelerateTracker("my-project")])
     # or, once tracer_accelerate is imported: Accelerator(log_with="tracer")
+    accelerator.init_trackers("my-project", config={"lr": 1e-3})  # the run starts with training
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.init_trackers("my-project", config={"lr": 1e-3})
     tracer_accelerate.watch(accelerator, model, optimizer)      # on every rank
-    ...
+    accelerator.load_state(checkpoint)    # optional, after watch: continues the saved run
+    ...                                   # accelerator.save_state(dir) saves the run id too
     accelerator.end_training()
 
 Importing this package registers the tracker under the name "tracer" with Accelerate's
@@ -20,9 +21,9 @@ from __future__ import annotations
 import logging
 
 from tracer_accelerate.tracker import AccelerateTracker
-from tracer_accelerate.watching import watch
+from tracer_accelerate.watching import AccelerateWatch, watch
 
-__all__ = ["AccelerateTracker", "register", "watch"]
+__all__ = ["AccelerateTracker", "AccelerateWatch", "register", "watch"]
 
 logger = logging.getLogger(__name__)
 
