@@ -1,8 +1,10 @@
-"""Checkpoints and copies: `accelerator.save_state` / `load_state` continue one Tracer run, and
-a pickled or deep-copied tracker carries no live state of the process that made it.
+"""Checkpoints and copies: `accelerator.save_state` / `load_state` continue one Tracer run, a
+job that dies stores the optimizer steps it really took, and a pickled or deep-copied tracker
+carries no live state of the process that made it.
 
-The tests build a new Accelerator for the resumed job (Accelerate's singletons reset, as in
-a new process).
+The in-process tests build a new Accelerator for the resumed job (Accelerate's singletons
+reset, as in a new process); the example tests run `example_checkpointing.py`, Accelerate's
+`complete_nlp_example.py` in miniature, as real separate processes.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,6 +36,10 @@ from tracer.analysis import QueryEngine
 from tracer.integrations import AccelerateTracker
 
 LR = 0.05
+EXAMPLE = Path(__file__).with_name("example_checkpointing.py")
+REPOSITORY = Path(__file__).parents[2]
+SCRIPT_TIMEOUT_S = 180.0
+STEPS_PER_EPOCH = 4  # 32 training rows, batches of 8
 
 
 def train_job(
@@ -197,3 +206,69 @@ def test_a_copied_tracker_holds_nothing_of_this_process(tmp_path: Path) -> None:
     (run,) = stored_runs(tmp_path)
     assert run["run_id"] == run_id and run["status"] == "finished"
     assert history(tmp_path, run_id, "late")["steps"] == [5]
+
+
+# -- Accelerate's example, as separate processes ----------------------------------------------
+def run_example(cwd: Path, *args: str, returncode: int = 0) -> subprocess.CompletedProcess[str]:
+    """example_checkpointing.py with tracking, in a new process in `cwd`."""
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "OMP_NUM_THREADS": "1"}
+    env["HF_HUB_OFFLINE"] = "1"
+    for name in ("TRACER_STORAGE_PATH", "TRACER_MODE"):
+        env.pop(name, None)
+    command = [sys.executable, str(EXAMPLE), "--with_tracking", "--output_dir", "ckpt", *args]
+    try:
+        done = subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"the example did not finish in {SCRIPT_TIMEOUT_S:.0f} s: {error.stderr!r}")
+    assert done.returncode == returncode, done.stderr[-4000:]
+    return done
+
+
+@pytest.mark.slow
+def test_example_killed_mid_training_then_resumed_from_a_step_checkpoint(tmp_path: Path) -> None:
+    """Checkpoints every 3 batches; the job dies before optimizer step 7: its run is failed
+    with 6 steps (the steps done, not 7). The next job resumes from step_6 (skipping the
+    batches done) and trains to the end: one run, finished with 12 steps, each step's
+    gradients once, the per-epoch metrics at the optimizer step each epoch ended."""
+    done = run_example(tmp_path, "--checkpointing_steps", "3", "--fail_at_step", "7", returncode=1)
+    assert "RuntimeError: killed before step 7" in done.stderr
+    (failed,) = stored_runs(tmp_path)
+    assert (failed["status"], failed["total_steps"]) == ("failed", 6)
+    assert "killed before step 7" in (failed["error"] or "")
+    assert history(tmp_path, failed["run_id"], "grad/global_norm")["steps"] == list(range(1, 7))
+
+    run_example(tmp_path, "--checkpointing_steps", "3", "--resume_from_checkpoint", "ckpt/step_6")
+    (run,) = stored_runs(tmp_path)
+    assert run["run_id"] == failed["run_id"]
+    assert (run["status"], run["total_steps"], run["error"]) == ("finished", 12, None)
+    assert history(tmp_path, run["run_id"], "grad/global_norm")["steps"] == list(range(1, 13))
+    assert history(tmp_path, run["run_id"], "eval_mse")["steps"] == [4, 8, 12]
+    assert history(tmp_path, run["run_id"], "epoch")["values"] == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.slow
+def test_example_resumed_from_an_epoch_checkpoint_continues_the_finished_run(
+    tmp_path: Path,
+) -> None:
+    """Two epochs, a checkpoint after each, the job ends (run finished, 8 steps); a longer
+    job resumes from epoch_1 and trains epoch 2: the same run, finished with 12 steps."""
+    run_example(tmp_path, "--checkpointing_steps", "epoch", "--num_epochs", "2")
+    (first,) = stored_runs(tmp_path)
+    assert (first["status"], first["total_steps"]) == ("finished", 2 * STEPS_PER_EPOCH)
+
+    run_example(
+        tmp_path,
+        "--checkpointing_steps",
+        "epoch",
+        "--num_epochs",
+        "3",
+        "--resume_from_checkpoint",
+        "ckpt/epoch_1",
+    )
+    (run,) = stored_runs(tmp_path)
+    assert run["run_id"] == first["run_id"]
+    assert (run["status"], run["total_steps"]) == ("finished", 3 * STEPS_PER_EPOCH)
+    assert history(tmp_path, run["run_id"], "grad/global_norm")["steps"] == list(range(1, 13))
+    assert history(tmp_path, run["run_id"], "eval_mse")["steps"] == [4, 8, 12]
