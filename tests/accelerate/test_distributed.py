@@ -33,8 +33,16 @@ TIMEOUT_S = 240.0
 STEPS, ACCUMULATION, LR = 6, 2, 0.05
 
 
-def launch(cwd: Path, nan_rank: int = -1, nan_step: int = -1) -> None:
-    run_torchrun(SCRIPT, [STEPS, ACCUMULATION, nan_rank, nan_step], cwd, timeout=TIMEOUT_S)
+def launch(
+    cwd: Path,
+    nan_rank: int = -1,
+    nan_step: int = -1,
+    steps: int = STEPS,
+    resume_dir: str = "-",
+    save_dir: str = "-",
+) -> None:
+    arguments = [steps, ACCUMULATION, nan_rank, nan_step, resume_dir, save_dir]
+    run_torchrun(SCRIPT, arguments, cwd, timeout=TIMEOUT_S)
     for rank in (0, 1):  # Accelerate really ran data-parallel on two CPU processes
         report = json.loads((cwd / f"rank-{rank}.json").read_text())
         assert report["world_size"] == 2
@@ -95,3 +103,21 @@ def test_nan_on_rank_one_is_named(tmp_path: Path) -> None:
     assert (4, "rank/0/grad_norm") not in nonfinite
     assert history["rank/1/grad_nonfinite"]["values"][:4] == [0.0, 0.0, 0.0, 1.0]
     assert history["rank/0/grad_nonfinite"]["values"][:4] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_two_rank_job_resumed_from_save_state_continues_one_run(tmp_path: Path) -> None:
+    """3 optimizer steps, save_state, end; a second two-rank job load_states and trains 3
+    more: one run, finished with 6 steps, and every rank's summaries at steps 1-6 once each
+    (rank 1 continues its count from the checkpoint that rank 0 wrote the count into)."""
+    half = STEPS // 2
+    launch(tmp_path, steps=half, save_dir="ckpt/step")
+    launch(tmp_path, steps=half, resume_dir=f"ckpt/step_{half}")
+    run, history, _ = read_run(tmp_path)
+    assert (run["status"], run["total_steps"]) == ("finished", STEPS)
+    expected_steps = list(range(1, STEPS + 1))
+    assert history["loss"]["steps"] == expected_steps
+    assert history["grad/global_norm"]["values"] == pytest.approx(
+        reference_norms(STEPS, ACCUMULATION, LR), rel=1e-5
+    )
+    for rank in (0, 1):
+        assert history[f"rank/{rank}/grad_norm"]["steps"] == expected_steps

@@ -1,7 +1,9 @@
 """An Accelerate training loop traced by Tracer, run by the tests under `accelerate launch`.
 
-argv: optimizer_steps accumulation nan_rank nan_step  (nan_rank -1: no NaN). Each rank uses
-its slice of every micro-batch, so DDP's averaged gradient equals the whole batch's.
+argv: optimizer_steps accumulation nan_rank nan_step [resume_dir save_dir]  (nan_rank -1: no
+NaN; "-": no load_state / save_state). Each rank uses its slice of every micro-batch, so DDP's
+averaged gradient equals the whole batch's. A resumed job continues with the micro-batches
+after the checkpoint's, so two jobs together train what one uninterrupted job would.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ LR = 0.05
 
 def main() -> None:
     steps, accumulation, nan_rank, nan_step = (int(a) for a in sys.argv[1:5])
+    resume_dir, save_dir = [*sys.argv[5:7], "-", "-"][:2]
     torch.set_num_threads(1)
     accelerator = Accelerator(
         cpu=True,
@@ -34,7 +37,10 @@ def main() -> None:
     tracer_accelerate.watch(accelerator, model, optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
     completed = 0
-    for micro in range(steps * accumulation):
+    if resume_dir != "-":
+        accelerator.load_state(resume_dir)
+        completed = int(resume_dir.rsplit("_", 1)[-1])  # the script's own count
+    for micro in range(completed * accumulation, (completed + steps) * accumulation):
         x, y = (rank_slice(t, rank, world) for t in batch(micro))
         if rank == nan_rank and micro // accumulation + 1 == nan_step:
             x = x.clone()
@@ -47,6 +53,8 @@ def main() -> None:
         if accelerator.sync_gradients:
             completed += 1
             accelerator.log({"loss": loss.item(), "note": "text is skipped"}, step=completed)
+    if save_dir != "-":
+        accelerator.save_state(f"{save_dir}_{completed}")
     with open(f"rank-{rank}.json", "w") as handle:
         json.dump({"world_size": world, "distributed": str(accelerator.distributed_type)}, handle)
     accelerator.end_training()
