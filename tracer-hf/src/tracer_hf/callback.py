@@ -43,6 +43,22 @@ are stored at `state.global_step`:
 The `on_log` that `evaluate()` sends first carries the same metrics and is not stored outside
 training; neither is any other `trainer.log()` outside training.
 
+auto_find_batch_size. After an out-of-memory error, accelerate's `find_executable_batch_size`
+(which wraps HF's inner training loop) calls it again with a smaller batch, inside the same
+`train()`: HF makes a new TrainerState (`global_step` back to 0, or to the resumed
+checkpoint's) and calls `on_train_begin` again without an `on_train_end`. The callback takes
+an `on_train_begin` that finds its training's run open, with `auto_find_batch_size` set and
+a `state.train_batch_size` smaller than the open training's, for that retry: the run goes on
+(no second run, nothing marked failed), counting the new TrainerState's steps. Steps the
+failed attempt had completed are trained again and their values replace the stored ones (a
+series keeps the value written last at a step), so the run reads as the training that
+completed. The batch size HF settled on is the run summary's `train_batch_size` (the config
+keeps the TrainingArguments as given). A retry of a training resumed from a checkpoint is
+not told apart (HF reloads the checkpoint's batch size into the new state): its run is ended
+"failed" and at once resumed from that checkpoint, which names the same run, so it is still
+one run. A `train()` the user calls again after one that raised (the batch size not
+smaller) is a new training (see below).
+
 HF has no exception event: while `trainer.train()` runs, a run nobody finishes is ended as
 "failed" (by the excepthook with the error, or at exit), and a second `train()` on the same
 callback first ends an unfinished run as failed. However it ends, its `total_steps` is the
@@ -65,6 +81,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState, TrainerControl, TrainerState
 from transformers.training_args import TrainingArguments
 
+from tracer import TrainingTracer
 from tracer.integrations.adapter import TracerAdapter, scalar_metrics
 
 logger = logging.getLogger(__name__)
@@ -95,6 +112,7 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         **TracerAdapter.process_local,
         "_trainer_state": lambda: None,
         "_continuable": lambda: None,
+        "_batch_size": lambda: None,
     }
 
     def __init__(self, project: str, run_name: Optional[str] = None, **config: Any) -> None:
@@ -103,6 +121,8 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         # (run id, total_steps) of this callback's last run when it ended "finished": the run
         # that a later evaluate() or predict() continues.
         self._continuable: Optional[tuple[str, int]] = None
+        # The train batch size of the training going on (auto_find_batch_size retries).
+        self._batch_size: Optional[int] = None
 
     # -- start and end ----------------------------------------------------------------------
     def on_train_begin(
@@ -114,6 +134,9 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         **kwargs: Any,
     ) -> None:
         if self.run is not None and self.active:
+            if self._is_smaller_batch_retry(args, state):
+                self._continue_with_smaller_batch(self.run, state)
+                return
             self.run.finish(
                 "failed",
                 error="the previous trainer.train() ended without"
@@ -121,6 +144,7 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
             )
         self._trainer_state = state  # after the previous run ended: it counts that training
         self._continuable = None
+        self._batch_size = state.train_batch_size
         run_config = self._run_config(args, model)
         resume = self._run_to_resume(args, state)
         unfinished = (
@@ -147,6 +171,44 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         self._saved_in_checkpoints(state)
         if model is not None:
             run.watch(model, capture_point=CAPTURE_POINT)
+        if args.auto_find_batch_size:
+            self._record_batch_size(run, state)
+
+    def _is_smaller_batch_retry(self, args: TrainingArguments, state: TrainerState) -> bool:
+        """Whether this on_train_begin, with the run of the training before still open, is
+        `auto_find_batch_size` retrying that training with a smaller batch after running out
+        of memory (the only way HF begins training again inside one train() call)."""
+        previous, now = self._batch_size, state.train_batch_size
+        return (
+            bool(args.auto_find_batch_size)
+            and state is not self._trainer_state
+            and previous is not None
+            and now is not None
+            and now < previous
+        )
+
+    def _continue_with_smaller_batch(self, run: TrainingTracer, state: TrainerState) -> None:
+        """The retry goes on in the same run: steps are counted on HF's new TrainerState;
+        the model is the one already watched (HF only unwraps it)."""
+        logger.warning(
+            "Tracer: training restarts from step %d with batch size %s after running out of"
+            " memory with %s (auto_find_batch_size); run %s goes on.",
+            state.global_step,
+            state.train_batch_size,
+            self._batch_size,
+            run.run_id,
+        )
+        self._trainer_state = state
+        self._batch_size = state.train_batch_size
+        self._saved_in_checkpoints(state)
+        self._record_batch_size(run, state)
+
+    @staticmethod
+    def _record_batch_size(run: TrainingTracer, state: TrainerState) -> None:
+        """The batch size auto_find_batch_size trains with, as the run summary's
+        `train_batch_size` (a retry's value replaces the one before)."""
+        if state.train_batch_size is not None:
+            run.log_summary({"train_batch_size": state.train_batch_size})
 
     @staticmethod
     def _run_config(args: TrainingArguments, model: Any) -> dict[str, Any]:
