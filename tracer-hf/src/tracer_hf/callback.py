@@ -57,11 +57,17 @@ keeps the TrainingArguments as given). A retry of a training resumed from a chec
 not told apart (HF reloads the checkpoint's batch size into the new state): its run is ended
 "failed" and at once resumed from that checkpoint, which names the same run, so it is still
 one run. A `train()` the user calls again after one that raised (the batch size not
-smaller) is a new training (see below).
+smaller) is a new training (see Exceptions).
 
-HF has no exception event: while `trainer.train()` runs, a run nobody finishes is ended as
-"failed" (by the excepthook with the error, or at exit), and a second `train()` on the same
-callback first ends an unfinished run as failed. However it ends, its `total_steps` is the
+Exceptions. HF has no exception event, and nothing a callback can see marks an exception
+leaving `train()`: `Trainer.train` has no try/finally around the loop and calls no callback
+on the way out, and callbacks get no handle on the call itself (no trainer, no context they
+could wrap). A model forward hook would see only exceptions raised inside the forward, and
+also the out-of-memory errors auto_find_batch_size recovers from. So after an exception the
+run stays open (status "running" in storage) and is ended "failed" later: by the excepthook,
+with the error, when the exception is uncaught; at exit when the script caught it; or by the
+next `train()` on the same callback. An `evaluate()` or `predict()` in between is stored in
+that open run, which is not marked finished. However the run ends, its `total_steps` is the
 Trainer's own count of completed optimizer steps (`state.global_step` of the TrainerState the
 training runs on), not the step that was being trained when it crashed.
 
