@@ -164,8 +164,10 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
                 unfinished=unfinished,
                 completed_steps=self._completed_steps,
             )
-        except LookupError:  # the checkpoint's run is not stored here (another machine's)
-            if resume is None:
+        except LookupError as error:
+            # Tracer's RunNotFoundError (a LookupError; tracer.exceptions is not public): the
+            # checkpoint's run is not in this storage (a checkpoint from another machine).
+            if resume is None or isinstance(error, (KeyError, IndexError)):
                 raise
             logger.warning(
                 "Tracer: the checkpoint's run %s is not in this storage; starting a new run.",
