@@ -33,8 +33,7 @@ from typing import Any, ClassVar, Optional
 from accelerate.tracking import GeneralTracker
 
 from tracer.core.tracer import TrainingTracer
-from tracer.exceptions import RunNotFoundError
-from tracer.integrations.adapter import TracerAdapter, scalar_metrics
+from tracer.integrations.adapter import RunNotFoundError, TracerAdapter, scalar_metrics
 
 logger = logging.getLogger(__name__)
 

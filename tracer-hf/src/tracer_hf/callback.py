@@ -88,7 +88,7 @@ from transformers.trainer_callback import ExportableState, TrainerControl, Train
 from transformers.training_args import TrainingArguments
 
 from tracer import TrainingTracer
-from tracer.integrations.adapter import TracerAdapter, scalar_metrics
+from tracer.integrations.adapter import RunNotFoundError, TracerAdapter, scalar_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +164,9 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
                 unfinished=unfinished,
                 completed_steps=self._completed_steps,
             )
-        except LookupError as error:
-            # Tracer's RunNotFoundError (a LookupError; tracer.exceptions is not public): the
-            # checkpoint's run is not in this storage (a checkpoint from another machine).
-            if resume is None or isinstance(error, (KeyError, IndexError)):
+        except RunNotFoundError:
+            # The checkpoint's run is not in this storage (a checkpoint from another machine).
+            if resume is None:
                 raise
             logger.warning(
                 "Tracer: the checkpoint's run %s is not in this storage; starting a new run.",

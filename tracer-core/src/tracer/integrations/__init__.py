@@ -7,8 +7,8 @@
 Nothing is imported until a name is used, so `import tracer.integrations` stays cheap and
 works with no framework installed.
 
-For writing an adapter: `TracerAdapter` and `scalar_metrics` (`tracer.integrations.adapter`)
-give every adapter the same inner shape; see ARCHITECTURE.md.
+For writing an adapter: `TracerAdapter`, `scalar_metrics` and `RunNotFoundError`
+(`tracer.integrations.adapter`) give every adapter the same inner shape; see ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ _ADAPTERS: dict[str, tuple[str, str]] = {
 _CORE: dict[str, str] = {
     "TracerAdapter": "tracer.integrations.adapter",
     "scalar_metrics": "tracer.integrations.adapter",
+    "RunNotFoundError": "tracer.integrations.adapter",
 }
 
 __all__ = sorted([*_ADAPTERS, *_CORE])

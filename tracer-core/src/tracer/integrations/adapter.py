@@ -16,6 +16,9 @@ tracker): call `self.init_tracer(project, run_name, settings)` in `__init__` and
   spawned worker) carries its settings and the id of its run, never the live run, which
   belongs to the process that started it: the copy starts (or resumes) the run when used.
 
+`RunNotFoundError` is what `start_run(resume=...)` raises when the run to continue is not in
+this storage (a checkpoint from another machine): adapters start a new run and warn.
+
 `scalar_metrics(values)` is the one filter for a framework's metrics dict: numbers and
 one-element tensors, the tensors handed over unread (the run reads them on its writer
 thread), so an adapter never makes the device wait.
@@ -30,9 +33,11 @@ from typing import Any, ClassVar, Optional
 from tracer.config import TracerConfig
 from tracer.core.naming import new_run_id
 from tracer.core.tracer import TrainingTracer
-from tracer.exceptions import DuplicateRunError
+from tracer.exceptions import DuplicateRunError, RunNotFoundError
 
 HALTED = "training stopped by halt_on"
+
+__all__ = ["HALTED", "RunNotFoundError", "TracerAdapter", "scalar_metrics"]
 
 
 def scalar_metrics(
