@@ -27,7 +27,7 @@ from tests.hf.helpers import (
 )
 from tracer.analysis import QueryEngine
 from tracer_hf import TransformersCallback
-from tracer_hf.callback import RUN_FILE
+from tracer_hf.checkpoints import RUN_FILE
 
 STOP_STEP = 8
 MAX_STEPS = 12

@@ -34,7 +34,8 @@ from tests.hf.helpers import training_args as tiny_training_args
 from tracer.analysis import QueryEngine
 from tracer.storage import RunRecord
 from tracer_hf import TransformersCallback
-from tracer_hf.callback import CAPTURE_POINT, RUN_FILE, SUMMARY_KEYS
+from tracer_hf.callback import CAPTURE_POINT, SUMMARY_KEYS
+from tracer_hf.checkpoints import RUN_FILE
 
 MAX_STEPS = 12
 MAX_GRAD_NORM = 0.95

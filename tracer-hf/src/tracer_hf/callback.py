@@ -17,17 +17,8 @@ HF's `report_to` is a closed list, so Tracer plugs in through `callbacks=[...]`.
 - train end: finish.
 
 Resuming. `trainer.train(resume_from_checkpoint=path)` continues the checkpoint's run (same
-run id, steps going on from the checkpoint's). No event tells a callback that path: `train()`
-does not set `args.resume_from_checkpoint`, and the callbacks get no trainer. What they do get
-at train begin is the TrainerState HF loaded from the checkpoint's `trainer_state.json`, and
-HF keeps in it the `state()` of every callback that is an `ExportableState` (HF's public way
-for a callback to save state in checkpoints). So the callback is one: its `state()` carries
-the run id (and the settings that rebuild it, for `restore_callback_states_from_checkpoint`),
-written into every checkpoint wherever it is saved, moved or copied, and read back from
-`state.stateful_callbacks` at train begin. The `tracer_run.json` that `on_save` writes is
-the fallback for checkpoints saved without it (looked for in `args.resume_from_checkpoint`
-and in `output_dir/checkpoint-<global_step>`). A saved run that is not in this storage (a
-checkpoint from another machine) gives a new run, with a warning.
+run id, steps going on from the checkpoint's), wherever the checkpoint was saved or moved:
+see `tracer_hf.checkpoints` for how the run id travels.
 
 Evaluate and predict. `trainer.evaluate()` and `trainer.predict()` outside `train()` report
 through `on_evaluate` and `on_predict`, their only events (HF has no "evaluation begins" or
@@ -89,11 +80,16 @@ from transformers.training_args import TrainingArguments
 
 from tracer import TrainingTracer
 from tracer.integrations.adapter import RunNotFoundError, TracerAdapter, scalar_metrics
+from tracer_hf.checkpoints import (
+    exportable_state,
+    keep_in_checkpoints,
+    run_to_resume,
+    write_run_file,
+)
 
 logger = logging.getLogger(__name__)
 
 CAPTURE_POINT = "hf_on_pre_optimizer_step"
-RUN_FILE = "tracer_run.json"
 # Logged once by the Trainer at the end of training: run totals, not a time series.
 SUMMARY_KEYS = frozenset(
     {
@@ -152,7 +148,7 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         self._continuable = None
         self._batch_size = state.train_batch_size
         run_config = self._run_config(args, model)
-        resume = self._run_to_resume(args, state)
+        resume = run_to_resume(args, state, self.settings["project_name"])
         unfinished = (
             "training ended without on_train_end (an exception inside trainer.train(),"
             " or the process exited)"
@@ -175,7 +171,7 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
             run = self.start_run(
                 run_config, unfinished=unfinished, completed_steps=self._completed_steps
             )
-        self._saved_in_checkpoints(state)
+        keep_in_checkpoints(state, type(self).__name__, self.state())
         if model is not None:
             run.watch(model, capture_point=CAPTURE_POINT)
         if args.auto_find_batch_size:
@@ -207,7 +203,7 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         )
         self._trainer_state = state
         self._batch_size = state.train_batch_size
-        self._saved_in_checkpoints(state)
+        keep_in_checkpoints(state, type(self).__name__, self.state())
         self._record_batch_size(run, state)
 
     @staticmethod
@@ -236,90 +232,6 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         if state is None:  # a copy of this callback in another process: the run counts
             raise RuntimeError("no TrainerState in this process")
         return int(state.global_step)
-
-    def _run_to_resume(self, args: TrainingArguments, state: TrainerState) -> Optional[str]:
-        """The id of the run to continue when training resumes from a checkpoint (the
-        TrainerState then comes from its `trainer_state.json` with `global_step` above 0):
-        the one this callback's `state()` saved there, else the checkpoint's RUN_FILE."""
-        if state.global_step <= 0:
-            return None
-        saved = self._saved_run_id(state)
-        if saved is not None:
-            return saved
-        candidates = []
-        if isinstance(args.resume_from_checkpoint, str):
-            candidates.append(args.resume_from_checkpoint)
-        candidates.append(os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}"))
-        for directory in candidates:
-            try:
-                with open(os.path.join(directory, RUN_FILE), encoding="utf-8") as handle:
-                    saved_run = json.load(handle)
-            except (OSError, ValueError):
-                continue
-            if self._is_ours(saved_run):
-                return str(saved_run["run_id"])
-        logger.info("Tracer found no run saved in the resumed checkpoint; starting a new run.")
-        return None
-
-    def _saved_run_id(self, state: TrainerState) -> Optional[str]:
-        """The run id in the `state()` that HF saved for a callback of this class in the
-        checkpoint's TrainerState (a list when the Trainer had several)."""
-        stateful: Any = state.stateful_callbacks
-        saved = stateful.get(type(self).__name__) if isinstance(stateful, dict) else None
-        for entry in saved if isinstance(saved, list) else [saved]:
-            run = entry.get("tracer_run") if isinstance(entry, dict) else None
-            if self._is_ours(run):
-                assert isinstance(run, dict)
-                return str(run["run_id"])
-        return None
-
-    def _is_ours(self, saved_run: Any) -> bool:
-        """Whether a saved run record names a run of this callback's project."""
-        return (
-            isinstance(saved_run, dict)
-            and isinstance(saved_run.get("run_id"), str)
-            and bool(saved_run["run_id"])
-            and saved_run.get("project", self.settings["project_name"])
-            == self.settings["project_name"]
-        )
-
-    def _saved_in_checkpoints(self, state: TrainerState) -> None:
-        """Make sure HF saves this callback's `state()` in the checkpoints of this training.
-        HF refreshes, at each save, only the entries the TrainerState already has: a state
-        loaded from a checkpoint written without this callback lacks one (and HF's save would
-        fail on the missing key)."""
-        stateful: Any = state.stateful_callbacks
-        if isinstance(stateful, dict):
-            stateful.setdefault(type(self).__name__, self.state())
-
-    def _saved_run(self) -> Optional[dict[str, Any]]:
-        """What checkpoints keep of the run (RUN_FILE, `state()`): id, project, name."""
-        run = self.run
-        if run is None or not run.is_writer:
-            return None
-        return {"run_id": run.run_id, "project": run.config.project_name, "run_name": run.run_name}
-
-    def state(self) -> dict[str, Any]:
-        """`ExportableState`: what HF saves of this callback in each checkpoint's
-        `trainer_state.json` (called at every save, and when a TrainerState is made).
-
-        "tracer_run" is the run, so that resuming from the checkpoint continues it wherever
-        the checkpoint went. "args" rebuild an equivalent callback when HF replaces it
-        (`restore_callback_states_from_checkpoint=True`): the project, run name and settings,
-        those that JSON can hold (HF writes the file with `json.dumps`)."""
-        settings = dict(self.settings)
-        args: dict[str, Any] = {
-            "project": settings.pop("project_name"),
-            "run_name": settings.pop("run_name"),
-        }
-        for name, value in settings.items():
-            try:
-                json.dumps(value)
-            except (TypeError, ValueError):
-                logger.debug("Tracer setting %s is not saved in checkpoints: not JSON.", name)
-                continue
-            args[name] = value
-        return {"args": args, "attributes": {}, "tracer_run": self._saved_run()}
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -451,8 +363,9 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
             return
         directory = os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}")
         run.record_model_save(directory, step=state.global_step)
-        try:
-            with open(os.path.join(directory, RUN_FILE), "w", encoding="utf-8") as handle:
-                json.dump(self._saved_run(), handle)
-        except OSError as error:  # the checkpoint may live elsewhere (save_strategy quirks)
-            logger.debug("Tracer could not write %s into %s: %s", RUN_FILE, directory, error)
+        write_run_file(directory, run)
+
+    def state(self) -> dict[str, Any]:
+        """`ExportableState`: what HF saves of this callback in each checkpoint's
+        `trainer_state.json` (see `tracer_hf.checkpoints`)."""
+        return exportable_state(self.settings, self.run)
