@@ -54,6 +54,18 @@ ENDLESS_TRAINING = """
         time.sleep(0.001)
 """
 
+FLAT_OUT_TRAINING = """
+    import sys, time
+    import tracer
+
+    tracer.init("p", storage_path=sys.argv[1], track_system_metrics=False)
+    step = 0
+    while True:
+        tracer.log({"loss": 1.0 / (step + 1), "t": time.time()})
+        tracer.step()
+        step += 1
+"""
+
 # argv: storage, a file created once 300 steps are logged, async_writes 1/0, sleep per step.
 # Async: nothing is flushed in the background (60 s interval, huge buffer), so what reaches
 # the database was written by the SIGTERM handler. Sync: every step is its own transaction,
@@ -225,6 +237,25 @@ def test_sigkill_loses_at_most_one_flush_interval(tmp_path: Path, buffer_size: i
     report = f"SIGKILL ({buffer_size=}): {len(steps)} steps stored, last {lost:.3f} s lost"
     print(f"\n{report}")  # noqa: T201 - the measured figure, shown with -s
     assert lost <= LOSS_WINDOW_LIMIT_S
+
+
+@posix_only
+def test_sigkill_flat_out_leaves_total_steps_no_further_than_the_stored_steps(
+    tmp_path: Path,
+) -> None:
+    """A loop logging as fast as it can outruns the writer; killed then, the run's stored
+    `total_steps` counts only steps whose data was stored with it (it was once 170,001 with
+    125,068 steps stored: it went with the heartbeat, not the data)."""
+    child = start_child(FLAT_OUT_TRAINING, tmp_path)
+    wait_until(lambda: stored_points(tmp_path) >= 20_000, child, "20000 stored steps")
+    time.sleep(0.5)
+    child.proc.send_signal(signal.SIGKILL)
+    assert child.wait().returncode == -signal.SIGKILL
+    assert integrity(tmp_path) == "ok"
+    run = only_run(tmp_path)
+    steps, _ = series(tmp_path, run["run_id"], "loss")
+    assert steps == list(range(len(steps)))
+    assert len(steps) - 1000 <= run["total_steps"] <= len(steps)
 
 
 @posix_only

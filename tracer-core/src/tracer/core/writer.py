@@ -55,6 +55,7 @@ class _Batch(NamedTuple):
     samples: list[SampleWrite]
     anomalies: list[AnomalyWrite]  # episode states to store (new ones and updates)
     opened: list[AnomalyWrite]  # the new episodes among them: hooks and halting see these
+    progress: int  # the run's step count when the batch was taken: never ahead of its data
 
     def size(self) -> int:
         return sum(len(steps) for steps, _ in self.points.values())
@@ -103,6 +104,7 @@ class RunWriter:
         self._latest: dict[str, float] = {}
         self._unwritten: deque[_Batch] = deque()
         self._last_heartbeat = time.time()
+        self._stored_progress = progress()  # the step count stored with the run so far
         self._failed_flushes = 0
         self._written_points = 0
         self._dropped_points = 0
@@ -207,11 +209,13 @@ class RunWriter:
         with self._flush_lock:
             barriers = self._drain()
             now = time.time()
-            run_fields: dict[str, Any] = {}
-            if self._unwritten or now - self._last_heartbeat >= self._heartbeat_interval:
-                run_fields = {"heartbeat": now, "total_steps": self._progress()}
+            heartbeat_due = now - self._last_heartbeat >= self._heartbeat_interval
             while self._unwritten:
                 batch = self._unwritten[0]
+                # total_steps goes with the data it counts, so after a kill it is never
+                # ahead of the steps stored
+                progress = max(self._stored_progress, batch.progress)
+                run_fields = {"heartbeat": now, "total_steps": progress}
                 try:
                     self._storage.write_batch(
                         self._run_id,
@@ -228,15 +232,16 @@ class RunWriter:
                 self._unwritten.popleft()
                 self._written_points += batch.size()
                 self._last_heartbeat = now
-                run_fields = {}
+                self._stored_progress = progress
+                heartbeat_due = False
                 for checkpoint in batch.checkpoints:
                     self._on_checkpoint_written(checkpoint["step"], checkpoint["reason"])
                 if batch.opened:
                     self._on_anomalies(batch.opened)
             else:
-                if run_fields:
+                if heartbeat_due:
                     try:
-                        self._storage.update_run(self._run_id, **run_fields)
+                        self._storage.update_run(self._run_id, heartbeat=now)
                         self._last_heartbeat = now
                     except Exception as error:
                         self._record_failure(error)
@@ -248,7 +253,8 @@ class RunWriter:
         barriers: list[_Barrier] = []
         if not self._queue and not self._anomaly_checkpoints.waiting:
             return barriers
-        batch = _Batch({}, [], [], [], [], [])
+        progress = self._progress()  # read first: every step it counts is queued already
+        batch = _Batch({}, [], [], [], [], [], progress)
         queue = self._queue
         count = len(queue)
         items = queue[:count]
@@ -298,7 +304,7 @@ class RunWriter:
         try:
             closing = self._detectors.finish()
             if closing:
-                self._unwritten.append(_Batch({}, [], [], [], closing, []))
+                self._unwritten.append(_Batch({}, [], [], [], closing, [], self._stored_progress))
                 self._flush()
         except Exception:
             logger.exception("Tracer could not close the open anomaly episodes.")
