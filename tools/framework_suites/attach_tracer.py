@@ -298,11 +298,14 @@ def _check_run(
     ended = "finished" if finished else f"raised {type(error).__name__}" if error else "stopped"
     earlier = STATE.checked_runs.get(run.run_id)
     STATE.checked_runs[run.run_id] = (status, total)
-    if earlier is not None and earlier[0] == "finished" and status != "finished":
+    # A continuation that trained and then failed is a failed run, as documented; one that
+    # failed before it trained past the earlier end (restoring a checkpoint, say) has
+    # rewritten a finished training as failed.
+    if earlier is not None and earlier[0] == "finished" != status and total <= earlier[1]:
         STATE.find(
-            f"{label} {ended}: it continued the run {run.run_id} that an earlier fit had "
-            f"finished with total_steps {earlier[1]}, which now reads {status!r} with "
-            f"total_steps {total} ({stored['error']})"
+            f"{label} {ended}: it continued the run {run.run_id}, finished by an earlier "
+            f"fit with total_steps {earlier[1]}, without training past that, and the run "
+            f"now reads {status!r} with total_steps {total} ({stored['error']})"
         )
     if finished and status != "finished":
         STATE.find(f"{label} finished but the run is {status!r} ({stored['error']})")
