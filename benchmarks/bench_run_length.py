@@ -28,6 +28,8 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tracer.analysis import QueryEngine
+
 CHILD = textwrap.dedent(
     """
     import json, os, resource, sqlite3, sys, time
@@ -46,11 +48,6 @@ CHILD = textwrap.dedent(
         t1 = time.perf_counter()
         tracer.finish()
         t2 = time.perf_counter()
-        from tracer.analysis import QueryEngine
-        with QueryEngine(path) as query:
-            (run,) = query.list_runs("bench")
-            stored = len(query.get_metric_history(run["run_id"], "loss")["steps"])
-            total = run["total_steps"]
     else:
         conn = sqlite3.connect(os.path.join(path, "naive.db"))
         conn.execute("PRAGMA journal_mode=WAL")
@@ -66,11 +63,10 @@ CHILD = textwrap.dedent(
         conn.commit()
         conn.close()
         t2 = time.perf_counter()
-        stored = total = steps
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         "loop_s": t1 - t0, "finish_s": t2 - t1, "cpu_s": time.process_time() - cpu0,
-        "peak_rss_mb": usage.ru_maxrss / 1024, "stored_steps": stored, "total_steps": total,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
     }))
     """
 )
@@ -106,7 +102,14 @@ def run_case(kind: str, case: Case) -> Result:
             text=True,
             check=True,
         )
-    return Result(**json.loads(completed.stdout.strip().splitlines()[-1]))
+        measured = json.loads(completed.stdout.strip().splitlines()[-1])
+        stored = total = case.steps
+        if kind == "tracer":  # read here, not in the child: reading would raise its peak RSS
+            with QueryEngine(tmp) as query:
+                (run,) = query.list_runs("bench")
+                stored = len(query.get_metric_history(run["run_id"], "loss")["steps"])
+                total = run["total_steps"]
+    return Result(**measured, stored_steps=stored, total_steps=total)
 
 
 def progress(message: str) -> None:

@@ -35,6 +35,15 @@ def record_end(
     problems = writer.summary()
     if problems:
         logger.warning("Tracer run %s ended with storage problems: %s", run_id, problems)
+    report = writer.report()
+    if report.catch_up_waits:
+        logger.info(
+            "Tracer run %s: training waited %d times, %.2f s in all, for the writer to catch"
+            " up (a loop logging faster than storage writes is held within 0.5 s of it).",
+            run_id,
+            report.catch_up_waits,
+            report.catch_up_seconds,
+        )
     try:
         now = time.time()
         storage.update_run(

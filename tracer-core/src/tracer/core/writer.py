@@ -6,6 +6,18 @@ every `flush_interval` seconds, converts values (tensors are read here), runs th
 background functions (device read-backs happen here), and writes the batch in one storage
 transaction. With `async_writes=False` the same flush runs inline on `submit`.
 
+Keeping up. A loop that logs faster than storage can take it (a flat-out loop of scalars)
+would grow the backlog without bound, in memory and in what SIGKILL loses. So the writer is
+never more than `MAX_LAG_S` behind: when the oldest step not yet written was logged longer
+ago than that, `submit_step` waits on the training thread until the writer has caught up
+(checked every `LAG_CHECK_EVERY` steps, so the check costs nothing per step). Each wait is
+counted and the total reported by `report()` and in the finish summary. A step never waits
+long on storage: a wait ends after `MAX_CATCH_UP_S` whatever happens, or as soon as the
+write going on has taken over `STALLED_WRITE_S` (a locked or slow disk), and then no wait
+starts until a write lands; while storage fails (the data waits in memory, bounded, and is
+retried) training never waits. The writer's batches then grow for a while, but a flat-out
+loop stays within a few tenths of a second of storage.
+
 Storage errors never reach training: a failed batch is kept and retried on the next flush,
 the first error is logged once, and `summary()` tells what was lost at finish.
 """
@@ -13,6 +25,7 @@ the first error is logged once, and `summary()` tells what was lost at finish.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -38,6 +51,10 @@ MAX_UNWRITTEN_POINTS = 5_000_000
 # A dict of plain numbers is not tracked. Other items (checkpoints, collector data) go in
 # the same list as the dicts, so order is kept; they are rare.
 MAX_QUEUED = 2_000_000
+MAX_LAG_S = 0.2  # the writer is at most this far behind: SIGKILL loses well under 1 s
+MAX_CATCH_UP_S = 0.2  # the longest one wait for the writer lasts
+STALLED_WRITE_S = 0.1  # a write going on longer than this: storage is slow, do not wait on it
+LAG_CHECK_EVERY = 64  # queued items between two lag checks on the training thread
 
 
 class _Barrier(NamedTuple):
@@ -99,6 +116,11 @@ class RunWriter:
         self._queued_times: list[float] = []
         self._dropped_steps = 0
         self._wake = threading.Event()
+        self._written = threading.Event()  # set after each flush: a waiting loop looks again
+        self._in_flight_since = math.inf  # logging time of the oldest step being written
+        self._write_started = math.inf  # perf_counter() when the write going on began
+        self._catch_up_waits = 0
+        self._catch_up_seconds = 0.0
         self._flush_lock = lifecycle.DeferringLock()  # see there: SIGTERM in a sync write
         self._stopping = False
         self._latest: dict[str, float] = {}
@@ -111,6 +133,8 @@ class RunWriter:
         self._bad_values = 0
         self._failed_sections: set[str] = set()
         self._first_error: Optional[str] = None
+        self._failing = False  # the last write failed: training does not wait for storage
+        self._gave_up = False  # a wait ran out: none until the next write lands
         self._thread = threading.Thread(
             target=self._run, name=f"tracer-writer-{run_id}", daemon=True
         )
@@ -128,8 +152,39 @@ class RunWriter:
         queue.append(metrics)
         if not self._asynchronous:
             self._flush()
-        elif len(queue) >= self._buffer_size and not self._wake.is_set():
+            return
+        queued = len(queue)
+        if queued >= self._buffer_size and not self._wake.is_set():
             self._wake.set()
+        if queued % LAG_CHECK_EVERY == 0 and timestamp - self._oldest_unwritten() > MAX_LAG_S:
+            self._catch_up()
+
+    def _oldest_unwritten(self) -> float:
+        """When the oldest step not yet written was logged (inf when none waits)."""
+        try:
+            queued = self._queued_times[0]
+        except IndexError:  # the writer took them all (a race with its slice is harmless)
+            queued = math.inf
+        return min(queued, self._in_flight_since)
+
+    def _catch_up(self) -> None:
+        """Wait until the writer is within MAX_LAG_S again (at most MAX_CATCH_UP_S; never
+        while storage fails or once the writer thread is gone)."""
+        if self._failing or self._gave_up or not self._thread.is_alive():
+            return
+        started = time.perf_counter()
+        self._catch_up_waits += 1
+        self._wake.set()
+        while not self._failing:
+            self._written.clear()
+            if time.time() - self._oldest_unwritten() <= MAX_LAG_S:
+                break
+            now = time.perf_counter()
+            if now - started >= MAX_CATCH_UP_S or now - self._write_started > STALLED_WRITE_S:
+                self._gave_up = True  # storage this slow: no more waits until a write lands
+                break
+            self._written.wait(0.02)
+        self._catch_up_seconds += time.perf_counter() - started
 
     def submit(self, item: CheckpointRequest | Background) -> None:
         self._queue.append(item)
@@ -173,6 +228,8 @@ class RunWriter:
             self._dropped_steps,
             self._failed_flushes,
             self._first_error,
+            self._catch_up_waits,
+            self._catch_up_seconds,
         )
 
     def summary(self) -> Optional[str]:
@@ -207,46 +264,60 @@ class RunWriter:
 
     def _flush(self) -> None:
         with self._flush_lock:
-            barriers = self._drain()
-            now = time.time()
-            heartbeat_due = now - self._last_heartbeat >= self._heartbeat_interval
-            while self._unwritten:
-                batch = self._unwritten[0]
-                # total_steps goes with the data it counts, so after a kill it is never
-                # ahead of the steps stored
-                progress = max(self._stored_progress, batch.progress)
-                run_fields = {"heartbeat": now, "total_steps": progress}
-                try:
-                    self._storage.write_batch(
-                        self._run_id,
-                        batch.points,
-                        batch.checkpoints,
-                        run_fields,
-                        events=batch.events,
-                        samples=batch.samples,
-                        anomalies=batch.anomalies,
-                    )
-                except Exception as error:
-                    self._record_failure(error)
-                    break
-                self._unwritten.popleft()
-                self._written_points += batch.size()
-                self._last_heartbeat = now
-                self._stored_progress = progress
-                heartbeat_due = False
-                for checkpoint in batch.checkpoints:
-                    self._on_checkpoint_written(checkpoint["step"], checkpoint["reason"])
-                if batch.opened:
-                    self._on_anomalies(batch.opened)
-            else:
-                if heartbeat_due:
-                    try:
-                        self._storage.update_run(self._run_id, heartbeat=now)
-                        self._last_heartbeat = now
-                    except Exception as error:
-                        self._record_failure(error)
+            barriers: list[_Barrier] = []
+            try:
+                self._in_flight_since = self._oldest_unwritten()
+                barriers = self._drain()
+                self._write_unwritten()
+            finally:
+                self._in_flight_since = math.inf
+                self._written.set()
             for barrier in barriers:
                 barrier.done.set()
+
+    def _write_unwritten(self) -> None:
+        """Write the batches waiting, oldest first, until one fails; else a heartbeat when due."""
+        now = time.time()
+        heartbeat_due = now - self._last_heartbeat >= self._heartbeat_interval
+        while self._unwritten:
+            batch = self._unwritten[0]
+            # total_steps goes with the data it counts, so after a kill it is never
+            # ahead of the steps stored
+            progress = max(self._stored_progress, batch.progress)
+            run_fields = {"heartbeat": now, "total_steps": progress}
+            self._write_started = time.perf_counter()
+            try:
+                self._storage.write_batch(
+                    self._run_id,
+                    batch.points,
+                    batch.checkpoints,
+                    run_fields,
+                    events=batch.events,
+                    samples=batch.samples,
+                    anomalies=batch.anomalies,
+                )
+            except Exception as error:
+                self._record_failure(error)
+                break
+            finally:
+                self._write_started = math.inf
+            self._failing = self._gave_up = False
+            self._unwritten.popleft()
+            self._written_points += batch.size()
+            self._last_heartbeat = now
+            self._stored_progress = progress
+            heartbeat_due = False
+            for checkpoint in batch.checkpoints:
+                self._on_checkpoint_written(checkpoint["step"], checkpoint["reason"])
+            if batch.opened:
+                self._on_anomalies(batch.opened)
+        else:
+            if heartbeat_due:
+                try:
+                    self._storage.update_run(self._run_id, heartbeat=now)
+                    self._last_heartbeat = now
+                except Exception as error:
+                    self._record_failure(error)
 
     def _drain(self) -> list[_Barrier]:
         """Move queued items into a batch at the end of `_unwritten`; return barriers seen."""
@@ -375,6 +446,7 @@ class RunWriter:
             self._dropped_points += dropped.size()
 
     def _record_failure(self, error: BaseException) -> None:
+        self._failing = True
         self._failed_flushes += 1
         if self._first_error is None:
             self._first_error = f"{type(error).__name__}: {error}"

@@ -35,7 +35,8 @@ class WriteReport(NamedTuple):
     """What became of a run's data: points (one value of one series at one step) written to
     storage, still unwritten when the writer stopped (lost), and dropped to bound memory
     while storage failed; whole steps dropped because the queue was full; failed writes and
-    the first error. Final once the run has finished."""
+    the first error; how often, and how long in all, training waited for the writer to catch
+    up (see `tracer.core.writer`). Final once the run has finished."""
 
     points_written: int
     points_unwritten: int
@@ -43,6 +44,8 @@ class WriteReport(NamedTuple):
     steps_dropped: int
     failed_writes: int
     first_error: Optional[str]
+    catch_up_waits: int = 0
+    catch_up_seconds: float = 0.0
 
     @property
     def lost(self) -> bool:
