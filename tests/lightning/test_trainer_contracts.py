@@ -21,6 +21,7 @@ from tests.lightning.helpers import (
     NAMESPACES,
     PROJECT,
     make_trainer,
+    module_class,
     namespace,
     only_run,
     tiny_module,
@@ -243,3 +244,51 @@ def test_the_integration_script_runs_with_lightnings_defaults(tmp_path: Path) ->
         timeout=300,
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_a_resume_that_fails_before_its_first_step_leaves_the_run_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """Found by Lightning's own tests with Tracer attached: `fit(ckpt_path=...)` that raises
+    while restoring (the last checkpoint of 3 epochs under `max_epochs=1`) turned the finished run
+    "failed" and lowered its total_steps to the checkpoint's."""
+    ns = "lightning.pytorch"
+    pl = namespace(ns)
+    first = tracer_callback()
+    saver = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpts"), save_last=True)
+    trainer = make_trainer(
+        ns,
+        [first, saver],
+        max_steps=-1,
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        enable_checkpointing=True,
+    )
+    trainer.fit(tiny_module(ns))
+    second = tracer_callback()
+    again = make_trainer(ns, [second], max_steps=-1, max_epochs=1, limit_train_batches=2)
+    with pytest.raises(Exception, match="max_epochs=1"):
+        again.fit(tiny_module(ns), ckpt_path=str(tmp_path / "ckpts" / "last.ckpt"))
+    with QueryEngine() as query:
+        run = only_run(query.list_runs(PROJECT))
+    assert second.run is not None and second.run.run_id == run["run_id"]
+    assert (run["status"], run["total_steps"], run["error"]) == ("finished", 6, None)
+
+
+def test_an_error_in_the_modules_own_fit_end_fails_the_run() -> None:
+    """Lightning calls the module's `on_fit_end` after the callbacks'; when it raises, `fit`
+    raises and the run must not read "finished"."""
+    ns = "lightning.pytorch"
+
+    class Troubled(module_class(ns)):  # type: ignore[misc]
+        def on_fit_end(self) -> None:
+            raise RuntimeError("Trouble!")
+
+    callback = tracer_callback()
+    with pytest.raises(RuntimeError, match="Trouble!"):
+        make_trainer(ns, [callback], max_steps=STEPS).fit(Troubled())
+    with QueryEngine() as query:
+        run = only_run(query.list_runs(PROJECT))
+    assert (run["status"], run["error"]) == ("failed", "RuntimeError: Trouble!")
+    assert run["total_steps"] == STEPS

@@ -11,7 +11,8 @@
   are, so nothing is read back to the host per batch; `halt_on` sets `trainer.should_stop`;
 - validation epoch end (not the sanity check): validation metrics at `global_step`;
 - model checkpoints written by `ModelCheckpoint` callbacks: path and step recorded;
-- `on_exception`: the run is marked failed; fit end: finish with `total_steps = global_step`.
+- `on_exception`: the run is marked failed; the stage's teardown (after the module's own end
+  hooks): finish with `total_steps = global_step`.
 
 Stages and runs. Every value is stored at `trainer.global_step`, the optimizer steps done (as
 `TracerLogger` does). A second `fit()` that continues a Trainer (`global_step` above 0) and a
@@ -134,7 +135,13 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
         self._record_saves(trainer)
         self._log_step_metrics(trainer)
         run.log({}, step=trainer.global_step + 1)  # closes the last optimizer step
-        self._end(trainer)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """The stage is over: end its run. Not at `on_fit_end` (or validation/test end):
+        Lightning calls the module's own end hook after the callbacks', and an exception
+        there must still fail the run (`on_exception` comes before teardown)."""
+        if stage in ("fit", "validate", "test"):
+            self._end(trainer)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self.fail_run(exception)
@@ -159,13 +166,6 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
             values, _ = scalar_metrics(dict(trainer.callback_metrics))
             if values:
                 run.log(values, step=trainer.global_step)
-
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._stage_outside_fit(trainer) is not None:
-            self._end(trainer)
-
-    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
-        self.on_validation_end(trainer, pl_module)
 
     # -- steps ------------------------------------------------------------------------------
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:

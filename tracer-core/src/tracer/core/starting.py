@@ -6,7 +6,7 @@ import difflib
 import logging
 import os
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from tracer.config import TracerConfig
 from tracer.core.naming import free_name, new_run_id, random_run_name
@@ -26,6 +26,7 @@ class StartedRun(NamedTuple):
     run_id: str
     run_name: str
     step: int  # the step to continue from: 0 for a new run, the stored count when resumed
+    resumed: Optional[RunRecord] = None  # a resumed run as it was stored before
 
 
 def start_or_resume(storage: StorageBackend, config: TracerConfig) -> StartedRun:
@@ -61,7 +62,7 @@ def start_or_resume(storage: StorageBackend, config: TracerConfig) -> StartedRun
             record["run_name"],
             record["total_steps"],
         )
-        return StartedRun(record["run_id"], record["run_name"], record["total_steps"])
+        return StartedRun(record["run_id"], record["run_name"], record["total_steps"], record)
     if config.run_id is not None and storage.get_run(config.run_id) is not None:
         raise DuplicateRunError(
             f"a run with id {config.run_id!r} exists; pass resume={config.run_id!r} to continue it"

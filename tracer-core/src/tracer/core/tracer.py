@@ -108,10 +108,13 @@ class TrainingTracer:
             return
         self.storage: StorageBackend = open_storage(config)
         try:
-            self.run_id, self.run_name, self._step = start_or_resume(self.storage, config)
+            started = start_or_resume(self.storage, config)
         except BaseException:
             self.storage.close()
             raise
+        self.run_id, self.run_name, self._step = started.run_id, started.run_name, started.step
+        self._resumed = started.resumed
+        self._start_step = self._step
         self._last_closed_step = self._step - 1
         self._next_checkpoint = (self._step // self._interval + 1) * self._interval
         if self._step < EARLY_CHECKPOINT_STEP < self._next_checkpoint:
@@ -449,6 +452,29 @@ class TrainingTracer:
             FINISH_TIMEOUT_S,
             announce=lambda: self._plugins.run_ended(self, status),
         )
+
+    def end_untouched_resume(self) -> bool:
+        """End a resumed run that nothing happened in (nothing logged, no step taken) as it
+        was stored before, and return True; else do nothing and return False.
+
+        For adapters whose resumed training fails before its first step (a checkpoint that
+        does not fit the Trainer's settings): that failure is not the run's, and a finished
+        run must not turn "failed" with a smaller step count."""
+        before = getattr(self, "_resumed", None)
+        if (
+            before is None
+            or self._state is not _ACTIVE
+            or self._pending
+            or self._step != self._start_step
+            or self._last_closed_step >= self._start_step
+            or self._collectors.holds_open_step()
+        ):
+            return False
+        status = (
+            before["status"] if before["status"] in ("finished", "failed", "killed") else "failed"
+        )
+        self.finish(status, error=before["error"], total_steps=before["total_steps"])
+        return True
 
     def _framework_count(self, default: int) -> int:
         if self.completed_steps is None:

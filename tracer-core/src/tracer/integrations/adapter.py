@@ -26,6 +26,7 @@ thread), so an adapter never makes the device wait.
 
 from __future__ import annotations
 
+import logging
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Optional
@@ -34,6 +35,8 @@ from tracer.config import TracerConfig
 from tracer.core.naming import new_run_id
 from tracer.core.tracer import TrainingTracer
 from tracer.exceptions import DuplicateRunError, RunNotFoundError
+
+logger = logging.getLogger(__name__)
 
 HALTED = "training stopped by halt_on"
 
@@ -155,8 +158,20 @@ class TracerAdapter:
             run.finish(total_steps=total_steps)
 
     def fail_run(self, exception: BaseException) -> None:
-        """End the run for an exception the framework reported: "killed" for Ctrl-C."""
+        """End the run for an exception the framework reported: "killed" for Ctrl-C. A resumed
+        run in which nothing happened yet is left as it was stored (the failure is the
+        resuming's, e.g. a checkpoint that does not fit the settings), with a warning."""
         run = self.run
-        if run is not None and run.active:
-            status = "killed" if isinstance(exception, KeyboardInterrupt) else "failed"
-            run.finish(status, error=f"{type(exception).__name__}: {exception}")
+        if run is None or not run.active:
+            return
+        error = f"{type(exception).__name__}: {exception}"
+        if run.end_untouched_resume():
+            logger.warning(
+                "Tracer: resuming run %s failed before its first step (%s); the run is left"
+                " as it was.",
+                run.run_id,
+                error,
+            )
+            return
+        status = "killed" if isinstance(exception, KeyboardInterrupt) else "failed"
+        run.finish(status, error=error)
