@@ -8,15 +8,14 @@ transaction. With `async_writes=False` the same flush runs inline on `submit`.
 
 Keeping up. A loop that logs faster than storage can take it (a flat-out loop of scalars)
 would grow the backlog without bound, in memory and in what SIGKILL loses. So the writer is
-never more than `MAX_LAG_S` behind: when the oldest step not yet written was logged longer
-ago than that, `submit_step` waits on the training thread until the writer has caught up
-(checked every `LAG_CHECK_EVERY` steps, so the check costs nothing per step). Each wait is
-counted and the total reported by `report()` and in the finish summary. A step never waits
-long on storage: a wait ends after `MAX_CATCH_UP_S` whatever happens, or as soon as the
-write going on has taken over `STALLED_WRITE_S` (a locked or slow disk), and then no wait
-starts until a write lands; while storage fails (the data waits in memory, bounded, and is
-retried) training never waits. The writer's batches then grow for a while, but a flat-out
-loop stays within a few tenths of a second of storage.
+held within a fifth of `flush_interval` (0.2 s by default) of the loop: when the oldest step
+not yet written was logged longer ago than that, `submit_step` wakes the writer and waits on
+the training thread until it has caught up (checked every `LAG_CHECK_EVERY` steps, so the
+check costs nothing per step). Each wait is counted and the total reported by `report()`
+and in the finish summary. A step never waits long on storage: a wait ends after
+`MAX_CATCH_UP_S` whatever happens; none starts while storage fails (the data waits in
+memory, bounded, and is retried), nor while a write has hung over `STALLED_WRITE_S` (SQLite
+waiting on another process's lock) until a write lands.
 
 Storage errors never reach training: a failed batch is kept and retried on the next flush,
 the first error is logged once, and `summary()` tells what was lost at finish.
@@ -51,9 +50,9 @@ MAX_UNWRITTEN_POINTS = 5_000_000
 # A dict of plain numbers is not tracked. Other items (checkpoints, collector data) go in
 # the same list as the dicts, so order is kept; they are rare.
 MAX_QUEUED = 2_000_000
-MAX_LAG_S = 0.2  # the writer is at most this far behind: SIGKILL loses well under 1 s
-MAX_CATCH_UP_S = 0.2  # the longest one wait for the writer lasts
-STALLED_WRITE_S = 0.1  # a write going on longer than this: storage is slow, do not wait on it
+LAG_PER_FLUSH_INTERVAL = 0.2  # the writer is at most this share of flush_interval behind
+MAX_CATCH_UP_S = 0.15  # the longest one wait for the writer lasts
+STALLED_WRITE_S = 1.0  # a write going on longer than this waits on a lock: do not wait on it
 LAG_CHECK_EVERY = 64  # queued items between two lag checks on the training thread
 
 
@@ -102,6 +101,7 @@ class RunWriter:
         self._asynchronous = asynchronous
         self._buffer_size = buffer_size
         self._flush_interval = flush_interval
+        self._max_lag = LAG_PER_FLUSH_INTERVAL * flush_interval
         self._heartbeat_interval = heartbeat_interval
         self._progress = progress
         self._on_checkpoint_written = on_checkpoint_written
@@ -156,7 +156,7 @@ class RunWriter:
         queued = len(queue)
         if queued >= self._buffer_size and not self._wake.is_set():
             self._wake.set()
-        if queued % LAG_CHECK_EVERY == 0 and timestamp - self._oldest_unwritten() > MAX_LAG_S:
+        if queued % LAG_CHECK_EVERY == 0 and timestamp - self._oldest_unwritten() > self._max_lag:
             self._catch_up()
 
     def _oldest_unwritten(self) -> float:
@@ -168,8 +168,8 @@ class RunWriter:
         return min(queued, self._in_flight_since)
 
     def _catch_up(self) -> None:
-        """Wait until the writer is within MAX_LAG_S again (at most MAX_CATCH_UP_S; never
-        while storage fails or once the writer thread is gone)."""
+        """Wait until the writer is within its lag bound again (at most MAX_CATCH_UP_S; never
+        while storage fails or hangs, or once the writer thread is gone)."""
         if self._failing or self._gave_up or not self._thread.is_alive():
             return
         started = time.perf_counter()
@@ -177,7 +177,7 @@ class RunWriter:
         self._wake.set()
         while not self._failing:
             self._written.clear()
-            if time.time() - self._oldest_unwritten() <= MAX_LAG_S:
+            if time.time() - self._oldest_unwritten() <= self._max_lag:
                 break
             now = time.perf_counter()
             if now - started >= MAX_CATCH_UP_S or now - self._write_started > STALLED_WRITE_S:
