@@ -58,6 +58,8 @@ def main() -> None:
     with open(f"rank-{rank}.json", "w") as handle:
         json.dump({"world_size": world, "distributed": str(accelerator.distributed_type)}, handle)
     accelerator.end_training()
+    if torch.distributed.is_initialized():  # gloo's threads can abort an exit that skips this
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
