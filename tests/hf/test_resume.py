@@ -182,3 +182,32 @@ def test_a_checkpoint_whose_run_is_not_stored_here_starts_a_run(tmp_path: Path) 
         run = only_run(query.list_runs(PROJECT))
     assert run["status"] == "finished"
     assert run["total_steps"] == MAX_STEPS
+
+
+def test_resume_from_an_earlier_checkpoint_drops_the_abandoned_steps(tmp_path: Path) -> None:
+    """Found by transformers' own checkpointing tests with Tracer attached: training to step
+    12, then resuming from `checkpoint-4` and stopping at 8 left the first training's steps
+    9-12 in the continued run. What the run stored after the checkpoint's step is now
+    dropped when training resumes from it: every series ends at 8, each step once."""
+    output_dir = tmp_path / "out"
+    first = tracer_callback()
+    make_trainer(output_dir, [first], max_steps=MAX_STEPS).train()
+    assert first.run is not None
+    run_id = first.run.run_id
+
+    second = tracer_callback()
+    resumed = make_trainer(output_dir, [second, StopAtStep(STOP_STEP)], max_steps=MAX_STEPS)
+    resumed.train(resume_from_checkpoint=str(output_dir / "checkpoint-4"))
+    assert second.run is not None and second.run.run_id == run_id
+    with QueryEngine() as query:
+        run = only_run(query.list_runs(PROJECT))
+        history = {
+            name: query.get_metric_history(run_id, name)["steps"]
+            for name in (m["name"] for m in query.storage.list_metrics(run_id))
+        }
+        checkpoints = [c["step"] for c in query.storage.get_checkpoints(run_id)]
+    assert run["total_steps"] == STOP_STEP
+    assert history["grad/global_norm"] == list(range(1, STOP_STEP + 1))
+    assert history["loss"] == [2, 4, 6, 8]
+    assert all(max(steps) <= STOP_STEP for steps in history.values()), history
+    assert max(checkpoints) <= STOP_STEP

@@ -123,3 +123,33 @@ def test_a_logger_and_callback_pair_resumes_the_saved_run(tmp_path: Path) -> Non
         loss = query.get_metric_history(run["run_id"], "train_loss")
     assert run["status"] == "finished" and run["total_steps"] == FINAL_STEPS
     assert strictly_increasing(loss["steps"]) and loss["steps"][-1] == FINAL_STEPS
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+def test_resume_from_an_earlier_checkpoint_drops_the_abandoned_steps(
+    ns: str, tmp_path: Path
+) -> None:
+    """Fit to step 12 saving every 3 steps, then resume from the step-3 checkpoint and stop
+    at 6: the run's series end at 6, each step once; the first fit's 7-12 are gone."""
+    pl = namespace(ns)
+    first = tracer_callback()
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=str(tmp_path / "ckpts"), every_n_train_steps=3, save_top_k=-1
+    )
+    make_trainer(ns, [first, checkpoint], max_steps=FINAL_STEPS, enable_checkpointing=True).fit(
+        tiny_module(ns)
+    )
+    assert first.run is not None
+    run_id = first.run.run_id
+
+    second = tracer_callback()
+    resumed = make_trainer(ns, [second], max_steps=FIRST_STEPS)
+    resumed.fit(tiny_module(ns), ckpt_path=str(tmp_path / "ckpts" / "epoch=0-step=3.ckpt"))
+    assert second.run is not None and second.run.run_id == run_id
+    with QueryEngine() as query:
+        run = only_run(query.list_runs(PROJECT))
+        loss = query.get_metric_history(run_id, "train_loss")
+        grad = query.get_metric_history(run_id, "grad/global_norm")
+    assert (run["status"], run["total_steps"]) == ("finished", FIRST_STEPS)
+    assert loss["steps"] == list(range(1, FIRST_STEPS + 1))
+    assert grad["steps"] == list(range(1, FIRST_STEPS + 1))

@@ -93,8 +93,12 @@ class AccelerateTracker(TracerAdapter, GeneralTracker):  # type: ignore[misc]
         resume, self._resume = self._resume, None
         if resume is not None:
             try:
+                done = self.optimizer_steps() if self.optimizer_steps is not None else None
                 return self.start_run(
-                    self._config, resume=resume, completed_steps=self.optimizer_steps
+                    self._config,
+                    resume=resume,
+                    completed_steps=self.optimizer_steps,
+                    resume_at=done,  # the checkpoint's count: what came after is redone
                 )
             except RunNotFoundError:
                 logger.warning(

@@ -159,6 +159,7 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
                 resume=resume,
                 unfinished=unfinished,
                 completed_steps=self._completed_steps,
+                resume_at=state.global_step,  # what the run stored after it is redone
             )
         except RunNotFoundError:
             # The checkpoint's run is not in this storage (a checkpoint from another machine).

@@ -60,6 +60,7 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
         super().__init__()
         self.init_tracer(project, run_name, config)
         self._resume: Optional[str] = None
+        self._rewind_at_train_start = False
         self._continuable = False  # the last run finished: a later stage may continue it
         self._logged_step = -1
         self._saved_paths: set[tuple[str, float]] = set()
@@ -105,6 +106,7 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
         `continuing`, or a new one (whose id a TracerLogger on the Trainer already gave
         Lightning as its version)."""
         resume, self._resume = self._resume, None  # a checkpoint's run id, used once
+        self._rewind_at_train_start = resume is not None
         if resume is None and continuing and self._continuable and self.run is not None:
             resume = self.run.run_id
         for lg in getattr(trainer, "loggers", []):
@@ -127,6 +129,13 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
             return
         self.end_run(total_steps=trainer.global_step)
         self._continuable = not run.should_stop
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Resumed from a checkpoint: Lightning has restored its step by now (not yet at fit
+        start), and what the run stored after that step is trained again: drop it."""
+        if self._rewind_at_train_start and self.run is not None:
+            self._rewind_at_train_start = False
+            self.run.rewind(int(trainer.global_step))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         run = self.run

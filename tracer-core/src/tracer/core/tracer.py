@@ -453,6 +453,36 @@ class TrainingTracer:
             announce=lambda: self._plugins.run_ended(self, status),
         )
 
+    def rewind(self, after_step: int) -> None:
+        """Forget what this resumed run stored after `after_step`, and continue from there.
+
+        For adapters resuming from a checkpoint earlier than the run's last step: the steps
+        after it are trained again, and what was stored for them the first time belongs to
+        an abandoned history. Call it right after the run starts, before logging. A backend
+        that cannot rewind keeps those points, with a warning."""
+        if self._state is not _ACTIVE or not self.is_writer:
+            return
+        if self._pending or self._last_closed_step >= self._start_step:
+            logger.warning(
+                "Tracer cannot rewind run %s to step %d: this process logged to it already.",
+                self.run_id,
+                after_step,
+            )
+            return
+        try:
+            self.storage.rewind_run(self.run_id, after_step)
+        except NotImplementedError:
+            logger.warning(
+                "Tracer resumed run %s at step %d; its storage cannot drop what it stored after"
+                " that step, which stays until trained again.",
+                self.run_id,
+                after_step,
+            )
+            return
+        self._step = self._start_step = after_step
+        self._last_closed_step = after_step - 1
+        self._next_checkpoint = (after_step // self._interval + 1) * self._interval
+
     def end_untouched_resume(self) -> bool:
         """End a resumed run that nothing happened in (nothing logged, no step taken) as it
         was stored before, and return True; else do nothing and return False.

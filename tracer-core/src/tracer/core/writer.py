@@ -283,7 +283,7 @@ class RunWriter:
             batch = self._unwritten[0]
             # total_steps goes with the data it counts, so after a kill it is never
             # ahead of the steps stored
-            progress = max(self._stored_progress, batch.progress)
+            progress = batch.progress  # batches are taken in order: it never goes back
             run_fields = {"heartbeat": now, "total_steps": progress}
             self._write_started = time.perf_counter()
             try:

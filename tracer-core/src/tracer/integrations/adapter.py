@@ -117,6 +117,7 @@ class TracerAdapter:
         resume: Optional[str] = None,
         unfinished: Optional[str] = None,
         completed_steps: Optional[Callable[[], int]] = None,
+        resume_at: Optional[int] = None,
     ) -> TrainingTracer:
         """Start the run with `config` (merged under the user's own `config` setting), or
         resume run `resume`; a new run gets `planned_run_id`, and when a run with that id
@@ -125,7 +126,9 @@ class TracerAdapter:
         With `unfinished`, a run nobody ends reads "failed" with that error (for frameworks
         whose end event is missed when training raises); without it, a forgotten end reads
         "finished", as for `tracer.init`. `completed_steps` returns the framework's count of
-        optimizer steps done: a run that ends mid-step (a crash) stores that count."""
+        optimizer steps done: a run that ends mid-step (a crash) stores that count.
+        `resume_at`, with `resume`: the step of the checkpoint training resumes from; what the
+        run stored after it (a history that training now redoes) is dropped."""
         settings = dict(self.settings)
         settings["config"] = {**(config or {}), **(settings.get("config") or {})}
         if resume is not None:
@@ -141,6 +144,8 @@ class TracerAdapter:
             run = TrainingTracer(TracerConfig(**settings))
         self.run = run
         self._planned_run_id = None
+        if resume is not None and resume_at is not None:
+            run.rewind(resume_at)
         if unfinished is not None:
             run.status_at_exit = "failed"
             run.error_at_exit = unfinished

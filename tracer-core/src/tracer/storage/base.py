@@ -132,6 +132,16 @@ class StorageBackend(abc.ABC):
     def delete_run(self, run_id: str) -> None:
         """Delete a run and everything recorded for it."""
 
+    def rewind_run(self, run_id: str, after_step: int) -> None:
+        """Delete what the run stored at steps after `after_step` (metric points, checkpoints,
+        events, samples, anomaly episodes starting after it; episodes reaching past it end
+        there) and lower `total_steps` to it. Called when a run is resumed from a checkpoint
+        earlier than its last step: the steps after it are trained again, and what was stored
+        for them the first time is an abandoned history. Optional: a backend without it
+        raises NotImplementedError, and the resumed run then keeps those points (with a
+        warning)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rewind a run")
+
     # -- metrics ----------------------------------------------------------------------------
     @abc.abstractmethod
     def write_metrics(self, run_id: str, points: PointBatch) -> None:

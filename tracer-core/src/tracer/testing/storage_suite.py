@@ -192,6 +192,42 @@ class StorageConformance:
         assert storage.get_run("r2") is not None
         assert [a["run_id"] for a in storage.get_anomalies("r2")] == ["r2"]
 
+    def test_rewind_drops_what_came_after_the_step(self, storage: StorageBackend) -> None:
+        """A run resumed from an earlier checkpoint: what it stored after that step goes.
+        Optional for a backend: one that raises NotImplementedError skips this test."""
+        self._new_run(storage)
+        self._new_run(storage, run_id="r2", name="n2")
+        storage.write_metrics("r1", {"loss": (list(range(50)), [float(s) for s in range(50)])})
+        storage.write_metrics("r1", {"loss": ([50, 52, 54], [99.0, -5.0, 7.0])})
+        storage.write_metrics("r1", {"acc": ([60], [1.0])})
+        storage.write_metrics("r2", {"loss": ([60], [1.0])})
+        for step in (10, 51, 60):
+            storage.write_checkpoint("r1", step, 1.0, {"loss": 1.0}, {}, {})
+        storage.write_events("r1", [{"step": s, "kind": "k", "data": {}} for s in (10, 51)])
+        storage.write_anomalies([_anomaly(10, end_step=54), _anomaly(52, subject="acc")])
+        storage.update_run("r1", total_steps=60)
+        try:
+            storage.rewind_run("r1", 50)
+        except NotImplementedError:
+            pytest.skip(f"{type(storage).__name__} does not rewind runs (optional)")
+        loss = storage.get_metric_timeseries("r1", "loss")
+        assert loss["steps"] == list(range(51)) and loss["values"][-1] == 99.0
+        assert storage.get_metric_timeseries("r1", "acc")["steps"] == []
+        by_name = {m["name"]: m for m in storage.list_metrics("r1")}
+        assert sorted(by_name) == ["loss"]
+        summary = by_name["loss"]
+        assert (summary["count"], summary["last_step"], summary["last_value"]) == (51, 50, 99.0)
+        assert (summary["min_value"], summary["max_value"]) == (0.0, 99.0)
+        assert [c["step"] for c in storage.get_checkpoints("r1")] == [10]
+        assert [e["step"] for e in storage.get_events("r1")] == [10]
+        (episode,) = storage.get_anomalies("r1")
+        assert (episode["step"], episode["end_step"]) == (10, 50)
+        run = storage.get_run("r1")
+        assert run is not None and run["total_steps"] == 50
+        assert storage.get_metric_timeseries("r2", "loss")["steps"] == [60]  # others untouched
+        storage.write_metrics("r1", {"loss": ([51], [0.5])})  # training goes on from there
+        assert storage.get_metric_timeseries("r1", "loss")["steps"][-2:] == [50, 51]
+
     def test_settings_round_trip(self, storage: StorageBackend) -> None:
         """`create_run(settings=...)` comes back in `get_run()["settings"]`; default {}."""
         settings: dict[str, Any] = {

@@ -26,6 +26,7 @@ from tracer.records import (
 )
 from tracer.storage.base import StorageBackend
 from tracer.storage.liveness import effective_status
+from tracer.storage.sqlite import rewind
 from tracer.storage.sqlite.metrics import MetricTables
 
 if TYPE_CHECKING:
@@ -174,6 +175,10 @@ class SQLiteStorage(MetricTables, StorageBackend):
         with self._transaction() as conn:
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             self._series_ids = {k: v for k, v in self._series_ids.items() if k[0] != run_id}
+
+    def rewind_run(self, run_id: str, after_step: int) -> None:
+        with self._transaction() as conn:
+            rewind.rewind(conn, run_id, after_step)
 
     # -- checkpoints ------------------------------------------------------------------------
     def write_checkpoint(
