@@ -298,6 +298,10 @@ def _check_run(
     ended = "finished" if finished else f"raised {type(error).__name__}" if error else "stopped"
     earlier = STATE.checked_runs.get(run.run_id)
     STATE.checked_runs[run.run_id] = (status, total)
+    if not finished and earlier is not None and (status, total) == earlier:
+        # documented: a resume that fails before its first step (a checkpoint that does not
+        # fit the Trainer's settings) leaves the run as it was stored
+        return
     # A continuation that trained and then failed is a failed run, as documented; one that
     # failed before it trained past the earlier end (restoring a checkpoint, say) has
     # rewritten a finished training as failed.
