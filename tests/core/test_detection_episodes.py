@@ -109,3 +109,23 @@ def test_samples_at_an_anomaly_are_the_training_batch() -> None:
     assert inputs, samples
     assert inputs[0]["shape"] == [3, 4]  # the training batch, not the 7-row evaluation
     assert inputs[0]["values"][0] == [float(100 % 7)] * 4
+
+
+def test_a_plateau_without_an_lr_series_is_judged_online_not_only_at_the_end() -> None:
+    """A run that logs no learning rate: the plateau detector used to wait for an lr series
+    that never came, keeping every block of the run and judging them all in finish() (0.65 s
+    at 3M steps, memory growing with the run). Now it stops waiting after a while: a stalled
+    loss is reported while the run trains, and finish() has little left to judge."""
+    from tracer.detection.plateau import LossPlateauDetector
+
+    runner = DetectorSet("flat", [LossPlateauDetector()])
+    online: list[AnomalyWrite] = []
+    rng = random.Random(0)
+    for start in range(0, 60_000, 100):
+        steps = list(range(start, start + 100))
+        online += runner.feed({"loss": (steps, [1.0 + rng.gauss(0, 0.01) for _ in steps])})
+    at_end = runner.finish()
+    assert "loss_plateau" in {a["anomaly_type"] for a in online}
+    plateau = [a for a in at_end if a["anomaly_type"] == "loss_plateau"]
+    assert all(not a["open"] for a in plateau)  # finish only closes the episode it had open
+    assert len(at_end) <= 2

@@ -13,7 +13,8 @@ not yet written was logged longer ago than that, `submit_step` wakes the writer 
 the training thread until it has caught up (checked every `LAG_CHECK_EVERY` steps, so the
 check costs nothing per step). Each wait is counted and the total reported by `report()`
 and in the finish summary. A step never waits long on storage: a wait ends after
-`MAX_CATCH_UP_S` whatever happens; none starts while storage fails (the data waits in
+`MAX_CATCH_UP_S` whatever happens (the next check waits again while still behind); none
+starts while storage fails (the data waits in
 memory, bounded, and is retried), nor while a write has hung over `STALLED_WRITE_S` (SQLite
 waiting on another process's lock) until a write lands.
 
@@ -180,9 +181,11 @@ class RunWriter:
             if time.time() - self._oldest_unwritten() <= self._max_lag:
                 break
             now = time.perf_counter()
-            if now - started >= MAX_CATCH_UP_S or now - self._write_started > STALLED_WRITE_S:
-                self._gave_up = True  # storage this slow: no more waits until a write lands
+            if now - self._write_started > STALLED_WRITE_S:
+                self._gave_up = True  # a write hangs (a lock): no more waits until one lands
                 break
+            if now - started >= MAX_CATCH_UP_S:
+                break  # the next check, LAG_CHECK_EVERY steps on, waits again if need be
             self._written.wait(0.02)
         self._catch_up_seconds += time.perf_counter() - started
 

@@ -86,6 +86,9 @@ class _LearningRate:
         return peak > -math.inf and self.values[index - 1] >= 0.1 * peak
 
 
+# Blocks judged as soon as this many wait with no lr series seen: an lr logged that late
+# is not waited for (waiting for it kept every block of the run, and finish() judged them all).
+NO_LR_WAIT_BLOCKS = 64
 _IDLE_EVENTS = ("optimizer_step_skipped", "gradients_missing")
 
 
@@ -183,7 +186,11 @@ class LossPlateauDetector(Detector):
         lrs = self._lrs.values()  # no lr series yet: one may still come (name order)
         done = 0
         for series, step, stall in self._waiting:
-            if not (final or (lrs and all(lr.seen_until >= step for lr in lrs))):
+            if lrs:
+                ready = all(lr.seen_until >= step for lr in lrs)
+            else:  # a run that logs no lr: judge once it is plainly not coming, so the queue
+                ready = len(self._waiting) - done > NO_LR_WAIT_BLOCKS  # (and finish) stay short
+            if not (final or ready):
                 break
             done += 1
             if stall is None:
