@@ -108,24 +108,25 @@ def _settings() -> dict[str, Any]:
     return {"storage_path": STATE.storage_for_test(), "track_system_metrics": False}
 
 
-def _new_lightning_callback() -> Any:
-    from tracer_lightning import LightningCallback
-
-    callback = LightningCallback(project=PROJECT, **_settings())
+def _attached(callback_class: Any) -> Any:
+    """A Tracer callback of `callback_class` for the test that is running, counted."""
+    callback = callback_class(project=PROJECT, **_settings())
     setattr(callback, MARK, True)
     STATE.attached.add(callback)
     STATE.trainers_attached += 1
     return callback
+
+
+def _new_lightning_callback() -> Any:
+    from tracer_lightning import LightningCallback
+
+    return _attached(LightningCallback)
 
 
 def _new_transformers_callback() -> Any:
     from tracer_hf import TransformersCallback
 
-    callback = TransformersCallback(project=PROJECT, **_settings())
-    setattr(callback, MARK, True)
-    STATE.attached.add(callback)
-    STATE.trainers_attached += 1
-    return callback
+    return _attached(TransformersCallback)
 
 
 def _ours(callbacks: Any) -> Any:

@@ -68,7 +68,7 @@ class TracerFabricLogger(TracerAdapter, *_FabricBases):  # type: ignore[misc]
 
     @property
     def version(self) -> str:
-        return self.run.run_id if self.run is not None else self.planned_run_id
+        return self.run_id
 
     @property
     def should_stop(self) -> bool:

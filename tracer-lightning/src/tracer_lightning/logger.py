@@ -70,7 +70,7 @@ class TracerLogger(TracerAdapter, *_LoggerBases):  # type: ignore[misc]
 
     @property
     def version(self) -> str:
-        return self.run.run_id if self.run is not None else self.planned_run_id
+        return self.run_id
 
     @property
     @rank_zero_experiment

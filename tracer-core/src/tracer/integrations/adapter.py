@@ -93,6 +93,11 @@ class TracerAdapter:
             self._planned_run_id = self.settings.get("run_id") or new_run_id()
         return self._planned_run_id
 
+    @property
+    def run_id(self) -> str:
+        """The run's id, or before it starts the id it will get (a logger's `version`)."""
+        return self.run.run_id if self.run is not None else self.planned_run_id
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         if self.run is not None:
