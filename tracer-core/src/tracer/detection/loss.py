@@ -29,6 +29,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
+from itertools import repeat
 
 from tracer.detection.base import Detector, Finding, finding
 from tracer.detection.episodes import Episodes
@@ -61,11 +62,14 @@ class LossSpikeDetector(Detector):
                 if not baseline.ready:
                     baseline.extend(segment)
                     continue
-                reach = threshold * baseline.sigma() * SAFETY
-                if (
-                    baseline.median - reach <= min(segment)
-                    and max(segment) <= baseline.median + reach
-                ):
+                # the cheap floor of sigma settles most blocks; the exact one the rest
+                low, high = min(segment), max(segment)
+                reach = threshold * baseline.sigma_floor() * SAFETY
+                inside = baseline.median - reach <= low and high <= baseline.median + reach
+                if not inside:
+                    reach = threshold * baseline.sigma() * SAFETY
+                    inside = baseline.median - reach <= low and high <= baseline.median + reach
+                if inside:
                     episodes.calm(series, len(segment))  # the usual case: nothing unusual
                     baseline.extend(segment)
                     continue
@@ -141,11 +145,14 @@ class LossDivergenceDetector(Detector):
     def wants(self, series: str) -> bool:
         return self.context.is_loss(series)
 
-    def _limit(self, climb: _Climb) -> float:
+    def _limit(self, climb: _Climb, floor: bool = False) -> float:
+        """The level above which a value counts as high; with `floor`, a lower bound of it
+        that needs no MAD (enough to pass most calm blocks)."""
         reference = climb.reference
         if not reference.ready:
             return math.inf
-        spread = max(self.settings["z_threshold"] * reference.sigma(), 0.0)
+        sigma = reference.sigma_floor() if floor else reference.sigma()
+        spread = max(self.settings["z_threshold"] * sigma, 0.0)
         return float(reference.median + max(spread, self.settings["rise"] * abs(reference.median)))
 
     def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
@@ -163,9 +170,11 @@ class LossDivergenceDetector(Detector):
             room = max(1, climb.reference.until_change()) + max(0, lag - len(climb.pending))
             end = min(len(values), start + room)
             segment = values[start:end]
-            limit = self._limit(climb) * SAFETY
-            if climb.high == 0 and max(segment) <= limit:
-                climb.recent.extend((False, v) for v in segment[-self.settings["recent"] :])
+            top = max(segment)
+            if climb.high == 0 and (
+                top <= self._limit(climb, floor=True) * SAFETY or top <= self._limit(climb) * SAFETY
+            ):
+                climb.recent.extend(zip(repeat(False), segment[-self.settings["recent"] :]))
                 self.episodes.calm(series, len(segment))
             else:
                 for step, value in zip(steps[start:end], segment, strict=True):

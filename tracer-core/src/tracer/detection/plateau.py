@@ -32,6 +32,7 @@ import bisect
 import fnmatch
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import NamedTuple, Optional
 
 from tracer.detection.base import Detector, Finding, finding
@@ -169,6 +170,8 @@ class LossPlateauDetector(Detector):
         """The event kind that says why the optimizer changed nothing at every step of the
         stall's last `patience` blocks, or None when it did change something (events at later
         steps, which online detection may already have, are not used)."""
+        if not any(self._idle.values()):
+            return None  # the usual case: no such event at all
         start = stall.step - self.settings["patience"] * self.settings["block"]
         idle: set[int] = set()
         counts = {}
@@ -197,29 +200,32 @@ class LossPlateauDetector(Detector):
                 self.episodes.calm(series)
                 continue
             severity, why, hint = self._verdict(stall)
-            self.episodes.hit(
+            self.episodes.hit(  # the finding is built only when the episode opens or worsens
                 "loss_plateau",
                 series,
                 step,
-                finding(
-                    stall.step,
-                    "loss_plateau",
-                    severity,
-                    stall.series,
-                    f"{stall.series} has not improved on {stall.best:.4g} (reached by step"
-                    f" {stall.since}) for {stall.blocks} blocks of {self.settings['block']}"
-                    f" steps: {why}",
-                    value=stall.latest,
-                    baseline=stall.best,
-                    threshold=stall.best * (1 - self.settings["min_delta"]),
-                    hint=hint,
-                ),
+                partial(self._stall_finding, stall, severity, why, hint),
                 severity=severity,
             )
         del self._waiting[:done]
         if final:
             self.episodes.close_all()
         return self.episodes.drain()
+
+    def _stall_finding(self, stall: _Stall, severity: str, why: str, hint: str) -> Finding:
+        return finding(
+            stall.step,
+            "loss_plateau",
+            severity,
+            stall.series,
+            f"{stall.series} has not improved on {stall.best:.4g} (reached by step"
+            f" {stall.since}) for {stall.blocks} blocks of {self.settings['block']}"
+            f" steps: {why}",
+            value=stall.latest,
+            baseline=stall.best,
+            threshold=stall.best * (1 - self.settings["min_delta"]),
+            hint=hint,
+        )
 
     def _verdict(self, stall: _Stall) -> tuple[str, str, str]:
         """(severity, why, what to try) for a stalled loss, from the lr and skipped steps."""

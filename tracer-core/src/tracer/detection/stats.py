@@ -23,13 +23,18 @@ def median_of_sorted(ordered: list[float]) -> float:
 class RobustBaseline:
     """Median and MAD of the last `window` finite values, refreshed every `refresh` pushes.
 
-    Refreshing in blocks keeps the cost low (two sorts of 64 floats every `refresh` values)
-    while the baseline still follows the run, and lets detectors test a whole block against
-    one median at C speed (`until_change`, `extend`); `ready` once `min_count` values were
-    seen. Non-finite values are not pushed (they are a separate anomaly).
+    Refreshing in blocks keeps the cost low while the baseline still follows the run, and
+    lets detectors test a whole block against one median at C speed (`until_change`,
+    `extend`); `ready` once `min_count` values were seen. Non-finite values are not pushed
+    (they are a separate anomaly).
+
+    A refresh sorts the window (about 1 us for 64 values); the MAD costs about four times
+    that, and most blocks of a healthy run never need it: `sigma_floor()`, read off the sorted
+    window in O(1), is a lower bound of `sigma()` that is enough to tell that a block lies
+    well inside a limit. The MAD is computed on first use after a refresh.
     """
 
-    __slots__ = ("_count", "_values", "mad", "median", "min_count", "refresh")
+    __slots__ = ("_count", "_mad", "_ordered", "_values", "median", "min_count", "refresh")
 
     def __init__(self, window: int = 64, refresh: int = 32, min_count: int = 32) -> None:
         self._values: deque[float] = deque(maxlen=window)
@@ -37,11 +42,22 @@ class RobustBaseline:
         self.refresh = refresh
         self.min_count = min_count
         self.median = math.nan
-        self.mad = math.nan
+        self._mad = math.nan
+        self._ordered: list[float] = []  # the window at the last refresh, sorted
 
     @property
     def ready(self) -> bool:
         return self.median == self.median  # not NaN
+
+    @property
+    def mad(self) -> float:
+        """Median absolute deviation of the window at the last refresh (NaN before one)."""
+        mad = self._mad
+        if mad != mad and self._ordered:
+            median = self.median
+            deviations = map(abs, map(median.__rsub__, self._ordered))  # |v - median|
+            mad = self._mad = median_of_sorted(sorted(deviations))
+        return mad
 
     def push(self, value: float) -> None:
         self._values.append(value)
@@ -65,14 +81,34 @@ class RobustBaseline:
 
     def _maybe_refresh(self) -> None:
         if self._count >= self.min_count and (self._count % self.refresh == 0 or not self.ready):
-            ordered = sorted(self._values)
+            ordered = self._ordered = sorted(self._values)
             self.median = median_of_sorted(ordered)
-            deviations = map(abs, map(self.median.__rsub__, ordered))  # |v - median|, C speed
-            self.mad = median_of_sorted(sorted(deviations))
+            self._mad = math.nan  # computed when first asked for
 
     def sigma(self) -> float:
         """Robust noise scale, floored so a perfectly flat series does not divide by 0."""
         return max(MAD_TO_SIGMA * self.mad, 1e-3 * abs(self.median), 1e-12)
+
+    def sigma_floor(self) -> float:
+        """A lower bound of `sigma()` that needs no MAD (NaN before the first refresh).
+
+        Of n sorted values, those strictly within d of the median, for d the smaller of the
+        median's distances to the values k/2 below and k/2 above the middle (k = the rank of
+        the lower middle deviation), are at most k - 1; so the k-th smallest deviation, and
+        the MAD with it, is at least d. For roughly symmetric noise d is close to the MAD.
+        """
+        ordered = self._ordered
+        n = len(ordered)
+        if n == 0:
+            return math.nan
+        k = (n + 1) // 2  # the MAD is at least the k-th smallest deviation
+        low = (n - 1) // 2 - k // 2  # a window of k + 1 values around the middle...
+        high = low + k  # ...whose ends, low and high, lie at distance >= d
+        if self._mad == self._mad or high >= n:  # known already, or too few values
+            return self.sigma()
+        median = self.median
+        bound = min(median - ordered[low], ordered[high] - median) * (1.0 - 1e-12)
+        return max(MAD_TO_SIGMA * max(bound, 0.0), 1e-3 * abs(median), 1e-12)
 
 
 def segments(baseline: RobustBaseline, count: int) -> Iterator[tuple[int, int]]:
