@@ -105,6 +105,13 @@ class TracerConfig(BaseModel):
     heartbeat_interval: float = Field(
         default=10.0, gt=0, description="Seconds between heartbeats that mark the run alive."
     )
+    max_backlog_mb: float = Field(
+        default=64.0,
+        gt=0,
+        description="Memory for data waiting to be written when storage fails or hangs: half"
+        " for closed steps, half for batches storage has not accepted. Past it, data is dropped"
+        " (oldest batches first; new steps while a write hangs), counted, and told at finish.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -9,7 +9,8 @@ tensors; only a column that fails falls back to one value at a time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from array import array
+from collections.abc import Mapping, Sequence
 from operator import itemgetter, lt
 from typing import Any, Optional
 
@@ -18,6 +19,9 @@ logger = logging.getLogger(__name__)
 TIMESTAMP_METRIC = "_timestamp"
 
 Points = dict[str, tuple[list[int], list[float]]]
+
+LIST_POINT_BYTES = 64  # a point in lists: two slots, a float object, a share of step ints
+PACKED_POINT_BYTES = 16  # in typed arrays: an int64 step and a float64 value
 
 
 def _extend(points: Points, name: str, steps: Sequence[int], values: Sequence[float]) -> None:
@@ -112,3 +116,21 @@ def order_by_step(points: Points) -> None:
             continue
         order = sorted(range(len(steps)), key=steps.__getitem__)
         points[name] = ([steps[i] for i in order], [values[i] for i in order])
+
+
+def points_bytes(points: Mapping[str, tuple[Sequence[int], Sequence[float]]]) -> int:
+    """About the memory a batch's points hold, as the backlog bound counts it."""
+    total = 0
+    for _, values in points.values():
+        per_point = PACKED_POINT_BYTES if isinstance(values, array) else LIST_POINT_BYTES
+        total += per_point * len(values)
+    return total
+
+
+def pack(points: Points) -> None:
+    """Typed arrays instead of lists, in place, for a batch that waits in memory (storage
+    failed). Every reader of a batch takes any sequence (`PointBatch`)."""
+    packed: dict[str, Any] = points  # from here on its columns are arrays
+    for name, (steps, values) in points.items():
+        if isinstance(values, list):
+            packed[name] = (array("q", steps), array("d", values))

@@ -132,6 +132,7 @@ class TrainingTracer:
             anomaly_sections=lambda step: self._collectors.anomaly_sections(step),
             anomaly_data_pending=lambda step: self._collectors.anomaly_data_pending(step),
             on_anomalies=self._anomalies_found,
+            max_backlog_bytes=int(config.max_backlog_mb * (1 << 20)),
         )
         self._collectors = CollectorSet([])
         self._state = _ACTIVE

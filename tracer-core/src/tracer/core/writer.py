@@ -7,16 +7,28 @@ background functions (device read-backs happen here), and writes the batch in on
 transaction. With `async_writes=False` the same flush runs inline on `submit`.
 
 Keeping up. A loop that logs faster than storage can take it (a flat-out loop of scalars)
-would grow the backlog without bound, in memory and in what SIGKILL loses. So the writer is
-held within a fifth of `flush_interval` (0.2 s by default) of the loop: when the oldest step
-not yet written was logged longer ago than that, `submit_step` wakes the writer and waits on
-the training thread until it has caught up (checked every `LAG_CHECK_EVERY` steps, so the
-check costs nothing per step). Each wait is counted and the total reported by `report()`
+would grow the backlog without bound, in memory, in what SIGKILL loses and in what finish()
+must write. So the writer is held within a fifth of `flush_interval` (0.2 s by default) of
+the loop, and its backlog to about `MAX_DRAIN_S` of its own work (what it measured per point
+so far): when the oldest step not yet written was logged longer ago than the one, or the
+queued points would take longer than the other to write (wide steps: 300 metrics cost the
+writer more per step than the loop), `submit_step` wakes the writer and waits on the
+training thread until it has caught up (checked every `LAG_CHECK_EVERY` steps, so the check
+costs nothing per step). Each wait is counted and the total reported by `report()`
 and in the finish summary. A step never waits long on storage: a wait ends after
 `MAX_CATCH_UP_S` whatever happens (the next check waits again while still behind); none
 starts while storage fails (the data waits in
 memory, bounded, and is retried), nor while a write has hung over `STALLED_WRITE_S` (SQLite
 waiting on another process's lock) until a write lands.
+
+Bounded memory, nothing lost silently. What waits in memory is bounded by
+`max_backlog_bytes` (the `max_backlog_mb` setting): half for closed steps the writer has not
+taken, half for batches storage has not accepted. It fills only when storage fails or hangs
+(otherwise the waits above keep the backlog to a fraction of a second). A batch that failed
+is packed into typed arrays (16 bytes a point) while it waits; past its half, the oldest
+waiting batch is dropped (the newest data is kept). While a write hangs on a lock the writer
+cannot take steps, so past their half new steps are dropped as they close. Both are counted
+exactly (`report()`: points_dropped, steps_dropped) and told at finish.
 
 Storage errors never reach training: a failed batch is kept and retried on the next flush,
 the first error is logged once, and `summary()` tells what was lost at finish.
@@ -34,7 +46,14 @@ from typing import Any, NamedTuple, Optional, Union
 
 from tracer.core import lifecycle
 from tracer.core.anomaly_checkpoints import AnomalyCheckpoints
-from tracer.core.columns import Points, order_by_step, pivot, pivot_columns
+from tracer.core.columns import (
+    Points,
+    order_by_step,
+    pack,
+    pivot,
+    pivot_columns,
+    points_bytes,
+)
 from tracer.core.writes import Background, CheckpointRequest, WriteReport
 from tracer.detection.runner import DetectorSet
 from tracer.records import AnomalyWrite, CheckpointWrite, Collected, EventWrite, SampleWrite
@@ -42,7 +61,9 @@ from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
 
-MAX_UNWRITTEN_POINTS = 5_000_000
+DEFAULT_MAX_BACKLOG_BYTES = 64 << 20
+STEP_BYTES = 300  # about what a queued step of a few values holds (a dict, its values)
+VALUE_BYTES = 40  # and each further value (a dict slot, a float object)
 
 
 # The queue of closed steps is three parallel lists (steps, timestamps, metric dicts) rather
@@ -53,6 +74,7 @@ MAX_UNWRITTEN_POINTS = 5_000_000
 MAX_QUEUED = 2_000_000
 LAG_PER_FLUSH_INTERVAL = 0.2  # the writer is at most this share of flush_interval behind
 MAX_CATCH_UP_S = 0.15  # the longest one wait for the writer lasts
+MAX_DRAIN_S = 0.08  # the writer's own work queued at most (what finish() waits for)
 STALLED_WRITE_S = 1.0  # a write going on longer than this waits on a lock: do not wait on it
 LAG_CHECK_EVERY = 64  # queued items between two lag checks on the training thread
 
@@ -77,6 +99,9 @@ class _Batch(NamedTuple):
     def size(self) -> int:
         return sum(len(steps) for steps, _ in self.points.values())
 
+    def bytes(self) -> int:
+        return points_bytes(self.points)
+
 
 class RunWriter:
     """Owns the path from `submit()` to storage for one run."""
@@ -96,6 +121,7 @@ class RunWriter:
         anomaly_sections: Callable[[int], dict[str, Any]] = lambda step: {},
         anomaly_data_pending: Callable[[int], bool] = lambda step: False,
         on_anomalies: Callable[[list[AnomalyWrite]], None] = lambda anomalies: None,
+        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
     ) -> None:
         self._storage = storage
         self._run_id = run_id
@@ -115,6 +141,9 @@ class RunWriter:
         self._queue: list[_Item] = []
         self._queued_steps: list[int] = []
         self._queued_times: list[float] = []
+        self._max_backlog_bytes = max_backlog_bytes
+        self._queue_full = False  # a write hangs and queued steps reached their bound
+        self._seconds_per_point = 0.0  # the writer's cost, measured over recent flushes
         self._dropped_steps = 0
         self._wake = threading.Event()
         self._written = threading.Event()  # set after each flush: a waiting loop looks again
@@ -126,6 +155,7 @@ class RunWriter:
         self._stopping = False
         self._latest: dict[str, float] = {}
         self._unwritten: deque[_Batch] = deque()
+        self._unwritten_bytes = 0
         self._last_heartbeat = time.time()
         self._stored_progress = progress()  # the step count stored with the run so far
         self._failed_flushes = 0
@@ -145,8 +175,10 @@ class RunWriter:
     def submit_step(self, step: int, timestamp: float, metrics: dict[str, Any]) -> None:
         """Queue a closed step's metrics (the dict is owned by the writer from now on)."""
         queue = self._queue
-        if len(queue) >= MAX_QUEUED:
+        if self._queue_full or len(queue) >= MAX_QUEUED:
             self._dropped_steps += 1
+            if self._dropped_steps % LAG_CHECK_EVERY == 0:
+                self._queue_full = self._stuck() and self._over_bound(len(metrics))
             return
         self._queued_steps.append(step)  # before the dict: the writer slices by dict count
         self._queued_times.append(timestamp)
@@ -157,8 +189,29 @@ class RunWriter:
         queued = len(queue)
         if queued >= self._buffer_size and not self._wake.is_set():
             self._wake.set()
-        if queued % LAG_CHECK_EVERY == 0 and timestamp - self._oldest_unwritten() > self._max_lag:
-            self._catch_up()
+        if queued % LAG_CHECK_EVERY == 0:
+            width = len(metrics)
+            if self._behind(timestamp, width) or self._over_bound(width):
+                self._catch_up(width)
+            self._queue_full = self._stuck() and self._over_bound(width)
+
+    def _stuck(self) -> bool:
+        """Storage fails, or a write hangs (waits for it were given up): the writer cannot be
+        waited for, so past the bound steps are dropped."""
+        return self._failing or self._gave_up
+
+    def _over_bound(self, width: int) -> bool:
+        """Whether the queued steps hold more than their half of the backlog bound, about
+        (judged by the newest step's number of values)."""
+        queued_bytes = len(self._queued_steps) * (STEP_BYTES + VALUE_BYTES * width)
+        return queued_bytes > self._max_backlog_bytes // 2
+
+    def _behind(self, now: float, width: int) -> bool:
+        """Whether the writer is past its lag bound, or its queued work past MAX_DRAIN_S."""
+        if now - self._oldest_unwritten() > self._max_lag:
+            return True
+        queued_points = len(self._queued_steps) * (width + 1)  # + the timestamp
+        return queued_points * self._seconds_per_point > MAX_DRAIN_S
 
     def _oldest_unwritten(self) -> float:
         """When the oldest step not yet written was logged (inf when none waits)."""
@@ -168,23 +221,25 @@ class RunWriter:
             queued = math.inf
         return min(queued, self._in_flight_since)
 
-    def _catch_up(self) -> None:
-        """Wait until the writer is within its lag bound again (at most MAX_CATCH_UP_S; never
-        while storage fails or hangs, or once the writer thread is gone)."""
-        if self._failing or self._gave_up or not self._thread.is_alive():
+    def _catch_up(self, width: int) -> None:
+        """Wait until the writer is within its bounds again: at most MAX_CATCH_UP_S for the
+        lag and drain bounds; past the memory bound, until within it or the write in progress
+        is found hung. Never while storage fails or hangs, or once the writer thread is gone."""
+        if self._stuck() or not self._thread.is_alive():
             return
         started = time.perf_counter()
         self._catch_up_waits += 1
         self._wake.set()
         while not self._failing:
             self._written.clear()
-            if time.time() - self._oldest_unwritten() <= self._max_lag:
+            over = self._over_bound(width)
+            if not over and not self._behind(time.time(), width):
                 break
             now = time.perf_counter()
             if now - self._write_started > STALLED_WRITE_S:
                 self._gave_up = True  # a write hangs (a lock): no more waits until one lands
                 break
-            if now - started >= MAX_CATCH_UP_S:
+            if now - started >= MAX_CATCH_UP_S and not over:
                 break  # the next check, LAG_CHECK_EVERY steps on, waits again if need be
             self._written.wait(0.02)
         self._catch_up_seconds += time.perf_counter() - started
@@ -270,8 +325,12 @@ class RunWriter:
             barriers: list[_Barrier] = []
             try:
                 self._in_flight_since = self._oldest_unwritten()
-                barriers = self._drain()
+                started = time.perf_counter()
+                barriers, points = self._drain()
                 self._write_unwritten()
+                if points > 1000 and not self._failing:  # a cost per point worth trusting
+                    cost = (time.perf_counter() - started) / points
+                    self._seconds_per_point = 0.7 * self._seconds_per_point + 0.3 * cost
             finally:
                 self._in_flight_since = math.inf
                 self._written.set()
@@ -301,11 +360,13 @@ class RunWriter:
                 )
             except Exception as error:
                 self._record_failure(error)
+                self._pack_unwritten()
                 break
             finally:
                 self._write_started = math.inf
             self._failing = self._gave_up = False
             self._unwritten.popleft()
+            self._unwritten_bytes -= batch.bytes()
             self._written_points += batch.size()
             self._last_heartbeat = now
             self._stored_progress = progress
@@ -322,11 +383,12 @@ class RunWriter:
                 except Exception as error:
                     self._record_failure(error)
 
-    def _drain(self) -> list[_Barrier]:
-        """Move queued items into a batch at the end of `_unwritten`; return barriers seen."""
+    def _drain(self) -> tuple[list[_Barrier], int]:
+        """Move queued items into a batch at the end of `_unwritten`; return the barriers seen
+        and the batch's number of points."""
         barriers: list[_Barrier] = []
         if not self._queue and not self._anomaly_checkpoints.waiting:
-            return barriers
+            return barriers, 0
         progress = self._progress()  # read first: every step it counts is queued already
         batch = _Batch({}, [], [], [], [], [], progress)
         queue = self._queue
@@ -355,8 +417,9 @@ class RunWriter:
             self._detect(batch)
         if batch.points or batch.checkpoints or batch.events or batch.samples or batch.anomalies:
             self._unwritten.append(batch)
+            self._unwritten_bytes += batch.bytes()
             self._bound_unwritten()
-        return barriers
+        return barriers, batch.size()
 
     def _detect(self, batch: _Batch) -> None:
         """Online detection over this batch; new episodes' steps get anomaly checkpoints when
@@ -379,6 +442,7 @@ class RunWriter:
             closing = self._detectors.finish()
             if closing:
                 self._unwritten.append(_Batch({}, [], [], [], closing, [], self._stored_progress))
+                # no points: the byte count is unchanged
                 self._flush()
         except Exception:
             logger.exception("Tracer could not close the open anomaly episodes.")
@@ -441,11 +505,19 @@ class RunWriter:
             self._failed_sections.add(name)
             logger.warning("Tracer could not collect %s: %s: %s", name, type(error).__name__, error)
 
+    def _pack_unwritten(self) -> None:
+        """Storage failed: the batches wait, so they take 16 bytes a point, not lists."""
+        for batch in self._unwritten:
+            before = batch.bytes()
+            pack(batch.points)
+            self._unwritten_bytes += batch.bytes() - before
+        self._bound_unwritten()
+
     def _bound_unwritten(self) -> None:
-        total = sum(batch.size() for batch in self._unwritten)
-        while total > MAX_UNWRITTEN_POINTS and len(self._unwritten) > 1:
+        """Past its half of the backlog bound, drop the oldest waiting batches (counted)."""
+        while self._unwritten_bytes > self._max_backlog_bytes // 2 and len(self._unwritten) > 1:
             dropped = self._unwritten.popleft()
-            total -= dropped.size()
+            self._unwritten_bytes -= dropped.bytes()
             self._dropped_points += dropped.size()
 
     def _record_failure(self, error: BaseException) -> None:
