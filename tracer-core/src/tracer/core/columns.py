@@ -24,13 +24,14 @@ LIST_POINT_BYTES = 64  # a point in lists: two slots, a float object, a share of
 PACKED_POINT_BYTES = 16  # in typed arrays: an int64 step and a float64 value
 
 
-def _extend(points: Points, name: str, steps: Sequence[int], values: Sequence[float]) -> None:
+def _extend(points: Points, name: str, steps: list[int], values: list[float]) -> None:
+    """Add a column. The series of one group share one steps list (one copy, one order
+    check for all), so a series is extended into new lists, never in place."""
     series = points.get(name)
     if series is None:
-        points[name] = (list(steps), list(values))
+        points[name] = (steps, values)
     else:
-        series[0].extend(steps)
-        series[1].extend(values)
+        points[name] = (series[0] + steps, series[1] + values)
 
 
 def _floats(name: str, raw: list[Any], steps: list[int]) -> tuple[list[int], list[float], int]:
@@ -68,7 +69,8 @@ def pivot(
     """
     if not steps:
         return 0
-    _extend(points, TIMESTAMP_METRIC, steps, timestamps)
+    steps = list(steps)  # one list, shared by the timestamps and every metric logged always
+    _extend(points, TIMESTAMP_METRIC, steps, list(timestamps))
     return pivot_columns(steps, dicts, points, latest)
 
 
@@ -78,7 +80,8 @@ def pivot_columns(
     points: Points,
     latest: Optional[dict[str, float]],
 ) -> int:
-    """Append {metric: value} dicts, one per step, to `points`; `latest` may be None."""
+    """Append {metric: value} dicts, one per step, to `points`; `latest` may be None. The
+    `steps` list becomes the steps of the metrics every dict has (do not change it after)."""
     if not steps:
         return 0
     groups: dict[tuple[str, ...], list[int]] = {}
@@ -111,8 +114,12 @@ def order_by_step(points: Points) -> None:
     """Put every series of `points` in step order, in place (stable: a repeated step keeps
     its write order). Pivoting by metric-name groups can interleave steps; detectors and
     readers expect order."""
+    in_order: dict[int, bool] = {}  # by id(steps): series of one group share their steps
     for name, (steps, values) in points.items():
-        if all(map(lt, steps, steps[1:])):
+        ordered = in_order.get(id(steps))
+        if ordered is None:
+            ordered = in_order[id(steps)] = all(map(lt, steps, steps[1:]))
+        if ordered:
             continue
         order = sorted(range(len(steps)), key=steps.__getitem__)
         points[name] = ([steps[i] for i in order], [values[i] for i in order])

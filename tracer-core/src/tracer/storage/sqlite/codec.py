@@ -32,13 +32,21 @@ def _from_bytes(typecode: str, blob: bytes) -> array:  # type: ignore[type-arg]
     return data
 
 
-def normalize(steps: Sequence[int], values: Sequence[float]) -> tuple[list[int], list[float]]:
-    """Sort by step; of repeated steps keep the value written last."""
+def ascending(steps: Sequence[int]) -> bool:
+    """Whether `steps` strictly ascend (the usual case), at C speed."""
+    return all(map(operator.lt, steps, steps[1:]))
+
+
+def normalize(
+    steps: Sequence[int], values: Sequence[float], in_order: Optional[bool] = None
+) -> tuple[list[int], list[float]]:
+    """Sort by step; of repeated steps keep the value written last. `in_order` is
+    `ascending(steps)` when the caller knows it already (series sharing one steps list)."""
     steps = steps if type(steps) is list else list(steps)
     values = values if type(values) is list else list(values)
     if len(steps) != len(values):
         raise ValueError(f"{len(steps)} steps but {len(values)} values")
-    if all(map(operator.lt, steps, steps[1:])):  # strictly ascending: the usual case
+    if in_order if in_order is not None else ascending(steps):
         return steps, values
     latest = dict(zip(steps, values, strict=False))
     ordered = sorted(latest)

@@ -42,10 +42,14 @@ class MetricTables(SQLiteConnection):
         # busy training thread retaking it can cost a whole switch interval.
         chunks = []
         summaries = []
+        in_order: dict[int, bool] = {}  # by id: the writer's series often share one steps list
         for name, (raw_steps, raw_values) in points.items():
             if not raw_steps:
                 continue
-            steps, values = codec.normalize(raw_steps, raw_values)
+            ordered = in_order.get(id(raw_steps))
+            if ordered is None:
+                ordered = in_order[id(raw_steps)] = codec.ascending(raw_steps)
+            steps, values = codec.normalize(raw_steps, raw_values, ordered)
             series_id = self._series_id(conn, run_id, name)
             chunks.append((series_id, *codec.encode(steps, values)))
             count, last_step, last_value, low, high = schema.summarize(steps, values)
