@@ -162,30 +162,32 @@ class LossDivergenceDetector(Detector):
         climb = self._climbs.get(series)
         if climb is None:
             climb = self._climbs[series] = _Climb(self.settings["window"], self.settings["recent"])
-        lag = self.settings["lag"] + self.settings["recent"]
+        recent = self.settings["recent"]
+        lag = self.settings["lag"] + recent
+        reference, pending, episodes = climb.reference, climb.pending, self.episodes
         start = 0
         while start < len(values):
             # The reference changes only when values leave `pending` into it: process the
             # values up to the next change with one limit.
-            room = max(1, climb.reference.until_change()) + max(0, lag - len(climb.pending))
+            room = max(1, reference.until_change()) + max(0, lag - len(pending))
             end = min(len(values), start + room)
             segment = values[start:end]
             top = max(segment)
             if climb.high == 0 and (
                 top <= self._limit(climb, floor=True) * SAFETY or top <= self._limit(climb) * SAFETY
             ):
-                climb.recent.extend(zip(repeat(False), segment[-self.settings["recent"] :]))
-                self.episodes.calm(series, len(segment))
+                climb.recent.extend(zip(repeat(False), segment[-recent:]))
+                episodes.calm(series, len(segment))
             else:
                 for step, value in zip(steps[start:end], segment, strict=True):
                     self._judge(series, climb, step, value)
-            climb.pending.extend(segment)
-            leaving = len(climb.pending) - lag
+            pending.extend(segment)
+            leaving = len(pending) - lag
             if leaving > 0:
-                climb.reference.extend(climb.pending[:leaving])
-                del climb.pending[:leaving]
+                reference.extend(pending[:leaving])
+                del pending[:leaving]
             start = end
-        return self.episodes.drain()
+        return episodes.drain()
 
     def _judge(self, series: str, climb: _Climb, step: int, value: float) -> None:
         limit = self._limit(climb)

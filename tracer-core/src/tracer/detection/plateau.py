@@ -144,11 +144,12 @@ class LossPlateauDetector(Detector):
     def _block_done(self, series: str, blocks: BlockMedians, index: int, step: int) -> None:
         """Queue this block's verdict: calm (a new best beyond noise, or still within
         `patience`) or a stall, judged in order once the lr is known that far."""
-        min_delta = self.settings["min_delta"]
         latest = blocks.medians[index]
         best, best_index = self._best.get(series, (math.inf, index))
-        margin = max(min_delta * abs(best), self.settings["noise_sigmas"] * blocks.noise[index])
-        if best == math.inf or latest < best - margin:
+        # Not below the best: no margin makes it an improvement, and the noise is not needed.
+        if best == math.inf or (
+            latest < best and latest < best - self._margin(best, blocks, index)
+        ):
             self._best[series] = (latest, index)
             self._waiting.append((series, step, None))
             return
@@ -159,6 +160,11 @@ class LossPlateauDetector(Detector):
             (series, step, _Stall(series, step, since, since - blocks.size + 1, best, latest,
                                   index - best_index))
         )  # fmt: skip
+
+    def _margin(self, best: float, blocks: BlockMedians, index: int) -> float:
+        """How far below the best a block median must be to count as an improvement."""
+        noise = self.settings["noise_sigmas"] * blocks.noise_at(index)
+        return max(self.settings["min_delta"] * abs(best), noise)
 
     def observe_event(self, event: EventWrite) -> list[Finding]:
         steps = self._idle.get(event["kind"])

@@ -127,15 +127,21 @@ SAFETY = 1.0 - 1e-9
 
 
 class BlockMedians:
-    """Medians of consecutive, non-overlapping blocks of `size` finite values."""
+    """Medians of consecutive, non-overlapping blocks of `size` finite values.
 
-    __slots__ = ("_block", "medians", "noise", "size")
+    Each block's noise (the standard error of its median, from its MAD) is computed only when
+    asked for (`noise_at`), right after the `feed` that completed the block: a loss that
+    does not improve never needs it.
+    """
+
+    __slots__ = ("_block", "_noise", "_ordered", "medians", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._block: list[float] = []
         self.medians: list[float] = []
-        self.noise: list[float] = []  # standard error of each block's median (robust)
+        self._noise: dict[int, float] = {}  # of blocks of the last feed, once asked for
+        self._ordered: dict[int, list[float]] = {}  # blocks of the last feed, sorted
 
     def feed(self, steps: Sequence[int], values: Sequence[float]) -> list[int]:
         """Add values (non-finite ones are left out); returns, for each block they completed
@@ -143,6 +149,8 @@ class BlockMedians:
         if not all_finite(values):
             kept = [(s, v) for s, v in zip(steps, values, strict=True) if v - v == 0.0]
             steps, values = [s for s, _ in kept], [v for _, v in kept]
+        self._ordered.clear()
+        self._noise.clear()
         completed = []
         start = 0
         while start < len(values):
@@ -151,14 +159,23 @@ class BlockMedians:
             start += room
             if len(self._block) == self.size:
                 ordered = sorted(self._block)
-                median = median_of_sorted(ordered)
-                mad = median_of_sorted(sorted(map(abs, map(median.__rsub__, ordered))))
-                self.medians.append(median)
-                # SE of a median ~ 1.25 sigma / sqrt(n); sigma ~ 1.4826 MAD
-                self.noise.append(1.25 * MAD_TO_SIGMA * mad / math.sqrt(self.size))
+                self._ordered[len(self.medians)] = ordered
+                self.medians.append(median_of_sorted(ordered))
                 self._block = []
                 completed.append(steps[min(start, len(steps)) - 1])
         return completed
+
+    def noise_at(self, index: int) -> float:
+        """The standard error of block `index`'s median (robust); `index` is one the last
+        `feed` completed."""
+        noise = self._noise.get(index)
+        if noise is None:
+            ordered = self._ordered[index]
+            median = self.medians[index]
+            mad = median_of_sorted(sorted(map(abs, map(median.__rsub__, ordered))))
+            # SE of a median ~ 1.25 sigma / sqrt(n); sigma ~ 1.4826 MAD
+            noise = self._noise[index] = 1.25 * MAD_TO_SIGMA * mad / math.sqrt(self.size)
+        return noise
 
 
 def all_finite(values: Sequence[float]) -> bool:
