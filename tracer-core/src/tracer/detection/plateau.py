@@ -163,8 +163,8 @@ class LossPlateauDetector(Detector):
 
     def _margin(self, best: float, blocks: BlockMedians, index: int) -> float:
         """How far below the best a block median must be to count as an improvement."""
-        noise = self.settings["noise_sigmas"] * blocks.noise_at(index)
-        return max(self.settings["min_delta"] * abs(best), noise)
+        noise: float = self.settings["noise_sigmas"] * blocks.noise_at(index)
+        return max(float(self.settings["min_delta"]) * abs(best), noise)
 
     def observe_event(self, event: EventWrite) -> list[Finding]:
         steps = self._idle.get(event["kind"])
