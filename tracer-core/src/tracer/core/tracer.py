@@ -24,6 +24,7 @@ from typing import Any, Optional
 from tracer.capture.collector import CollectorSet
 from tracer.config import TracerConfig
 from tracer.core import lifecycle
+from tracer.core.adapter_calls import ACTIVE, AdapterCalls
 from tracer.core.ending import record_end
 from tracer.core.halting import HaltAgreement
 from tracer.core.starting import start_or_resume
@@ -40,7 +41,7 @@ from tracer.detection.runner import DetectorSet, build_detectors
 from tracer.distributed import rank_and_world_size
 from tracer.exceptions import TrainingHalted
 from tracer.plugins.manager import get_plugin_manager
-from tracer.records import AnomalyWrite, Collected, EventWrite
+from tracer.records import AnomalyWrite, Collected
 from tracer.storage.base import StorageBackend
 from tracer.storage.registry import open_storage
 from tracer.storage.retention import apply_retention
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 MODE_ENV = "TRACER_MODE"
 FINISH_TIMEOUT_S = 30.0
-_ACTIVE, _ENDING, _ENDED, _DISABLED = "active", "ending", "ended", "disabled"
+_ACTIVE, _ENDING, _ENDED, _DISABLED = ACTIVE, "ending", "ended", "disabled"
 _FORKED = "forked"  # in a child forked from the run's process: inert (see forked_away)
 FOLLOWER_COLLECTORS = frozenset({"gradients"})
 # A fresh run takes one extra checkpoint here, long before the first interval one (step 1000
@@ -63,7 +64,7 @@ def tracing_disabled() -> bool:
     return os.environ.get(MODE_ENV, "").strip().lower() == "disabled"
 
 
-class TrainingTracer:
+class TrainingTracer(AdapterCalls):
     """One traced training run. `TrainingTracer(config)` starts it; `finish()` ends it."""
 
     def __init__(self, config: TracerConfig) -> None:
@@ -296,55 +297,6 @@ class TrainingTracer:
             )
         self._collectors.watch(model, optimizer, capture_point)
 
-    def attach_data_parallel(self, ddp_model: Any) -> None:
-        """For adapters that watch the unwrapped model: its `DistributedDataParallel` wrapper,
-        so each rank's summary measures its own gradients before the all-reduce
-        (`tracer.capture.gradients.ranks`). Call it after `watch()`, before the first backward."""
-        if self._state is not _ACTIVE:
-            return
-        for collector in self._collectors:
-            attach = getattr(collector, "attach_data_parallel", None)
-            if attach is not None:
-                attach(ddp_model)
-
-    def capture_gradients(self) -> None:
-        """For adapters: the gradients of this optimizer step are final (clipped, unscaled,
-        synced); capture them now for models watched with a `capture_point`."""
-        if self._state is _ACTIVE:
-            self._collectors.capture_now()
-
-    def record_skipped_optimizer_step(self) -> None:
-        """For adapters: the optimizer skipped this step (fp16 overflow): recorded as
-        `optimizer/skipped_step` and the event "optimizer_step_skipped", not captured."""
-        if self._state is _ACTIVE:
-            self._collectors.optimizer_step_skipped()
-
-    def log_summary(self, values: dict[str, Any]) -> None:
-        """Run-level totals (a framework's end-of-training figures, final scores): stored as
-        the event "summary" at the current step, not as series; `QueryEngine.get_run_summary`
-        returns them merged under "summary"."""
-        if self._state is not _ACTIVE:
-            return
-        numbers = check_metrics(dict(values))
-        event: EventWrite = {
-            "step": self._step,
-            "kind": "summary",
-            "data": {k: float(v) for k, v in numbers.items()},
-        }
-        self.submit_background(Collected([], [event]))
-
-    def record_model_save(self, path: str, step: Optional[int] = None) -> None:
-        """Note that a model checkpoint was saved to `path` (at `step`, default the current
-        one), so queries can name the last healthy save before an anomaly."""
-        if self._state is not _ACTIVE:
-            return
-        event: EventWrite = {
-            "step": self._step if step is None else int(step),
-            "kind": "model_saved",
-            "data": {"path": str(path)},
-        }
-        self.submit_background(Collected([], [event]))
-
     def submit_background(self, source: Collected | Callable[[], Collected]) -> None:
         """For collectors: hand data (or a function producing it) to the writer thread."""
         if self._state is _ACTIVE or self._state is _ENDING:
@@ -453,59 +405,6 @@ class TrainingTracer:
             FINISH_TIMEOUT_S,
             announce=lambda: self._plugins.run_ended(self, status),
         )
-
-    def rewind(self, after_step: int) -> None:
-        """Forget what this resumed run stored after `after_step`, and continue from there.
-
-        For adapters resuming from a checkpoint earlier than the run's last step: the steps
-        after it are trained again, and what was stored for them the first time belongs to
-        an abandoned history. Call it right after the run starts, before logging. A backend
-        that cannot rewind keeps those points, with a warning."""
-        if self._state is not _ACTIVE or not self.is_writer:
-            return
-        if self._pending or self._last_closed_step >= self._start_step:
-            logger.warning(
-                "Tracer cannot rewind run %s to step %d: this process logged to it already.",
-                self.run_id,
-                after_step,
-            )
-            return
-        try:
-            self.storage.rewind_run(self.run_id, after_step)
-        except NotImplementedError:
-            logger.warning(
-                "Tracer resumed run %s at step %d; its storage cannot drop what it stored after"
-                " that step, which stays until trained again.",
-                self.run_id,
-                after_step,
-            )
-            return
-        self._step = self._start_step = after_step
-        self._last_closed_step = after_step - 1
-        self._next_checkpoint = (after_step // self._interval + 1) * self._interval
-
-    def end_untouched_resume(self) -> bool:
-        """End a resumed run that nothing happened in (nothing logged, no step taken) as it
-        was stored before, and return True; else do nothing and return False.
-
-        For adapters whose resumed training fails before its first step (a checkpoint that
-        does not fit the Trainer's settings): that failure is not the run's, and a finished
-        run must not turn "failed" with a smaller step count."""
-        before = getattr(self, "_resumed", None)
-        if (
-            before is None
-            or self._state is not _ACTIVE
-            or self._pending
-            or self._step != self._start_step
-            or self._last_closed_step >= self._start_step
-            or self._collectors.holds_open_step()
-        ):
-            return False
-        status = (
-            before["status"] if before["status"] in ("finished", "failed", "killed") else "failed"
-        )
-        self.finish(status, error=before["error"], total_steps=before["total_steps"])
-        return True
 
     def _framework_count(self, default: int) -> int:
         if self.completed_steps is None:
