@@ -26,9 +26,9 @@ import pytest
 import tracer
 from tests.core.helpers import open_store
 from tracer.analysis import QueryEngine
+from tracer.analysis.downsample import downsample
 from tracer.exceptions import RunNotFoundError
 from tracer.report import render_report, standalone_line_chart, write_report
-from tracer.report.downsample import downsample
 from tracer.storage.liveness import this_host
 
 SECTIONS = ("overview", "metrics", "gradients", "system", "anomalies", "samples")

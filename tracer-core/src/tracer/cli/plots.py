@@ -16,7 +16,7 @@ from tracer.cli.common import (
     open_query,
     storage_option,
 )
-from tracer.cli.terminal_plot import render
+from tracer.cli.terminal_plot import reduce_for_chart, render
 
 Series = tuple[str, Sequence[int], Sequence[float]]
 
@@ -67,8 +67,13 @@ def plot_command(
     marks = sorted({a["step"] for a in (related or serious)})
     title = f"{record['run_name']} ({run_id})"
     if output is None:
+        chart_width = width or console.width
+        reduced = [reduce_for_chart(steps, values, chart_width) for _, steps, values in series]
+        drawn = [(name, r[0], r[1]) for (name, _, _), r in zip(series, reduced, strict=True)]
         console.print(title, style="bold", markup=False)
-        console.print(render(series, marks, width or console.width, height, log_y))
+        console.print(
+            render(drawn, marks, chart_width, height, log_y, totals=[r[2] for r in reduced])
+        )
         return
     extension = os.path.splitext(output)[1].lower()
     if extension == ".svg":

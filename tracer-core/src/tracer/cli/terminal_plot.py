@@ -1,8 +1,9 @@
 """Line charts drawn in the terminal with Braille dots (2 x 4 dots per character cell).
 
-Each series is reduced to the columns of the chart: every dot column shows the min-max range
-of the values falling into it, joined to the previous column, so a spike in a million steps
-still shows. Non-finite values are not drawn as lines; their columns get a red `!` on the top
+Each series is first reduced by the reduction the report and the dashboard share
+(`reduce_for_chart`), then to the columns of the chart: every dot column shows the min-max
+range of the values falling into it, joined to the previous column, so a spike in a million
+steps still shows. Non-finite values are not drawn as lines; their columns get a red `!` on the top
 row, and anomaly steps a red `v` there, so both stay visible at any zoom.
 """
 
@@ -12,6 +13,8 @@ import math
 from collections.abc import Sequence
 
 from rich.text import Text
+
+from tracer.analysis.downsample import reduce_points
 
 COLORS = ("cyan", "magenta", "yellow", "green", "blue", "red")
 _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))  # [row][column] in a cell
@@ -44,15 +47,33 @@ class BrailleCanvas:
             self.dot(x, y, series)
 
 
+def chart_columns(width: int) -> int:
+    """Character columns of the plotting area of a chart `width` characters wide."""
+    return max(10, width - LABEL_WIDTH - 1)
+
+
+def reduce_for_chart(
+    steps: Sequence[int], values: Sequence[float], width: int
+) -> tuple[list[int], list[float], tuple[int, int]]:
+    """A history reduced for a chart `width` characters wide by the shared reduction
+    (`tracer.analysis.downsample`: one min/max pair per dot column, every NaN/Inf kept),
+    with (points, non-finite points) of the whole history for the legend."""
+    reduced = reduce_points(steps, values, 4 * chart_columns(width))
+    bad = len(reduced.nonfinite)
+    return reduced.steps, reduced.values, (reduced.count, bad)
+
+
 def render(
     series: Sequence[tuple[str, Sequence[int], Sequence[float]]],
     markers: Sequence[int] = (),
     width: int = 80,
     height: int = 16,
     log_y: bool = False,
+    totals: Sequence[tuple[int, int]] = (),
 ) -> Text:
-    """A chart of `series` (name, steps, values) with anomaly `markers` (steps)."""
-    columns = max(10, width - LABEL_WIDTH - 1)
+    """A chart of `series` (name, steps, values) with anomaly `markers` (steps); `totals`
+    are (points, non-finite points) per series when the series are reduced already."""
+    columns = chart_columns(width)
     steps_all = [s for _, steps, _ in series for s in steps]
     if not steps_all:
         return Text("(no data)")
@@ -115,10 +136,13 @@ def render(
     text.append(" " * LABEL_WIDTH + "└" + "─" * columns + "\n", style="dim")
     text.append(" " * (LABEL_WIDTH + 1) + axis + "  step\n", style="dim")
     for index, (name, _, values) in enumerate(series):
-        bad = sum(1 for v in values if not math.isfinite(v))
+        if index < len(totals):
+            points, bad = totals[index]
+        else:
+            points, bad = len(values), sum(1 for v in values if not math.isfinite(v))
         note = f"  ({bad} non-finite, marked !)" if bad else ""
         text.append(f"  ── {name}", style=COLORS[index % len(COLORS)])
-        text.append(f"  {len(values)} points{note}\n", style="dim")
+        text.append(f"  {points} points{note}\n", style="dim")
     if markers:
         text.append(f"  v anomalies at steps {', '.join(map(str, markers[:10]))}", style="red")
         text.append(" ..." if len(markers) > 10 else "", style="red")

@@ -1,6 +1,6 @@
 """What a report shows of one run, read from storage once and reduced to drawable size.
 
-Histories can hold a million points; they are downsampled (`tracer.report.downsample`), and
+Histories can hold a million points; they are downsampled (`tracer.analysis.downsample`), and
 heatmap columns are thinned the same way, keeping the anomaly checkpoints, so the page stays
 a few hundred kilobytes whatever the run length.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from tracer.analysis import QueryEngine
+from tracer.analysis.downsample import BUCKETS, Points, downsample
 from tracer.records import CheckpointRecord, RunRecord, SampleRecord
-from tracer.report.downsample import BUCKETS, Points, downsample
 
 logger = logging.getLogger(__name__)
 

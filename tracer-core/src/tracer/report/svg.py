@@ -1,7 +1,7 @@
 """Chart primitives for the report: SVG strings built in Python, no scripts, no external refs.
 
-Charts are drawn from already downsampled points (`tracer.report.downsample`): a line is its points
-in step order, where NaN marks a gap, plus spans of non-finite values, drawn as red marks on
+Charts are drawn from already downsampled points (`tracer.analysis.downsample`): a line is its
+points in step order, where NaN marks a gap, plus spans of non-finite values, drawn as red marks on
 the plot's top edge (bottom edge for -inf) so a diverged run is visible at a glance. Every
 number written into an attribute goes through `num`, so NaN or Inf never reach the markup.
 Styling is presentation attributes only, so a chart looks the same inline and standalone.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Optional
 
-from tracer.report.downsample import Span, downsample
+from tracer.analysis.downsample import Span, downsample
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 _FIRST_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")  # matplotlib's tab10
