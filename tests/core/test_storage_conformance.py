@@ -24,3 +24,17 @@ class TestSQLiteThroughSchemeConformance(StorageConformance):
         )
         assert isinstance(backend, SQLiteStorage)
         return backend
+
+
+class _DefaultReaders(SQLiteStorage):
+    """SQLite with the interface's own window and anomaly counts (built on the rest)."""
+
+    get_metric_window = StorageBackend.get_metric_window
+    anomaly_counts = StorageBackend.anomaly_counts
+
+
+class TestDefaultReaderMethodsConformance(StorageConformance):
+    """The defaults a third-party backend inherits pass the same tests as SQLite's SQL."""
+
+    def make_storage(self, location: Path) -> StorageBackend:
+        return _DefaultReaders(TracerConfig(project_name="t", storage_path=str(location)))

@@ -9,6 +9,7 @@ SQLite default). Third-party backends subclass `StorageBackend` and register it 
 from __future__ import annotations
 
 import abc
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Optional
 
@@ -85,6 +86,14 @@ class StorageBackend(abc.ABC):
         location alone overrides this (the SQLite one does)."""
         return cls(TracerConfig(project_name=READER_PROJECT, storage_path=location))
 
+    @classmethod
+    def open_reader(cls, location: str) -> StorageBackend:
+        """Open `location` only to read it (the dashboard's way): no file or table is
+        created, no schema migrated, nothing written. The default is `from_location`, for
+        backends whose readers never write; one that writes on opening overrides this (the
+        SQLite one opens its file read-only)."""
+        return cls.from_location(location)
+
     # -- runs -------------------------------------------------------------------------------
     @abc.abstractmethod
     def create_run(
@@ -157,6 +166,18 @@ class StorageBackend(abc.ABC):
         series = self.get_metric_timeseries(run_id, metric)
         return series["steps"], series["values"]
 
+    def get_metric_window(
+        self, run_id: str, metric: str, start: Optional[int] = None, end: Optional[int] = None
+    ) -> tuple[Sequence[int], Sequence[float]]:
+        """The points of one metric with `start <= step <= end` (None: unbounded), in step
+        order, as `get_metric_arrays` gives them: how the dashboard zooms into a long history.
+        The default reads the whole history and cuts it by bisection; a backend that can read
+        only the part overlapping the window overrides it (SQLite reads only those chunks)."""
+        steps, values = self.get_metric_arrays(run_id, metric)
+        low = 0 if start is None else bisect_left(steps, start)
+        high = len(steps) if end is None else bisect_right(steps, end)
+        return steps[low:high], values[low:high]
+
     @abc.abstractmethod
     def list_metrics(self, run_id: str) -> list[MetricSummary]:
         """One summary per metric of the run, by name."""
@@ -211,6 +232,18 @@ class StorageBackend(abc.ABC):
         self, run_id: str, anomaly_types: Optional[Sequence[str]] = None
     ) -> list[AnomalyWrite]:
         """Anomalies of a run in step order, optionally only of some types."""
+
+    def anomaly_counts(self, project_name: Optional[str] = None) -> dict[str, dict[str, int]]:
+        """Anomaly episodes per run and severity, `{run_id: {"critical": n, ...}}` (runs
+        without anomalies may be missing), optionally of one project's runs: for listings
+        that show every run and must not read each run's data. The default asks each run;
+        SQLite answers in one query."""
+        counts: dict[str, dict[str, int]] = {}
+        for run in self.list_runs(project_name):
+            for anomaly in self.get_anomalies(run["run_id"]):
+                by_severity = counts.setdefault(run["run_id"], {})
+                by_severity[anomaly["severity"]] = by_severity.get(anomaly["severity"], 0) + 1
+        return counts
 
     # -- batching and lifetime --------------------------------------------------------------
     def write_batch(

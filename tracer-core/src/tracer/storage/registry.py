@@ -57,9 +57,14 @@ def backend_class_for(storage_path: str) -> type[StorageBackend]:
         ) from None
 
 
-def open_storage(location: Union[str, TracerConfig]) -> StorageBackend:
+def open_storage(location: Union[str, TracerConfig], *, read_only: bool = False) -> StorageBackend:
     """Open the backend for `location`: a path or URL (how readers open a store, through
-    `StorageBackend.from_location`), or a run's whole `TracerConfig` (how a run opens its own)."""
+    `StorageBackend.from_location`), or a run's whole `TracerConfig` (how a run opens its own).
+    `read_only` (a location only) opens it through `StorageBackend.open_reader`, which never
+    writes: how the dashboard opens the store a run is writing."""
     if isinstance(location, TracerConfig):
         return backend_class_for(location.storage_path)(location)
-    return backend_class_for(str(location)).from_location(str(location))
+    backend = backend_class_for(str(location))
+    if read_only:
+        return backend.open_reader(str(location))
+    return backend.from_location(str(location))

@@ -21,6 +21,7 @@ import pytest
 from tracer.exceptions import DuplicateRunError
 from tracer.records import AnomalyWrite, SampleWrite
 from tracer.storage.base import StorageBackend
+from tracer.testing.storage_readers import StorageReaderConformance
 
 
 def _bits(value: float) -> bytes:
@@ -60,8 +61,9 @@ def _dead_pid() -> int:
     return child.pid
 
 
-class StorageConformance:
-    """Tests a backend must pass. Override `make_storage`."""
+class StorageConformance(StorageReaderConformance):
+    """Tests a backend must pass (the readers' part in `storage_readers.py`). Override
+    `make_storage`."""
 
     def make_storage(self, location: Path) -> StorageBackend:
         raise NotImplementedError("return your backend, stored under `location`")

@@ -72,16 +72,24 @@ def _float(value: Optional[float]) -> float:
 class SQLiteStorage(MetricTables, StorageBackend):
     """SQLite storage for one `storage_path`; thread-safe, one connection per instance."""
 
-    def __init__(self, config: Union[TracerConfig, str]) -> None:
-        """`config`: a run's config, or only the location (a path or `sqlite://` URL)."""
+    def __init__(self, config: Union[TracerConfig, str], *, read_only: bool = False) -> None:
+        """`config`: a run's config, or only the location (a path or `sqlite://` URL);
+        `read_only`: open the file read-only (it must exist; nothing is created or migrated)."""
         self._series_ids: dict[tuple[str, str], int] = {}  # (run, metric) -> series row id
-        super().__init__(config if isinstance(config, str) else config.storage_path)
+        location = config if isinstance(config, str) else config.storage_path
+        super().__init__(location, read_only=read_only)
 
     @classmethod
     def from_location(cls, location: str) -> StorageBackend:
         if cls.__init__ is not SQLiteStorage.__init__:  # a subclass's own __init__ wants a config
             return super().from_location(location)
         return cls(location)
+
+    @classmethod
+    def open_reader(cls, location: str) -> StorageBackend:
+        if cls.__init__ is not SQLiteStorage.__init__:
+            return super().open_reader(location)
+        return cls(location, read_only=True)
 
     def _rolled_back(self) -> None:
         self._series_ids.clear()  # ids created in the rolled-back transaction are gone
@@ -405,6 +413,17 @@ class SQLiteStorage(MetricTables, StorageBackend):
             }
             for row in rows
         ]
+
+    def anomaly_counts(self, project_name: Optional[str] = None) -> dict[str, dict[str, int]]:
+        sql = "SELECT a.run_id, a.severity, count(*) FROM anomalies a"
+        params: list[Any] = []
+        if project_name is not None:
+            sql += " JOIN runs r ON r.id = a.run_id WHERE r.project = ?"
+            params.append(project_name)
+        counts: dict[str, dict[str, int]] = {}
+        for run_id, severity, number in self._read(sql + " GROUP BY a.run_id, a.severity", params):
+            counts.setdefault(run_id, {})[severity] = number
+        return counts
 
     # -- batching ---------------------------------------------------------------------------
     def write_batch(

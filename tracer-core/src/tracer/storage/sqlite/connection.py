@@ -77,11 +77,15 @@ def _identity(path: str) -> tuple[int, int]:
 class SQLiteConnection:
     """One thread-safe connection to `<storage_path>/tracer.db`, opened and migrated."""
 
-    def __init__(self, storage_path: str) -> None:
+    def __init__(self, storage_path: str, *, read_only: bool = False) -> None:
+        """`read_only`: open read-only even where the file is writable (a reader that must
+        never write, as the dashboard); the file must exist then."""
         self.path = database_path(storage_path)
         self._lock = threading.RLock()
         self._closed = False
-        self.read_only = not _writable(self.path)
+        self.read_only = read_only or not _writable(self.path)
+        if read_only and not os.path.isfile(self.path):
+            raise StorageError(f"no Tracer database at {self.path}")
         if self.read_only:
             self._conn = self._open_read_only()
         else:
@@ -157,9 +161,9 @@ class SQLiteConnection:
             if version < schema.SCHEMA_VERSION:
                 conn.close()
                 raise StorageError(
-                    f"{self.path} is read-only and has schema version {version}, older than"
-                    f" this tracer-core reads ({schema.SCHEMA_VERSION}); open it once where it"
-                    " is writable to migrate it"
+                    f"{self.path} is opened read-only and has schema version {version}, older"
+                    f" than this tracer-core reads ({schema.SCHEMA_VERSION}); open it once"
+                    " with a writer (`tracer runs`, where it is writable) to migrate it"
                 )
             return conn
         raise StorageError(f"{self.path} is read-only and could not be read: {error}")

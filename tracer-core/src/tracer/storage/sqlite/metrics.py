@@ -8,9 +8,10 @@ from __future__ import annotations
 import operator
 import sqlite3
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from itertools import islice, pairwise
-from typing import Optional
+from typing import Any, Optional
 
 from tracer.records import MetricSeries, MetricSummary, PointBatch
 from tracer.storage.sqlite import codec, schema
@@ -107,27 +108,35 @@ class MetricTables(SQLiteConnection):
     def get_metric_arrays(self, run_id: str, metric: str) -> tuple[Sequence[int], Sequence[float]]:
         """Steps as one `range` when every chunk continues the last with the same stride (the
         usual case), else an int64 array; values as one float64 array. No per-point objects."""
-        rows = self._read(
+        return _assemble(self._chunks(run_id, metric, None, None))
+
+    def get_metric_window(
+        self, run_id: str, metric: str, start: Optional[int] = None, end: Optional[int] = None
+    ) -> tuple[Sequence[int], Sequence[float]]:
+        """Only the chunks overlapping [start, end] are read and decoded (the SQL filters on
+        their first and last steps), then cut to the window."""
+        steps, values = _assemble(self._chunks(run_id, metric, start, end))
+        low = 0 if start is None else bisect_left(steps, start)
+        high = len(steps) if end is None else bisect_right(steps, end)
+        if (low, high) == (0, len(steps)):
+            return steps, values
+        return steps[low:high], values[low:high]
+
+    def _chunks(
+        self, run_id: str, metric: str, start: Optional[int], end: Optional[int]
+    ) -> list[Any]:
+        sql = (
             "SELECT c.first_step, c.last_step, c.count, c.steps, c.vals FROM metric_chunks c"
             " JOIN series s ON s.id = c.series_id WHERE s.run_id = ? AND s.name = ?"
-            " ORDER BY c.id",
-            (run_id, metric),
         )
-        values = array("d")
-        pieces: list[Sequence[int]] = []
-        for first, last, count, steps_blob, values_blob in rows:
-            pieces.append(codec.decode_steps(first, last, count, steps_blob))
-            values.extend(codec.decode_values(values_blob))
-        joined_range = _join_ranges(pieces)
-        if joined_range is not None:
-            return joined_range, values
-        joined = array("q")
-        for piece in pieces:
-            joined.extend(piece)
-        if not all(map(operator.lt, joined, islice(joined, 1, None))):
-            ordered, ordered_values = codec.normalize(list(joined), list(values))
-            return ordered, array("d", ordered_values)
-        return joined, values
+        params: list[Any] = [run_id, metric]
+        if start is not None:
+            sql += " AND c.last_step >= ?"
+            params.append(start)
+        if end is not None:
+            sql += " AND c.first_step <= ?"
+            params.append(end)
+        return self._read(sql + " ORDER BY c.id", params)
 
     def list_metrics(self, run_id: str) -> list[MetricSummary]:
         rows = self._read(
@@ -146,6 +155,26 @@ class MetricTables(SQLiteConnection):
             }
             for name, count, last_step, last_value, low, high in rows
         ]
+
+
+def _assemble(rows: Sequence[Any]) -> tuple[Sequence[int], Sequence[float]]:
+    """Chunk rows (in write order) laid end to end: a `range` or int64 array of steps and a
+    float64 array of values, sorted by step (a later write of a step wins) when they are not."""
+    values = array("d")
+    pieces: list[Sequence[int]] = []
+    for first, last, count, steps_blob, values_blob in rows:
+        pieces.append(codec.decode_steps(first, last, count, steps_blob))
+        values.extend(codec.decode_values(values_blob))
+    joined_range = _join_ranges(pieces)
+    if joined_range is not None:
+        return joined_range, values
+    joined = array("q")
+    for piece in pieces:
+        joined.extend(piece)
+    if not all(map(operator.lt, joined, islice(joined, 1, None))):
+        ordered, ordered_values = codec.normalize(list(joined), list(values))
+        return ordered, array("d", ordered_values)
+    return joined, values
 
 
 def _join_ranges(pieces: Sequence[Sequence[int]]) -> Optional[range]:
