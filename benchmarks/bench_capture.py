@@ -18,7 +18,9 @@ Columns:
 - tracer: `tracer.watch(model, optimizer)`, capture every optimizer step, plus log + step
   (default settings: system sampler on, checkpoints every 1000 steps), one run throughout;
 - seed-style: a hook per parameter computing eight statistics with `.item()` each, as the
-  seed reference (LayerClaw) does.
+  seed reference (LayerClaw) does;
+- tracer-fused (`--gpu` only): as tracer, with `fused_gradient_kernel=True` (the one-read
+  Triton kernel; needs triton), watched by the same run as a second model.
 `--wandb` (needs wandb, e.g. the pin in benchmarks/peers/requirements.txt) adds a second
 table with `wandb.watch(model, log="gradients", log_freq=100)` and `log_freq=1`, offline,
 in blocks of 100 steps, so that log_freq=100 pays its one histogram step in every block.
@@ -198,6 +200,23 @@ def print_table(results: dict[str, list[float]], labels: dict[str, str]) -> None
         )
 
 
+def print_fused_verdict(results: dict[str, list[float]]) -> None:
+    """The fused column against the foreach one, and whether it really ran fused."""
+    from tracer.capture.gradients import fused
+
+    if fused._failure is not None:
+        print(f"tracer-fused fell back to the foreach kernels: {fused._failure}")
+        return
+    base = statistics.median(results["none"])
+    added = paired_added(results["tracer-fused"], results["none"]) / base * 100
+    foreach = paired_added(results["tracer"], results["none"]) / base * 100
+    verdict = "PASS" if added <= 1.0 else "FAIL"
+    print(
+        f"Fused kernel: +{added:.2f}% against foreach +{foreach:.2f}% per step;"
+        f" at most 1%: {verdict}"
+    )
+
+
 def paired_added(values: list[float], base: list[float]) -> float:
     return statistics.median(v - b for v, b in zip(values, base, strict=True))
 
@@ -305,6 +324,8 @@ def main() -> int:
         return Workload(args.gpu, args.quick)
 
     columns = {"none": make(), "tracer": make(), "seed-style": make()}
+    if args.gpu:
+        columns["tracer-fused"] = make()
     device = torch.cuda.get_device_name() if args.gpu else "CPU"
     parameters = sum(p.numel() for p in columns["none"].model.parameters())
     timing = "synced after every step" if args.sync_each_step else "synced per block"
@@ -317,6 +338,10 @@ def main() -> int:
         run = tracer.init(project="bench-capture", storage_path=storage, retention_days=0)
         tracer.watch(columns["tracer"].model, optimizer=columns["tracer"].optimizer)
         columns["tracer"].after_step = traced_log
+        if args.gpu:  # the setting is read at watch(): this model gets the fused kernel
+            run.config.fused_gradient_kernel = True
+            tracer.watch(columns["tracer-fused"].model, optimizer=columns["tracer-fused"].optimizer)
+            columns["tracer-fused"].after_step = traced_log
         handles = seed_style_hooks(columns["seed-style"].model)
         for work in columns.values():
             work.block(3, sync_each_step=False)  # warm-up; Tracer allocates its ring buffer
@@ -327,6 +352,8 @@ def main() -> int:
             percent = added / statistics.median(results["none"]) * 100
             verdict = "PASS" if percent <= 1.0 else "FAIL"
             print(f"\nTarget (GPU): Tracer's every-step capture adds at most 1%: {verdict}")
+            print_fused_verdict(results)
+        columns.pop("tracer-fused", None)
         for handle in handles:
             handle.remove()
         del columns["seed-style"]

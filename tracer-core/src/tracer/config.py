@@ -70,6 +70,13 @@ class TracerConfig(BaseModel):
 
     # Gradient tracking
     gradient_layers: Optional[list[str]] = None
+    fused_gradient_kernel: bool = Field(
+        default=False,
+        description="Per-step gradient norms from one Triton kernel that reads each gradient"
+        " once, instead of torch's two foreach passes (CUDA gradients; needs triton, falls back"
+        " to foreach with one warning). Opt-in until verified on a GPU (no host sync, the"
+        " foreach path's values, no illegal address); then the default on CUDA where faster.",
+    )
 
     # Performance
     async_writes: bool = True

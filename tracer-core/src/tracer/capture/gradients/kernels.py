@@ -5,6 +5,8 @@ Two levels of detail:
   over all watched gradients, reduced in float32. The result is one small device vector:
   [global L2 norm, global max |g|, per-layer L2 norms...]. A layer's norm is non-finite
   exactly when that layer has a NaN or Inf gradient (or a sum of squares beyond float32).
+  With `fused_gradient_kernel` the per-layer norms and the max come instead from one read of
+  each gradient (`fused.py`, Triton); everything after them is the same code.
 - `full_stats`: at checkpoints only, the seed reference's per-tensor statistics
   (norm, mean, std, min, max, num_zeros, num_nans, num_infs) as a (layers x 8) float64
   device tensor, one tensor at a time in float32 (so the temporary is at most one float32
@@ -19,10 +21,12 @@ steps, so these collectives run on all ranks alike. Checkpoint statistics stay p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     import torch
+
+    from tracer.capture.gradients.fused import FusedSummary
 
 FULL_STAT_NAMES = ("norm", "mean", "std", "min", "max", "num_zeros", "num_nans", "num_infs")
 SUMMARY_HEAD = 2  # global norm, global max |g|
@@ -46,19 +50,25 @@ def shard_group(model: Any, params: Sequence[Any]) -> Any:
 
 
 def step_summary(
-    grads: list[torch.Tensor], layer_index: Any, num_layers: int, group: Any = None
+    grads: list[torch.Tensor],
+    layer_index: Any,
+    num_layers: int,
+    group: Any = None,
+    fused: Optional[FusedSummary] = None,
 ) -> Any:
     """[global_norm, max_abs, norm_0 .. norm_{L-1}] as a float32 device tensor.
 
     `grads` are the present gradients; `layer_index` is None when they are all the watched
     layers in order, else a device index tensor placing them among `num_layers`. Layers
     without a gradient read MISSING (-1: no norm is negative), never 0 or NaN, so they are
-    mistaken neither for a zero gradient nor for a non-finite one.
+    mistaken neither for a zero gradient nor for a non-finite one. `fused` (the opt-in
+    one-read kernel) computes the per-layer norms and the max when it can; when it returns
+    None (not CUDA, triton missing or failed, an unsupported dtype) the foreach kernels do.
     """
     import torch
 
-    norms = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
-    top = _max_abs(grads, norms)
+    measured = fused.norms_and_max(grads) if fused is not None else None
+    norms, top = measured if measured is not None else foreach_norms_and_max(grads)
     if group is not None:
         return _sharded_summary(norms, top, layer_index, num_layers, group)
     head = torch.stack([torch.linalg.vector_norm(norms), top])
@@ -67,6 +77,14 @@ def step_summary(
         full.index_copy_(0, layer_index, norms)
         norms = full
     return torch.cat([head, norms])
+
+
+def foreach_norms_and_max(grads: list[torch.Tensor]) -> tuple[Any, Any]:
+    """(per-tensor float32 L2 norms, global max |g|): torch's foreach kernels, two reads."""
+    import torch
+
+    norms = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
+    return norms, _max_abs(grads, norms)
 
 
 def _max_abs(grads: list[torch.Tensor], norms: Any) -> Any:

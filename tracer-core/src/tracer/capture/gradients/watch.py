@@ -17,7 +17,8 @@ watched parameter had a gradient (parameters frozen by mistake, a loss cut from 
 optimizer changed nothing. This assumes the usual convention: one `tracer.step()` per
 optimizer step.
 
-Per step, `kernels.step_summary` writes one row into a device ring buffer; every
+Per step, `kernels.step_summary` writes one row into a device ring buffer (its norms from
+the one-read Triton kernel of `fused.py` when `fused_gradient_kernel` is set); every
 `RING_CAPACITY` captured steps, and at checkpoints and finish, the filled rows are copied to
 the host asynchronously and turned into the series `grad/global_norm`, `grad/max_abs` and
 `grad/nonfinite_layers`, plus an event "nonfinite_gradients" naming the layers (in
@@ -37,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.capture.gradients import kernels
+from tracer.capture.gradients.fused import FusedSummary
 from tracer.capture.transfer import HostCopy, copy_to_host
 from tracer.records import Collected
 
@@ -108,6 +110,8 @@ class ModelWatch:
         # Called with the global norm (a device scalar) right after each capture.
         self.on_capture: Optional[Callable[[Any], None]] = None
         self._shards = kernels.shard_group(model, self.params)
+        # The opt-in one-read Triton kernel for the per-step norms (kernels.step_summary).
+        self._fused = FusedSummary() if run.config.fused_gradient_kernel else None
         self._handles: list[Any] = []
         if not self.params:
             logger.warning(
@@ -192,7 +196,7 @@ class ModelWatch:
             grads = [grad for grad in grads if grad is not None]
         if self._run.checkpoint_due:  # the gradients may be gone (zero_grad) by then
             self._full = kernels.full_stats([param.grad for param in self.params])
-        row = kernels.step_summary(grads, index, len(self.params), self._shards)
+        row = kernels.step_summary(grads, index, len(self.params), self._shards, self._fused)
         if self.on_capture is not None:
             self.on_capture(row[0])
         if self._ring is None:
