@@ -28,7 +28,7 @@ FLOORS: list[list[str]] = [
     ["tracer.plugins"],
     ["tracer.core"],
     ["tracer._api", "tracer.analysis"],
-    ["tracer.report", "tracer.integrations", "tracer.testing"],
+    ["tracer.report", "tracer.ui", "tracer.integrations", "tracer.testing"],
     ["tracer.cli"],
     ["tracer", "tracer.__main__"],
 ]

@@ -11,6 +11,10 @@ class StorageError(TracerError):
     """The storage cannot be opened or used: a bad path, a corrupt or foreign database file."""
 
 
+class StoreNotFoundError(StorageError):
+    """A reader opened a location read-only where nothing has been recorded yet."""
+
+
 class RunNotFoundError(TracerError, LookupError):
     """A run id or name that matches no stored run; the message lists near matches."""
 

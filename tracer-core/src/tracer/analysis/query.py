@@ -204,6 +204,22 @@ class QueryEngine:
         return {"step": last["step"], **last["data"]}
 
 
+def first_divergence(
+    steps_a: Sequence[int],
+    values_a: Sequence[float],
+    steps_b: Sequence[int],
+    values_b: Sequence[float],
+    tolerance: float = 0.05,
+) -> Optional[int]:
+    """The first common step where two histories differ by more than `tolerance` (relative),
+    as `QueryEngine.compare_runs` reports it, for a caller that holds both histories already
+    (the dashboard's compare view reads each run once for its curve and this)."""
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    a = {"steps": steps_a, "values": values_a}
+    return _first_divergence(a, {"steps": steps_b, "values": values_b}, tolerance)
+
+
 def _describe(values: Sequence[float], summary: Optional[MetricSummary] = None) -> dict[str, float]:
     """final, min, max and mean (of the finite values) and count of one history.
 

@@ -89,7 +89,8 @@ class StorageBackend(abc.ABC):
     @classmethod
     def open_reader(cls, location: str) -> StorageBackend:
         """Open `location` only to read it (the dashboard's way): no file or table is
-        created, no schema migrated, nothing written. The default is `from_location`, for
+        created, no schema migrated, nothing written; `StoreNotFoundError` when nothing was
+        recorded there yet. The default is `from_location`, for
         backends whose readers never write; one that writes on opening overrides this (the
         SQLite one opens its file read-only)."""
         return cls.from_location(location)

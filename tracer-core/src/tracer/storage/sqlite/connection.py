@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Optional
 
-from tracer.exceptions import StorageError
+from tracer.exceptions import StorageError, StoreNotFoundError
 from tracer.storage.sqlite import schema
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class SQLiteConnection:
         self._closed = False
         self.read_only = read_only or not _writable(self.path)
         if read_only and not os.path.isfile(self.path):
-            raise StorageError(f"no Tracer database at {self.path}")
+            raise StoreNotFoundError(f"no Tracer database at {self.path}")
         if self.read_only:
             self._conn = self._open_read_only()
         else:
