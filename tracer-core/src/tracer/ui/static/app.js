@@ -65,7 +65,7 @@ function start() {
   window.addEventListener("hashchange", route);
   subscribe({
     runs: (data) => {
-      if (view && data && Array.isArray(data.runs)) view.onRuns(data.runs);
+      if (view && data && Array.isArray(data.runs)) view.onRuns(data.runs, data.removed || []);
     },
     anomalies: (data) => {
       if (view && data) view.onAnomalies(data);

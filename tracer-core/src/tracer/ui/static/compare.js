@@ -3,7 +3,7 @@
 // where the curves diverge marked on the chart.
 
 import { getJSON, runPath } from "./api.js";
-import { MetricChart, colorFor } from "./charts.js";
+import { MetricChart, colorsFor } from "./charts.js";
 import { el, fill, fmtValue, isLossLike } from "./escape.js";
 import { statusBadge } from "./runs.js";
 
@@ -152,7 +152,7 @@ export class CompareView {
     return (data.runs || []).filter((row) => data.series && data.series[row.run_id]).map((row) => ({
       key: row.run_id,
       label: row.name || row.run_id,
-      color: colorFor(row.run_id),
+      color: this.color(row.run_id),
       series: data.series[row.run_id],
       startTime: row.start_time,
     }));
@@ -168,6 +168,10 @@ export class CompareView {
     for (const entry of this.charts.values()) this.drawChart(entry);
   }
 
+  color(runId) {
+    return colorsFor([...this.rows.keys()]).get(runId) || "#7f7f7f";
+  }
+
   orderedRows() {
     return [...this.rows.values()].sort((a, b) => this.position(a) - this.position(b));
   }
@@ -180,7 +184,7 @@ export class CompareView {
   renderLegend() {
     fill(this.legend, this.orderedRows().map((row) => {
       const swatch = el("span", { class: "swatch" });
-      swatch.style.backgroundColor = colorFor(row.run_id);
+      swatch.style.backgroundColor = this.color(row.run_id);
       return el("span", { class: "legend-run", dataset: { runId: row.run_id } }, swatch,
         el("a", { href: `#/run/${encodeURIComponent(row.run_id)}` }, row.name || row.run_id), " ", statusBadge(row.status), ` ${row.steps ?? 0} steps`);
     }));
@@ -188,9 +192,17 @@ export class CompareView {
 
   renderDivergence(data) {
     const step = divergenceStep(data.divergence);
-    fill(this.divergenceBox, step === null
-      ? `${data.metric}: no divergence found between the runs.`
-      : `${data.metric}: the curves first diverge at step ${step} (dashed line).`);
+    const d = data.divergence || {};
+    const name = (id) => {
+      const row = this.rows.get(id);
+      return row ? row.name || row.run_id : id;
+    };
+    let text;
+    if (this.rows.size < 2) text = "";
+    else if (step === null) text = `${data.metric}: the curves do not diverge.`;
+    else if (d.run_id && d.reference) text = `${data.metric}: ${name(d.run_id)} first leaves ${name(d.reference)} at step ${step} (dashed line).`;
+    else text = `${data.metric}: the curves first diverge at step ${step} (dashed line).`;
+    fill(this.divergenceBox, text);
   }
 
   renderDiff(diff) {
@@ -198,7 +210,7 @@ export class CompareView {
     const keys = Object.keys(diff).sort();
     const head = el("tr", {}, el("th", {}, "key"), rows.map((row) => {
       const swatch = el("span", { class: "swatch" });
-      swatch.style.backgroundColor = colorFor(row.run_id);
+      swatch.style.backgroundColor = this.color(row.run_id);
       return el("th", {}, swatch, row.name || row.run_id);
     }));
     const body = el("tbody", {}, keys.map((key) => el("tr", {}, el("td", { class: "key" }, key),

@@ -22,7 +22,11 @@ function viridis(t) {
 export function renderHeatmap(container, heatmap) {
   const layers = (heatmap && heatmap.layers) || [];
   const steps = (heatmap && heatmap.steps) || [];
-  const norms = (heatmap && heatmap.norms) || [];
+  let norms = (heatmap && heatmap.norms) || [];
+  // The API sends norms[step][layer]; a per-layer table (norms[layer][step]) is turned round.
+  if (norms.length === layers.length && layers.length !== steps.length && (norms[0] || []).length === steps.length) {
+    norms = steps.map((_, si) => layers.map((__, li) => norms[li][si]));
+  }
   if (!layers.length || !steps.length) {
     fill(container, el("p", { class: "empty" }, "No per-layer gradient norms recorded (tracer.watch(model) records them at checkpoints)."));
     return;

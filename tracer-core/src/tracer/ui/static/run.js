@@ -13,9 +13,9 @@ const REFRESH_MS = 1000;
 const LINE_COLOR = "#1f77b4";
 
 /** Which section a series is drawn in: losses, metrics by prefix, grad/, system/, the rest. */
-export function groupOf(name) {
-  if (/^(grad|optimizer)\//.test(name) || /[./]grad\//.test(name)) return { key: "grad", label: "Gradients", rank: 2 };
-  if (name.startsWith("system/")) return { key: "system", label: "System", rank: 3 };
+export function groupOf(name, category) {
+  if (category === "gradient" || /^(grad|optimizer)\//.test(name) || /[./]grad\//.test(name)) return { key: "grad", label: "Gradients", rank: 2 };
+  if (category === "system" || name.startsWith("system/")) return { key: "system", label: "System", rank: 3 };
   if (name.startsWith("_") || name.startsWith("rank/")) return { key: "other", label: "Other series", rank: 4 };
   if (isLossLike(name)) return { key: "loss", label: "Losses", rank: 0 };
   const slash = name.indexOf("/");
@@ -123,6 +123,7 @@ export class RunView {
         fact("id", r.run_id, "run-id"),
       ),
       el("div", { class: "facts" }, el("span", { class: "label" }, "anomalies"), " ", anomalyBadges(r.anomalies), " ", tagList(r.tags)),
+      r.error ? el("p", { class: "run-error" }, r.error) : null,
       r.notes ? el("p", { class: "notes" }, r.notes) : null,
     );
     document.title = `${r.name || r.run_id} · Tracer`;
@@ -144,8 +145,8 @@ export class RunView {
     if (!this.detail) return;
     const needle = this.filter.value.trim().toLowerCase();
     const series = [...(this.detail.series || [])].sort((a, b) => {
-      const ga = groupOf(a.name);
-      const gb = groupOf(b.name);
+      const ga = groupOf(a.name, a.category);
+      const gb = groupOf(b.name, b.category);
       return ga.rank - gb.rank || ga.label.localeCompare(gb.label) || a.name.localeCompare(b.name);
     });
     const layoutKey = series.map((s) => s.name).join("\n");
@@ -154,7 +155,7 @@ export class RunView {
     const sections = [];
     let current = null;
     for (const s of series) {
-      const group = groupOf(s.name);
+      const group = groupOf(s.name, s.category);
       if (!current || current.key !== group.key) {
         current = { key: group.key, label: group.label, boxes: [] };
         sections.push(current);

@@ -83,7 +83,11 @@ export class RunsView {
   }
 
   /** Rows from a live `runs` event: new runs appear, changed ones are replaced. */
-  onRuns(rows) {
+  onRuns(rows, removed) {
+    for (const id of removed || []) {
+      this.rows.delete(id);
+      this.selected.delete(id);
+    }
     for (const row of rows) {
       this.rows.set(row.run_id, row);
       if (row.project && !this.projects.includes(row.project)) this.projects.push(row.project);

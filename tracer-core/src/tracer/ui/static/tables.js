@@ -44,7 +44,7 @@ export function renderCheckpoints(container, checkpoints, modelSaves) {
   const saves = new Map();
   for (const save of modelSaves || []) {
     if (!saves.has(save.step)) saves.set(save.step, []);
-    saves.get(save.step).push(save.path);
+    saves.get(save.step).push(save);
   }
   const rows = (checkpoints || []).map((c) => el(
     "tr",
@@ -54,7 +54,8 @@ export function renderCheckpoints(container, checkpoints, modelSaves) {
     el("td", {}, c.reason ?? ""),
     el("td", {}, c.healthy ? el("span", { class: "ok" }, "healthy") : el("span", { class: "bad" }, "unhealthy"),
       c.last_healthy ? el("span", { class: "badge last-healthy-badge" }, "last healthy") : null),
-    el("td", { class: "path" }, (saves.get(c.step) || []).join(", ")),
+    el("td", { class: "path" }, (saves.get(c.step) || []).map((save) => el("div", {}, save.path ?? "",
+      save.last_healthy ? el("span", { class: "badge last-healthy-badge" }, "last healthy model") : null))),
   ));
   const headers = ["step", "time", "reason", "health", "model saved"].map((label) => ({ label, num: label === "step" }));
   const listed = new Set((checkpoints || []).map((c) => c.step));
@@ -74,16 +75,21 @@ export function renderConfig(container, config) {
   fill(container, table("config-table", [{ label: "key" }, { label: "value" }], rows, "No config recorded."));
 }
 
-function sampleValues(values) {
+/** A sample's values, flattened and cut to 24; a null is the kind its marker names. */
+function sampleValues(values, nonfinite) {
   if (values === null || values === undefined) return "";
   if (typeof values === "number" || typeof values === "string") return fmtNumber(values);
+  const kinds = new Map();
+  for (const marker of nonfinite || []) {
+    if (Array.isArray(marker)) kinds.set(marker.slice(0, -1).join(","), marker[marker.length - 1]);
+  }
   const flat = [];
-  const walk = (v) => {
+  const walk = (v, path) => {
     if (flat.length > 24) return;
-    if (Array.isArray(v)) v.forEach(walk);
-    else flat.push(v === null ? "NaN/Inf" : fmtNumber(v));
+    if (Array.isArray(v)) v.forEach((item, i) => walk(item, [...path, i]));
+    else flat.push(v === null ? kinds.get(path.join(",")) || "non-finite" : fmtNumber(v));
   };
-  walk(values);
+  walk(values, []);
   return flat.slice(0, 24).join(", ") + (flat.length > 24 ? ", …" : "");
 }
 
@@ -97,7 +103,7 @@ export function renderSamples(container, samples) {
     el("td", {}, s.name ?? ""),
     el("td", {}, Array.isArray(s.shape) ? `[${s.shape.join(", ")}]` : fmtValue(s.shape)),
     el("td", {}, s.dtype ?? ""),
-    el("td", { class: "values" }, sampleValues(s.values), s.truncated ? el("span", { class: "muted" }, " (truncated)") : null),
+    el("td", { class: "values" }, sampleValues(s.values, s.nonfinite), s.truncated ? el("span", { class: "muted" }, " (truncated)") : null),
   ));
   const headers = ["step", "reason", "role", "name", "shape", "dtype", "values"].map((label) => ({ label, num: label === "step" }));
   fill(container, table("samples-table", headers, rows, "No batch samples captured (they are taken at anomaly steps)."));
