@@ -48,7 +48,7 @@ def is_loopback(host: str) -> bool:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on (host, port); TracerError when it cannot be had."""
+    """A listening TCP socket on (host, port); TracerError when it cannot be had."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host.strip("[]"), port, type=socket.SOCK_STREAM
@@ -59,6 +59,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(128)  # connections wait in the backlog until the server accepts them
     except OSError as error:
         sock.close()
         raise TracerError(
