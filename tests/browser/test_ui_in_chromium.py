@@ -573,3 +573,107 @@ def test_run_view_of_a_finished_run_with_a_nan(
             (REPO / "docs").mkdir(exist_ok=True)
             shutil.copyfile(shot, REPO / "docs" / "ui-run-view.png")
         watch.assert_clean()
+
+
+def test_runs_table_filters_sorts_and_picks_columns(
+    dashboard: Dashboard, seeded: Seeded, chromium: Browser
+) -> None:
+    with open_page(chromium, dashboard.url) as (page, watch):
+        page.goto(dashboard.url + "/")
+        row(page, seeded.compare[0]).wait_for()
+
+        def shown() -> list[str]:
+            return list(
+                page.evaluate(
+                    "[...document.querySelectorAll('#runs-table tbody tr[data-run-id]')]"
+                    ".map((r) => r.dataset.runId)"
+                )
+            )
+
+        page.locator("#filter-search").fill("lr=0.2")
+        assert shown() == [seeded.compare[2]]
+        page.locator("#filter-search").fill("compare")  # a tag
+        assert sorted(shown()) == sorted(seeded.compare)
+        page.locator("#filter-search").fill("")
+        page.locator("#filter-project").select_option("ui-escaping")
+        assert shown() == [seeded.xss_run]
+        page.locator("#filter-project").select_option("")
+        page.locator("#filter-status").select_option("failed")
+        assert page.locator("#runs-table tbody td.empty").count() == 1
+        page.locator("#filter-status").select_option("")
+
+        # Sort by a config column, both ways (the three compared runs: three learning rates).
+        page.locator("#filter-search").fill("compare")
+        page.locator('th[data-col="config:lr"]').click()
+        assert shown() == seeded.compare  # by COMPARE_LRS, ascending
+        page.locator('th[data-col="config:lr"]').click()
+        assert shown() == seeded.compare[::-1]
+        page.locator("#filter-search").fill("")
+        page.locator("#filter-project").select_option(SEEDED_PROJECT)
+
+        # Config columns: by default the keys that differ; the user can add one.
+        headers = page.locator("#runs-table thead").inner_text()
+        assert "lr" in headers and "batch_size" not in headers, headers
+        page.locator(".columns-picker summary").click()
+        page.locator(".columns-menu label", has_text="batch_size").locator("input").check()
+        assert "batch_size" in page.locator("#runs-table thead").inner_text()
+        watch.assert_clean()
+
+
+def test_drag_zooms_the_charts_and_double_click_resets(
+    dashboard: Dashboard, seeded: Seeded, chromium: Browser
+) -> None:
+    with open_page(chromium, dashboard.url) as (page, watch):
+        page.goto(f"{dashboard.url}/#/run/{seeded.compare[1]}")
+        over = page.locator('.chart-box[data-metric="train/loss"] .u-over')
+        over.wait_for()
+        box = over.bounding_box()
+        assert box is not None
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.25, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=6)
+        page.mouse.up()
+        page.wait_for_function(
+            "() => document.querySelector('#zoom-state').textContent.startsWith('steps ')"
+        )
+        # The zoom refetches the window from the server, at full resolution.
+        page.wait_for_function(
+            "() => performance.getEntriesByType('resource').map((e) => e.name)"
+            ".some((n) => n.includes('metric=train%2Floss') && n.includes('start='))"
+        )
+        over.dblclick()
+        page.wait_for_function(
+            "() => document.querySelector('#zoom-state').textContent.startsWith('drag')"
+        )
+        watch.assert_clean()
+
+
+def test_page_leaks_no_globals_and_smooths_like_tensorboard(
+    dashboard: Dashboard, chromium: Browser
+) -> None:
+    with open_page(chromium, dashboard.url) as (page, watch):
+        page.goto(dashboard.url + "/static/vendor/README.md")
+        baseline = set(page.evaluate("Object.keys(window)"))
+        page.goto(dashboard.url + "/")
+        page.wait_for_selector("#runs-table")
+        leaked = set(page.evaluate("Object.keys(window)")) - baseline
+        assert leaked == set(), leaked
+
+        values = [1.0, None, 3.0, 2.0, 8.0, 4.0]
+        weight = 0.6
+        smoothed = page.evaluate(
+            "async ([values, w]) => (await import('/static/charts.js')).smooth(values, w)",
+            [values, weight],
+        )
+        expected: list[Optional[float]] = []
+        last, count = 0.0, 0
+        for value in values:  # TensorBoard's EMA, debiased by 1 - w^n
+            if value is None:
+                expected.append(None)
+                continue
+            last = last * weight + (1 - weight) * value
+            count += 1
+            expected.append(last / (1 - weight**count))
+        assert smoothed == pytest.approx(expected), smoothed
+        watch.assert_clean()
