@@ -3,7 +3,8 @@
 // where the curves diverge marked on the chart.
 
 import { getJSON, runPath } from "./api.js";
-import { MetricChart, colorsFor } from "./charts.js";
+import { MetricChart } from "./charts.js";
+import { colorsFor } from "./colors.js";
 import { el, fill, fmtValue, isLossLike } from "./escape.js";
 import { statusBadge } from "./runs.js";
 
