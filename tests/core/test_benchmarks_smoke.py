@@ -28,3 +28,28 @@ def test_bench_core_quick_runs_and_prints_the_table() -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert HEADER in done.stdout, done.stdout[-4000:]
+
+
+UI_SCRIPT = SCRIPT.parent / "bench_ui.py"
+UI_HEADER = "| measurement | figure | target | result |"
+
+
+@pytest.mark.slow
+def test_bench_ui_quick_runs_and_prints_the_table() -> None:
+    """The dashboard benchmark's smoke version (skipped without `tracer-core[ui]`)."""
+    import importlib.util
+
+    if not UI_SCRIPT.is_file():
+        pytest.skip(f"{UI_SCRIPT} is missing")
+    if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
+        pytest.skip("needs tracer-core[ui] (starlette, uvicorn)")
+    done = subprocess.run(
+        [sys.executable, str(UI_SCRIPT), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert UI_HEADER in done.stdout, done.stdout[-4000:]
+    assert "| spike and NaN kept at every zoom | 0 misses |" in done.stdout, done.stdout

@@ -284,25 +284,45 @@ def _common_points(a: Any, b: Any) -> tuple[Sequence[int], Sequence[float], Sequ
     return steps, [mine[s] for s in steps], [other[s] for s in steps]
 
 
-def _bit_identical(mine: Sequence[float], theirs: Sequence[float]) -> bool:
-    """Packed histories that are the same bytes agree everywhere: one memory compare."""
-    if isinstance(mine, array) and isinstance(theirs, array):
-        return mine.tobytes() == theirs.tobytes()
-    return False
+def _word_view(values: Sequence[float]) -> Optional[memoryview]:
+    """A packed float64 history as a view of 64-bit words (no copy), else None: comparing
+    two such views is a C loop over machine words, bit for bit."""
+    if isinstance(values, array) and values.typecode == "d":
+        return memoryview(values).cast("B").cast("Q")
+    return None
+
+
+def _first_unequal(mine: Sequence[float], theirs: Sequence[float]) -> Optional[int]:
+    """The first index where the two differ (None if nowhere): where their bits differ,
+    found by bisecting word views of packed histories (a few C-level compares), else the
+    first pair that is not `==`. Either is where the exact comparison may start: the pairs
+    before it are bit-identical or equal, which never differ under `_differs`."""
+    a, b = _word_view(mine), _word_view(theirs)
+    if a is None or b is None or len(a) != len(b):
+        return next(compress(count(), map(ne, mine, theirs)), None)
+    if a == b:
+        return None
+    low, high = 0, len(a)  # [0, low) is identical; the first difference is in [low, high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def _first_divergence(a: Any, b: Any, tolerance: float) -> Optional[int]:
     """The first common step where the two histories differ (`_differs`), or None.
 
     No Python-level loop over the usual pairs, only C-level passes: one finds the first pair
-    not exactly equal (all that identical histories cost); from there a conservative closeness
-    test, |a - b| - tolerance x |a| <= 0 (false for NaN and infinities too, and never true
-    where `_differs` is), flags the pairs that get the exact test.
+    not bit-identical (`_first_unequal`: all that identical histories cost); from there a
+    conservative closeness test, |a - b| - tolerance x |a| <= 0 (false for NaN and
+    infinities too, and never true where `_differs` is), flags the pairs that get the exact
+    test.
     """
     steps, mine, theirs = _common_points(a, b)
-    if _bit_identical(mine, theirs):
-        return None
-    start = next(compress(count(), map(ne, mine, theirs)), None)  # NaN is never equal
+    start = _first_unequal(mine, theirs)
     if start is None:
         return None
     gaps = map(abs, map(sub, islice(mine, start, None), islice(theirs, start, None)))
