@@ -1,9 +1,3 @@
 """The dashboard's tests need its extra (`tracer-core[ui]`: starlette, uvicorn) and an HTTP
-client for Starlette's TestClient; without them the whole directory is skipped."""
-
-from __future__ import annotations
-
-import pytest
-
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
+client for Starlette's TestClient (httpx2, or httpx); each module skips itself without them
+(`pytest.importorskip` before its imports), so `pytest tests` runs anywhere."""

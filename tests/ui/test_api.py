@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest.importorskip("starlette")  # the extra tracer-core[ui]; skipped without it
+pytest.importorskip("uvicorn")
 from starlette.testclient import TestClient
 
 from tests.ui.stores import (

@@ -17,6 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+pytest.importorskip("starlette")  # the extra tracer-core[ui]; skipped without it
+pytest.importorskip("uvicorn")
+
 from tests.ui.stores import write_store
 
 START_S = 60.0

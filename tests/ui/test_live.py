@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+pytest.importorskip("starlette")  # the extra tracer-core[ui]; skipped without it
+pytest.importorskip("uvicorn")
+
 from tests.core.processes import (
     database,
     kill_leftover_children,  # noqa: F401 - an autouse fixture
