@@ -122,3 +122,25 @@ def test_mixed_metric_sets_and_tensors_pivot_correctly() -> None:
         {"loss": 4.0, "eval": 30.0},
         {"loss": 8.0, "eval": 60.0},
     ]
+
+
+def test_pivoting_many_slices_shares_steps_without_mixing_series() -> None:
+    """Metrics logged at every step share one steps list per slice; extending one series
+    with a later slice (after a checkpoint split the queue) must copy, never change the list
+    the other series still hold."""
+    from tracer.core.columns import Columns, order_by_step, pivot
+
+    points = Columns()
+    latest: dict[str, float] = {}
+    for start in range(0, 40, 10):  # four slices, as checkpoints cut a batch
+        steps = list(range(start, start + 10))
+        dicts: list[dict[str, Any]] = [
+            {"loss": float(s), **({"eval": -float(s)} if s % 3 == 0 else {})} for s in steps
+        ]
+        pivot(steps, [float(s) for s in steps], dicts, points, latest)
+    order_by_step(points)
+    assert points["loss"] == (list(range(40)), [float(s) for s in range(40)])
+    assert points["_timestamp"] == (list(range(40)), [float(s) for s in range(40)])
+    eval_steps = [s for s in range(40) if s % 3 == 0]
+    assert points["eval"] == (eval_steps, [-float(s) for s in eval_steps])
+    assert latest == {"loss": 39.0, "eval": -39.0}

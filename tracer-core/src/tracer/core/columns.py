@@ -24,14 +24,29 @@ LIST_POINT_BYTES = 64  # a point in lists: two slots, a float object, a share of
 PACKED_POINT_BYTES = 16  # in typed arrays: an int64 step and a float64 value
 
 
+class Columns(dict[str, tuple[list[int], list[float]]]):
+    """The points of one batch while they are built. The series of one group share one
+    steps list (one copy, one order check for all): `shared` holds the ids of such lists, and
+    a series whose steps are shared is copied once before it is first extended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared: set[int] = set()
+
+
 def _extend(points: Points, name: str, steps: list[int], values: list[float]) -> None:
-    """Add a column. The series of one group share one steps list (one copy, one order
-    check for all), so a series is extended into new lists, never in place."""
+    """Add a column (its `steps` may be shared with other series: never changed here)."""
+    shared = points.shared if isinstance(points, Columns) else None
     series = points.get(name)
     if series is None:
         points[name] = (steps, values)
+        if shared is not None:
+            shared.add(id(steps))
+    elif shared is None or id(series[0]) in shared:
+        points[name] = (series[0] + steps, series[1] + values)  # now its own lists
     else:
-        points[name] = (series[0] + steps, series[1] + values)
+        series[0].extend(steps)
+        series[1].extend(values)
 
 
 def _floats(name: str, raw: list[Any], steps: list[int]) -> tuple[list[int], list[float], int]:

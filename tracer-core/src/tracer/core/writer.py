@@ -47,6 +47,7 @@ from typing import Any, NamedTuple, Optional, Union
 from tracer.core import lifecycle
 from tracer.core.anomaly_checkpoints import AnomalyCheckpoints
 from tracer.core.columns import (
+    Columns,
     Points,
     order_by_step,
     pack,
@@ -390,7 +391,7 @@ class RunWriter:
         if not self._queue and not self._anomaly_checkpoints.waiting:
             return barriers, 0
         progress = self._progress()  # read first: every step it counts is queued already
-        batch = _Batch({}, [], [], [], [], [], progress)
+        batch = _Batch(Columns(), [], [], [], [], [], progress)
         queue = self._queue
         count = len(queue)
         items = queue[:count]
@@ -441,7 +442,9 @@ class RunWriter:
         try:
             closing = self._detectors.finish()
             if closing:
-                self._unwritten.append(_Batch({}, [], [], [], closing, [], self._stored_progress))
+                self._unwritten.append(
+                    _Batch(Columns(), [], [], [], closing, [], self._stored_progress)
+                )
                 # no points: the byte count is unchanged
                 self._flush()
         except Exception:
