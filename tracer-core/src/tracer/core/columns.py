@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from operator import itemgetter, lt
 from typing import Any, Optional
 
@@ -115,9 +115,15 @@ def pivot_columns(
             group_steps = [steps[i] for i in indexes]
             group_dicts = [dicts[i] for i in indexes]
         for name in keys:
-            raw = list(map(itemgetter(name), group_dicts))
-            column_steps, values, unreadable = _floats(name, raw, group_steps)
-            bad += unreadable
+            try:  # one C-speed pass: pick and read every value of the column
+                column_steps, values = (
+                    group_steps,
+                    list(map(float, map(itemgetter(name), group_dicts))),
+                )
+            except Exception:  # a value float() cannot read: one at a time, counting them
+                raw = list(map(itemgetter(name), group_dicts))
+                column_steps, values, unreadable = _floats(name, raw, group_steps)
+                bad += unreadable
             if values:
                 _extend(points, name, column_steps, values)
                 if latest is not None:
@@ -125,12 +131,14 @@ def pivot_columns(
     return bad
 
 
-def order_by_step(points: Points) -> None:
-    """Put every series of `points` in step order, in place (stable: a repeated step keeps
-    its write order). Pivoting by metric-name groups can interleave steps; detectors and
-    readers expect order."""
+def order_by_step(points: Points, only: Optional[Collection[str]] = None) -> None:
+    """Put every series of `points` (or those named in `only`) in step order, in place
+    (stable: a repeated step keeps its write order). Pivoting by metric-name groups can
+    interleave steps; detectors and readers expect order."""
     in_order: dict[int, bool] = {}  # by id(steps): series of one group share their steps
     for name, (steps, values) in points.items():
+        if only is not None and name not in only:
+            continue
         ordered = in_order.get(id(steps))
         if ordered is None:
             ordered = in_order[id(steps)] = all(map(lt, steps, steps[1:]))

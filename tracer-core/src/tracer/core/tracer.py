@@ -226,7 +226,8 @@ class TrainingTracer(AdapterCalls):
             return
         self._close_step()
         self._step += 1
-        if self.should_stop:
+        # `should_stop`, its property call spared on the usual path (no halt, one process)
+        if (self._halt is not None or self._agreement is not None) and self.should_stop:
             self._halt_now()
 
     @property

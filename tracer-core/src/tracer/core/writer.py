@@ -42,6 +42,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from operator import lt
 from typing import Any, NamedTuple, Optional, Union
 
 from tracer.core import lifecycle
@@ -147,6 +148,7 @@ class RunWriter:
         self._seconds_per_point = 0.0  # the writer's cost, measured over recent flushes
         self._dropped_steps = 0
         self._wake = threading.Event()
+        self._woken = False  # the training thread has set `_wake` since the writer woke
         self._written = threading.Event()  # set after each flush: a waiting loop looks again
         self._in_flight_since = math.inf  # logging time of the oldest step being written
         self._write_started = math.inf  # perf_counter() when the write going on began
@@ -188,7 +190,8 @@ class RunWriter:
             self._flush()
             return
         queued = len(queue)
-        if queued >= self._buffer_size and not self._wake.is_set():
+        if queued >= self._buffer_size and not self._woken:
+            self._woken = True  # (a plain attribute: Event.is_set() costs a call per step)
             self._wake.set()
         if queued % LAG_CHECK_EVERY == 0:
             width = len(metrics)
@@ -313,6 +316,7 @@ class RunWriter:
         while True:
             self._wake.wait(self._flush_interval)
             self._wake.clear()
+            self._woken = False
             try:
                 self._flush()
             except Exception:  # never let the thread die: it would stall finish()
@@ -397,6 +401,7 @@ class RunWriter:
         items = queue[:count]
         del queue[:count]
         dicts: list[dict[str, Any]] = []
+        collected: set[str] = set()  # series that collector rows went into
         taken = 0  # steps and timestamps consumed so far
         for item in items:
             if type(item) is dict:
@@ -405,15 +410,19 @@ class RunWriter:
             taken = self._pivot_steps(batch, dicts, taken)
             dicts = []
             if type(item) is Background:
-                self._add_collected(batch, item.source)
+                collected.update(self._add_collected(batch, item.source))
             elif type(item) is CheckpointRequest:
                 batch.checkpoints.append(self._checkpoint(item, batch))
             elif type(item) is _Barrier:
                 barriers.append(item)
         taken = self._pivot_steps(batch, dicts, taken)
+        logged = self._queued_steps[:taken]
         del self._queued_steps[:taken]
         del self._queued_times[:taken]
-        order_by_step(batch.points)
+        # Steps logged in order (the usual case) leave every series built from them in
+        # order: only series with collector rows need a look.
+        ascending = all(map(lt, logged, logged[1:]))
+        order_by_step(batch.points, only=collected if ascending else None)
         if self._detectors is not None:
             self._detect(batch)
         if batch.points or batch.checkpoints or batch.events or batch.samples or batch.anomalies:
@@ -465,19 +474,23 @@ class RunWriter:
 
     def _add_collected(
         self, batch: _Batch, source: Union[Collected, Callable[[], Collected]]
-    ) -> None:
+    ) -> set[str]:
+        """Add a collector's data to the batch; returns the names of the series it added to."""
         try:
             collected = source if isinstance(source, Collected) else source()
         except Exception as error:
             self._report_section_failure("collector data", error)
-            return
+            return set()
+        names: set[str] = set()
         if collected.rows:
             steps = [step for step, _ in collected.rows]
             dicts = [metrics for _, metrics in collected.rows]
+            names.update(*dicts)
             latest = self._latest if collected.snapshot else None
             self._bad_values += pivot_columns(steps, dicts, batch.points, latest)
         batch.events.extend(collected.events)
         batch.samples.extend(collected.samples)
+        return names
 
     def _checkpoint(self, request: CheckpointRequest, batch: _Batch) -> CheckpointWrite:
         checkpoint: CheckpointWrite = {
