@@ -28,7 +28,8 @@ def test_wheel_ships_the_dashboard_and_its_page(tmp_path: Path) -> None:
     assert {"tracer/ui/app.py", "tracer/ui/api.py", "tracer/ui/server.py"} <= names
     static = sorted(
         p.relative_to(CORE / "src").as_posix()
-        for p in (CORE / "src" / "tracer" / "ui" / "static").rglob("*")
+        for folder in ("ui/static", "web")  # web/: the modules shared with the report
+        for p in (CORE / "src" / "tracer" / folder).rglob("*")
         if p.is_file()
     )
     assert static, "the page is missing from the source tree"

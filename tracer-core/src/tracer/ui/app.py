@@ -1,5 +1,6 @@
 """The dashboard's Starlette app: the JSON API of `tracer.ui.api`, the live events of
-`tracer.ui.live`, and the page (`static/`), behind one guard.
+`tracer.ui.live`, and the page (`static/`, with the modules it shares with the report from
+`tracer/web/`), behind one guard.
 
 Safe by default. Every response carries a Content-Security-Policy that allows nothing
 outside the server (no CDN, no font, no beacon) and `X-Content-Type-Options: nosniff`. With
@@ -38,6 +39,9 @@ from tracer.ui.encode import dumps
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+# The page's modules shared with the report (charts, heatmap, tables, uPlot) live in
+# `tracer/web/`, a folder of static files and no Python, and are served under /static too.
+SHARED_STATIC = ("tracer", "web")
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
@@ -261,7 +265,11 @@ def create_app(
             Route("/api/runs/{run}/series", series),
             Route("/api/compare", compare),
             Route("/api/events", events),
-            Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
+            Mount(
+                "/static",
+                StaticFiles(directory=STATIC_DIR, packages=[SHARED_STATIC], check_dir=False),
+                name="static",
+            ),
         ],
     )
     app.state.live_streams = 0  # open event streams (for tests and logs)

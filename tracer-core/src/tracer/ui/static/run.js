@@ -4,24 +4,14 @@
 
 import { getJSON, runPath } from "./api.js";
 import { MetricChart } from "./charts.js";
-import { el, fill, fmtDuration, fmtTime, isLossLike } from "./escape.js";
+import { el, fill, fmtDuration, fmtTime } from "./escape.js";
+import { groupOf } from "./groups.js";
 import { renderHeatmap } from "./heatmap.js";
 import { anomalyBadges, statusBadge, tagList } from "./runs.js";
 import { anomalyKey, renderAnomalies, renderCheckpoints, renderConfig, renderSamples } from "./tables.js";
 
 const REFRESH_MS = 1000;
 const LINE_COLOR = "#1f77b4";
-
-/** Which section a series is drawn in: losses, metrics by prefix, grad/, system/, the rest. */
-export function groupOf(name, category) {
-  if (category === "gradient" || /^(grad|optimizer)\//.test(name) || /[./]grad\//.test(name)) return { key: "grad", label: "Gradients", rank: 2 };
-  if (category === "system" || name.startsWith("system/")) return { key: "system", label: "System", rank: 3 };
-  if (name.startsWith("_") || name.startsWith("rank/")) return { key: "other", label: "Other series", rank: 4 };
-  if (isLossLike(name)) return { key: "loss", label: "Losses", rank: 0 };
-  const slash = name.indexOf("/");
-  const prefix = slash > 0 ? name.slice(0, slash) : "";
-  return { key: `metrics:${prefix}`, label: prefix ? `Metrics: ${prefix}/` : "Metrics", rank: 1 };
-}
 
 export class RunView {
   constructor(root, run) {
