@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -74,6 +77,21 @@ def train(steps: int, storage: str, clean: bool) -> str:
     return run.run_id
 
 
+def tracer_command() -> str:
+    """How to type this interpreter's `tracer` command here: `tracer` when that is the one
+    on PATH, else the script's path (`.tox/demo/bin/tracer` under tox), else `python -m`."""
+    found = shutil.which("tracer", path=str(Path(sys.executable).parent))
+    if found is None:
+        return f"{sys.executable} -m tracer"
+    script, on_path = Path(found), shutil.which("tracer")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "tracer"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def show(run_id: str, storage_path: str) -> None:
     with QueryEngine(storage_path) as query:
         summary = query.get_run_summary(run_id)
@@ -97,7 +115,8 @@ def show(run_id: str, storage_path: str) -> None:
             print(f"  steps {steps:>11}  {anomaly['severity']:<8} {kind:<18} {anomaly['message']}")
             print(f"  {'':>17}try: {anomaly['hint']}")
         if len(serious) < len(anomalies):
-            print(f"  (and {len(anomalies) - len(serious)} info-level: tracer anomalies RUN --all)")
+            where = f"{tracer_command()} anomalies {run_id} --all --storage {storage_path}"
+            print(f"  (and {len(anomalies) - len(serious)} info-level: {where})")
         offline = AnomalyDetector(query.storage).detect_all_anomalies(run_id)
         same = {(a["anomaly_type"], a["step"], a["subject"]) for a in offline} == {
             (a["anomaly_type"], a["step"], a["subject"]) for a in anomalies
@@ -117,8 +136,9 @@ def main() -> None:
     report = write_report([run_id], args.report, storage_path=args.storage)
     print(f"\nHTML report (opens offline): {report}")
     where = f"--storage {args.storage}"
-    print(f"Explore further: tracer show {run_id} {where}")
-    print(f"                 tracer plot {run_id} train/loss grad/global_norm {where}")
+    command = tracer_command()
+    print(f"Explore further: {command} show {run_id} {where}")
+    print(f"                 {command} plot {run_id} train/loss grad/global_norm {where}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ ones run in tests/hf, tests/lightning and tests/accelerate (tests/readme_snippet
 from __future__ import annotations
 
 import importlib.util
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +51,40 @@ def test_markers_sit_right_before_a_python_block(tmp_path: Path) -> None:
         (2, True, "core"),
         (6, False, "core"),
     ]
+
+
+@pytest.mark.slow
+def test_the_demo_prints_tracer_commands_that_run(tmp_path: Path) -> None:
+    """The demo's last lines name `tracer` commands a newcomer types as printed: from the repo
+    root, with the interpreter's own `tracer` (not on PATH under tox)."""
+    pytest.importorskip("torch")
+    root = Path(__file__).resolve().parents[2]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRACER_")}
+    env["PATH"] = os.defpath  # as after `python3 -m tox -e demo`: the env's bin is not on it
+    demo = subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples" / "train_and_inspect.py"),
+            "--steps",
+            "30",
+            "--storage",
+            str(tmp_path / "store"),
+            "--report",
+            str(tmp_path / "report.html"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    commands = [
+        line.split(":", 1)[1] for line in demo.stdout.splitlines() if "Explore further:" in line
+    ]
+    assert len(commands) == 1, demo.stdout
+    shown = subprocess.run(
+        shlex.split(commands[0]), cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "finished" in shown.stdout
