@@ -3,13 +3,17 @@ a `LightningCallback` on the same Trainer both write ONE run."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from tests.lightning.helpers import (
+    FEATURES,
     NAMESPACES,
     PROJECT,
+    loader,
     make_trainer,
     namespace,
     only_run,
@@ -97,6 +101,37 @@ def test_logger_alone_as_the_only_logger(ns: str) -> None:
         loss = query.get_metric_history(run["run_id"], "train_loss")
     assert run["status"] == "finished"
     assert loss["steps"] and all(0 <= s <= 60 for s in loss["steps"])
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+def test_logger_alone_stores_a_fit_that_logged_nothing_yet(ns: str) -> None:
+    """A module without `save_hyperparameters` (no `log_hyperparams`) in a fit shorter than
+    `log_every_n_steps` (no `log_metrics`): the fit is still a finished run with its steps, in
+    the folder Lightning named after the logger's version."""
+    pl = namespace(ns)
+
+    class Bare(pl.LightningModule):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(FEATURES, 1)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    tracer_logger = TracerLogger(project=PROJECT, track_system_metrics=False)
+    trainer = make_trainer(ns, [], logger=tracer_logger, max_steps=5, enable_checkpointing=True)
+    trainer.fit(Bare(), loader(64))
+    with QueryEngine() as query:
+        run = only_run(query.list_runs(PROJECT))
+    assert run["run_id"] == tracer_logger.version
+    assert (run["status"], run["total_steps"]) == ("finished", 5)
+    assert [p.name for p in Path(PROJECT, run["run_id"], "checkpoints").iterdir()]
 
 
 @pytest.mark.parametrize("ns", NAMESPACES)

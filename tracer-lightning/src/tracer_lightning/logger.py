@@ -11,6 +11,8 @@ run (the callback adds gradient health, checkpoints and saves). Only rank zero w
 - Stages: `fit` then `validate`/`test` on the same Trainer store into the same run: the run
   `finalize` finished is continued by the next stage's first call and finished again. A
   failed run is never continued; a stage without an earlier run starts a run of its own.
+- A fit's run starts at `log_hyperparams` or `log_graph` (both at the start of the stage,
+  after callbacks' `on_fit_start`), a later stage's at its first metrics.
 - `version` is the run id, known before the run starts (Lightning names checkpoint folders
   `<name>/<version>/checkpoints` at setup).
 """
@@ -120,9 +122,14 @@ class TracerLogger(TracerAdapter, *_LoggerBases):  # type: ignore[misc]
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         """Lightning calls this at the start of every stage: the logger keeps its Trainer
-        (weakly) to store values at the optimizer step."""
+        (weakly) to store values at the optimizer step. A fit's run starts here at the latest
+        (a module without `save_hyperparameters` gets no `log_hyperparams`, and a short fit no
+        `log_metrics` before `log_every_n_steps`): every fit is a run, with its steps."""
         trainer = _trainer_of(model)
         self._trainer = weakref.ref(trainer) if trainer is not None else None
+        stage = getattr(getattr(getattr(trainer, "state", None), "fn", None), "value", None)
+        if stage == "fit" and not self._attached:
+            self._start_run()
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
