@@ -163,6 +163,23 @@ def test_new_anomaly_and_status_change_reach_the_page_within_2_s(tmp_path: Path)
 
 
 @pytest.mark.slow
+def test_a_run_whose_process_dies_turns_crashed_on_the_page(tmp_path: Path) -> None:
+    """SIGKILL leaves the stored status "running"; readers see "crashed" once the pid is
+    gone (same host), and the event stream says so within 2 s of the process being reaped."""
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    with serving(create_app(str(storage_dir(tmp_path)), poll_interval=0.5)) as url:
+        reader = EventReader(url)
+        child = start_child(CHILD, tmp_path, str(flags))
+        reader.wait_for("the running child", run_named("child", "running"))
+        child.proc.kill()
+        child.proc.wait(WAIT_S)  # reaped: its pid no longer exists
+        gone = time.monotonic()
+        arrived = reader.wait_for("the crashed child", run_named("child", "crashed"))
+        assert arrived - gone <= DELIVERY_S, f"the crash took {arrived - gone:.2f} s"
+
+
+@pytest.mark.slow
 def test_a_stream_ends_when_its_page_goes(tmp_path: Path) -> None:
     write_store(tmp_path / "store")
     app = create_app(str(tmp_path / "store"), poll_interval=0.05)
