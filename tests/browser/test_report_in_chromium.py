@@ -3,7 +3,9 @@
 Real runs are traced with the public API (a tiny torch training, `tracer.watch`, a NaN fed in
 one batch so the report has anomalies to show), written with `tracer.report.write_report` and
 checked with `check_page`: no console or page errors, no network requests at all, at least
-four SVG charts actually drawn, a title. Screenshots (and the pages) are kept as test
+four charts actually drawn (uPlot canvases, the dashboard's chart code inlined), a title. One
+test works the charts as a reader does: hover shows a value, a drag zooms the x range, the
+NaN is marked. Screenshots (and the pages) are kept as test
 artifacts in $TRACER_TEST_ARTIFACTS or <repo>/test-artifacts/.
 
 A negative control proves the checker itself catches what these tests rely on it to catch.
@@ -131,7 +133,7 @@ def assert_clean_report(report: PageReport, *names: str) -> None:
     assert report.network_requests == [], detail
     assert set(report.requests) <= {report.url}, detail
     assert report.title.strip(), detail
-    assert len(report.charts()) >= MIN_CHARTS, detail
+    assert report.drawn_canvas_count >= MIN_CHARTS, detail
     for name in names:
         assert name in report.text, f"{name!r} not shown on the page\n{detail}"
 
@@ -184,11 +186,74 @@ def test_report_through_the_cli_renders_the_same(
     cli = check_page(from_cli, artifacts_dir() / "report-cli.png", browser=chromium)
     keep(cli, from_cli, "report-cli")
     assert_clean_report(cli, "nan-run")
-    assert (cli.title, cli.svg_count, len(cli.charts())) == (
+    assert (cli.title, len(cli.canvases), cli.drawn_canvas_count) == (
         api.title,
-        api.svg_count,
-        len(api.charts()),
+        len(api.canvases),
+        api.drawn_canvas_count,
     ), f"CLI:\n{cli.describe()}\nAPI:\n{api.describe()}"
+
+
+def test_report_charts_hover_zoom_and_mark_the_nan(
+    report_module: ModuleType, tmp_path: Path, chromium: Browser
+) -> None:
+    """The report's charts are the dashboard's: hovering one shows the value under the
+    cursor, a drag narrows every chart's x range (within the embedded points), double-click
+    resets, the NaN step carries its marker; all offline, without an error."""
+    run_id = train_run("nan-run", seed=0, lr=0.1, nan_step=NAN_STEP)
+    out = Path(report_module.write_report([run_id], tmp_path / "report.html"))
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    requests: list[str] = []
+    errors: list[str] = []
+    try:
+        context.route(
+            "**/*",
+            lambda route: (
+                route.continue_()
+                if route.request.url == out.as_uri()
+                else (requests.append(route.request.url), route.abort())
+            ),
+        )
+        page = context.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(out.as_uri(), wait_until="load")
+        page.wait_for_selector("body[data-drawn='true']")
+        box = page.locator(".chart-box[data-metric='train/loss']")
+        assert box.locator(".uplot canvas").count() == 1
+        assert str(NAN_STEP) in box.get_attribute("data-nonfinite-steps").split()
+        assert f"NaN at step {NAN_STEP}" in box.locator(".nonfinite-note").inner_text()
+
+        over = box.locator(".u-over")
+        area = over.bounding_box()
+        assert area is not None
+        page.mouse.move(area["x"] + area["width"] * 0.3, area["y"] + area["height"] / 2)
+        value = box.locator(".u-legend .u-series").nth(1).locator(".u-value").inner_text()
+        assert value not in ("", "—") and float(value) > 0, value
+
+        before = box.get_attribute("data-x-range")
+        y = area["y"] + area["height"] / 2
+        page.mouse.move(area["x"] + area["width"] * 0.2, y)
+        page.mouse.down()
+        page.mouse.move(area["x"] + area["width"] * 0.5, y, steps=8)
+        page.mouse.up()
+        page.wait_for_function(
+            "() => document.querySelector('#zoom-state').textContent.startsWith('steps')"
+        )
+        low, high = map(float, box.get_attribute("data-x-range").split())
+        all_low, all_high = map(float, before.split())
+        assert all_low < low < high < all_high, (before, low, high)
+        other = page.locator(".chart-box[data-metric='train/accuracy']")
+        assert list(map(float, other.get_attribute("data-x-range").split())) == [low, high]
+
+        over.dblclick()
+        page.wait_for_function(
+            "() => document.querySelector('#zoom-state').textContent.startsWith('drag')"
+        )
+        assert box.get_attribute("data-x-range") == before
+        page.screenshot(path=str(artifacts_dir() / "report-zoomed.png"))
+    finally:
+        context.close()
+    assert errors == [] and requests == [], (errors, requests)
 
 
 # The checker itself: a clean hand-written page passes, a page that misbehaves is caught.

@@ -229,7 +229,7 @@ def test_report_writes_one_html_file(storage: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     tracer_cli(storage, "report", "spiky-run", "clean-run", "-o", str(out))
     html = out.read_text(encoding="utf-8")
-    assert "spiky-run" in html and "clean-run" in html and "<svg" in html
+    assert "spiky-run" in html and "clean-run" in html and "class MetricChart" in html
     tracer_cli(storage, "report", "a", "b", "c", expect=2)
 
 

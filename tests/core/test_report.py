@@ -3,19 +3,21 @@
 Runs are made through the public training API (`tracer.init/log/step/finish`, and for the
 gradient sections a tiny torch model under `tracer.watch` with a NaN fed in), except the
 crashed run, which needs a dead pid and is written straight through `StorageBackend`. The
-page is parsed with `html.parser` into a small tree; assertions name sections, charts and
-markers by the ids, classes and data- attributes the page sets for that purpose.
+page is parsed with `html.parser` into a small tree: the run cards and banners are HTML, the
+charts and tables are drawn in the browser from the embedded JSON block (checked here as
+data; tests/browser/test_report_in_chromium.py checks the drawing).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -29,11 +31,12 @@ from tracer.analysis import QueryEngine
 from tracer.analysis.downsample import downsample
 from tracer.exceptions import RunNotFoundError
 from tracer.report import render_report, standalone_line_chart, write_report
+from tracer.report.bundle import BundleError, bundle, module_body
+from tracer.report.page import DATA_ID
 from tracer.storage.liveness import this_host
 
-SECTIONS = ("overview", "metrics", "gradients", "system", "anomalies", "samples")
+SECTIONS = ("overview", "charts", "gradients", "anomalies", "checkpoints", "samples", "config")
 SVG_NS = "http://www.w3.org/2000/svg"
-NUMERIC_ATTRIBUTES = {"x", "y", "x1", "x2", "y1", "y2", "cx", "cy", "r", "width", "height", "d"}
 NAN_STEP = 23
 
 
@@ -106,45 +109,52 @@ def parse(html: str) -> Node:
     return builder.root
 
 
-def chart(page: Node, key: str) -> Node:
-    return page.find("div", data_chart=key)
-
-
 def fields(header: Node) -> dict[str, str]:
     """The header's <dt>/<dd> pairs."""
     names = [dt.all_text() for dt in header.find_all("dt")]
     return dict(zip(names, (dd.all_text() for dd in header.find_all("dd")), strict=True))
 
 
-def marker_steps(node: Node) -> set[int]:
-    return {int(g.attrs["data-step"]) for g in node.find_all("g", class_="anomaly-marker")}
+def scripts(page: Node) -> tuple[str, str]:
+    """(the JSON block's text, the inline script's text): the page's only two scripts."""
+    found = page.find_all("script")
+    assert [s.attrs.get("type") for s in found] == ["application/json", None]
+    assert found[0].attrs["id"] == DATA_ID and "src" not in found[1].attrs
+    return found[0].all_text(), found[1].all_text()
 
 
-def assert_self_contained(html: str) -> None:
-    """Nothing in the page can make a browser fetch anything."""
-    assert set(re.findall(r"https?://[^\s\"'<>)]*", html)) <= {SVG_NS}
-    lowered = html.lower()
-    for needle in ("<script src", "<link", "<img", "@import", "url(", "<iframe", "<object"):
-        assert needle not in lowered, needle
+def embedded(page: Node) -> dict[str, Any]:
+    return json.loads(scripts(page)[0])  # type: ignore[no-any-return]
 
 
-def assert_svg_numbers_finite(page: Node) -> None:
-    for svg in page.find_all("svg"):
-        for node in svg.walk():
-            for name, value in node.attrs.items():
-                if name in NUMERIC_ATTRIBUTES or name == "viewbox":
-                    assert not re.search(r"nan|inf", value, re.IGNORECASE), (node.tag, name, value)
+def assert_self_contained(html: str, *allowed: str) -> None:
+    """Nothing in the page can make a browser fetch anything: outside the scripts no src=,
+    href= (but to its own sections), url(), @import or embedded document; in the scripts no
+    fetch, XHR, event source, socket or dynamic import; the only http(s) URLs (but `allowed`)
+    are in comments of the inlined uPlot source."""
+    for line in html.splitlines():
+        if any(url not in allowed for url in re.findall(r"https?://[^\s\"'<>)]*", line)):
+            assert line.strip().startswith(("//", "*")), line
+    outside = re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.DOTALL).lower()
+    for needle in ("<link", "<img", "@import", "url(", "<iframe", "<object", "<embed"):
+        assert needle not in outside, needle
+    assert set(re.findall(r'href="([^"]*)"', outside)) <= {f"#{s}" for s in SECTIONS}
+    code = "".join(re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL))
+    for call in ("fetch(", "XMLHttpRequest", "EventSource", "WebSocket", "import(", "sendBeacon"):
+        assert call not in code, call
 
 
 def check(html: str) -> Node:
-    """The checks every report passes: parseable, self-contained, finite SVG numbers, every
-    section present."""
+    """The checks every report passes: one parseable, self-contained document with every
+    section, a JSON block that parses as strict JSON, and the bundled chart code."""
     assert html.startswith("<!DOCTYPE html>")
     assert_self_contained(html)
     page = parse(html)
-    assert_svg_numbers_finite(page)
     for section in SECTIONS:
         page.find("section", id=section)
+    data_text, script = scripts(page)
+    json.loads(data_text, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert "MIT" in script and "class MetricChart" in script and "renderHeatmap" in script
     return page
 
 
@@ -210,12 +220,11 @@ def torch_nan_run(name: str = "torch-nan", steps: int = 40) -> tuple[str, list[s
 
 
 # -- one plain run ----------------------------------------------------------------------------
-def test_report_of_one_run_shows_its_header_curves_and_anomalies() -> None:
-    """Header fields, one chart per metric with the NaN marked at its step (anomaly line and
-    non-finite mark), the anomaly table row, and the self-containment checks."""
+def test_report_of_one_run_shows_its_header_and_embeds_its_series_and_anomalies() -> None:
+    """Header fields in HTML; the embedded data is the dashboard API's: the run's detail and
+    one series object per metric, the NaN kept as a marker at its step."""
     run_id = plain_run("plain", nan_at=17, tags=["baseline", "v2"], config={"lr": 0.1, "batch": 32})
-    html = report(run_id)
-    page = check(html)
+    page = check(report(run_id))
     header = page.find("div", class_="run-header")
     assert header.find("h3").all_text().split() == ["plain", "finished"]
     shown = fields(header)
@@ -223,18 +232,24 @@ def test_report_of_one_run_shows_its_header_curves_and_anomalies() -> None:
     assert shown["Status"] == "finished" and shown["Total steps"] == "60"
     assert shown["Rank / world size"] == "0 / 1" and shown["Tags"] == "baselinev2"
     assert shown["Started"] != "—" and shown["Ended"] != "—" and shown["Duration"] != "—"
-    assert '"lr": 0.1' in header.find("details").all_text()
 
-    loss = chart(page, "loss")
-    assert marker_steps(loss) == {17}
-    assert {int(g.attrs["data-step"]) for g in loss.find_all("g", class_="nonfinite")} == {17}
-    assert "loss is nan" in loss.find("g", class_="anomaly-marker").find("title").all_text()
-    chart(page, "val/accuracy")
-    assert not page.find_all("div", data_chart="_timestamp")
-
-    rows = page.find("section", id="anomalies").find_all("tr", class_="anomaly-row")
-    assert [(r.attrs["data-step"], "nan_or_inf" in r.all_text()) for r in rows] == [("17", True)]
+    data = embedded(page)
+    (run,) = data["runs"]
+    assert run["label"] == "plain" and run["color"] == "#1f77b4"
+    assert run["detail"]["run"]["run_id"] == run_id
+    assert run["detail"]["run"]["config"] == {"lr": 0.1, "batch": 32}
+    assert set(run["series"]) == {"loss", "val/accuracy"}  # _timestamp is hidden
+    loss = run["series"]["loss"]
+    assert loss["steps"] == list(range(60)) and loss["count"] == 60 and not loss["reduced"]
+    assert loss["values"][17] is None and loss["nonfinite"] == [{"step": 17, "kind": "NaN"}]
+    assert loss["values"][0] == 2.0 and all(t is not None for t in loss["times"])
+    assert run["series"]["val/accuracy"]["steps"] == list(range(0, 60, 10))
+    (anomaly,) = run["detail"]["anomalies"]
+    assert (anomaly["step"], anomaly["anomaly_type"]) == (17, "nan_or_inf")
+    assert {c["step"] for c in run["detail"]["checkpoints"]} >= {17}
+    assert page.find("div", id="anomalies-0") and page.find("div", id="heatmap-0")
     assert "First non-finite values: loss (NaN at step 17)" in page.all_text()
+    assert "there is no server" in page.find("section", id="charts").all_text()
 
 
 def test_report_of_a_crashed_run_says_so_in_its_header() -> None:
@@ -257,32 +272,41 @@ def test_report_of_a_crashed_run_says_so_in_its_header() -> None:
     assert fields(header)["Duration"] == "42.0s"  # to the last heartbeat
 
 
-def test_run_names_and_messages_are_escaped() -> None:
-    name = '<script>alert("x")</script>'
-    plain_run(name, steps=5, config={"note": "<b>bold</b>"})
+def test_hostile_run_strings_stay_text_in_the_html_and_inside_the_json_block() -> None:
+    """A run name, tag and config that try to close the script tag or inject markup: the HTML
+    shows them escaped, the JSON block holds them as \\u003c..., and parses back to them."""
+    name = "<img src=x onerror=alert(1)>"
+    closer = "</script><script>alert(1)</script>"
+    plain_run(name, steps=5, tags=[closer], config={"note": "<b>bold</b> & " + closer})
     html = report(name)
-    check(html)
-    assert "<script>" not in html and "<b>bold</b>" not in html
-    assert "&lt;script&gt;" in html
+    page = check(html)
+    outside = re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.DOTALL)
+    assert "<img" not in outside and "<b>bold</b>" not in html
+    assert html.lower().count("<script") == 2 and html.lower().count("</script") == 2
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    data_text, _ = scripts(page)
+    assert "<" not in data_text and ">" not in data_text and "&" not in data_text
+    assert "\\u003cimg src=x onerror=alert(1)\\u003e" in data_text
+    (run,) = embedded(page)["runs"]
+    assert run["label"] == name and run["detail"]["run"]["name"] == name
+    assert run["detail"]["run"]["tags"] == [closer]
+    assert run["detail"]["run"]["config"]["note"] == "<b>bold</b> & " + closer
 
 
 # -- two runs ---------------------------------------------------------------------------------
-def test_two_runs_are_overlaid_with_both_names_in_each_shared_legend() -> None:
+def test_two_runs_are_embedded_together_with_their_colours_and_cards() -> None:
     plain_run("alpha", nan_at=30)
     plain_run("beta", steps=80, scale=0.5)
     page = check(report("alpha", "beta"))
     headers = page.find_all("div", class_="run-header")
     assert [h.find("h3").all_text().split()[0] for h in headers] == ["alpha", "beta"]
-    for key in ("loss", "val/accuracy"):
-        legend = {
-            g.all_text().strip() for g in chart(page, key).find_all("g", class_="legend-item")
-        }
-        assert legend == {"alpha", "beta"}
-        assert len(chart(page, key).find_all("path", class_="series")) >= 2
-    assert marker_steps(chart(page, "loss")) == {30}
+    runs = embedded(page)["runs"]
+    assert [(r["label"], r["color"]) for r in runs] == [("alpha", "#1f77b4"), ("beta", "#ff7f0e")]
+    assert [len(r["series"]["loss"]["steps"]) for r in runs] == [60, 80]
+    assert [r["series"]["loss"]["nonfinite"] for r in runs] == [[{"step": 30, "kind": "NaN"}], []]
     anomalies = page.find("section", id="anomalies")
     assert [h.all_text().strip() for h in anomalies.find_all("h3")] == ["alpha", "beta"]
-    assert "No anomalies detected." in anomalies.all_text()
+    assert page.find("div", id="anomalies-1")
 
 
 def test_a_report_shows_one_or_two_runs_that_exist() -> None:
@@ -310,7 +334,8 @@ def test_write_report_reads_the_default_storage_location(
 
 # -- long runs --------------------------------------------------------------------------------
 def test_a_200k_step_run_with_a_diverged_tail_stays_small() -> None:
-    """Downsampling keeps the page small; the non-finite tail is one mark, not 50k."""
+    """Each series is reduced to about a thousand points (every NaN/Inf kept): the page stays
+    small, the non-finite tail is marked from its first step."""
     tracer.init(project="report", run_name="long", track_system_metrics=False)
     total, bad_from = 200_000, 150_000
     for step in range(total):
@@ -322,12 +347,12 @@ def test_a_200k_step_run_with_a_diverged_tail_stays_small() -> None:
     tracer.finish()
     html = report("long")
     assert len(html.encode()) < 2_000_000
-    page = check(html)
-    loss = chart(page, "loss")
-    spans = loss.find_all("g", class_="nonfinite")
-    assert 1 <= len(spans) <= 4 and min(int(g.attrs["data-step"]) for g in spans) == bad_from
-    assert marker_steps(loss) >= {bad_from}
-    assert "(log scale)" in chart(page, "lr").all_text()
+    (run,) = embedded(check(html))["runs"]
+    loss = run["series"]["loss"]
+    assert loss["reduced"] and loss["count"] == total and len(loss["steps"]) <= 2_500
+    assert "mins" not in loss and "maxs" not in loss  # not drawn: left out of the file
+    assert loss["nonfinite"][0]["step"] == bad_from
+    assert {m["kind"] for m in loss["nonfinite"]} == {"NaN", "+Inf"}
 
 
 def test_downsample_keeps_spikes_and_every_nonfinite_stretch() -> None:
@@ -352,59 +377,72 @@ def test_standalone_chart_is_a_valid_svg_document() -> None:
     )
     root = ET.fromstring(svg.split("\n", 1)[1])
     assert root.tag == f"{{{SVG_NS}}}svg"
-    assert_self_contained(svg)
-    assert_svg_numbers_finite(parse(svg.split("\n", 1)[1]))
+    assert_self_contained(svg, SVG_NS)
     titles = [t.text for t in root.iter(f"{{{SVG_NS}}}title")]
     assert "loss <train>" in titles and "spike & co" in titles
 
 
+def test_the_bundle_scopes_each_module_and_refuses_forms_it_does_not_know() -> None:
+    """Imports become references to modules bundled before, exports a returned object; an
+    import of a module not bundled yet, or an unknown form, fails the build."""
+    text = 'import { a, b as c } from "./x.js";\nexport function f() {}\nexport { f as default };'
+    body = module_body("y.js", text, ["x.js"])
+    assert 'const { a, b: c } = __modules["x.js"];' in body
+    assert "\nfunction f() {}" in body and "return { f, default: f };" in body
+    with pytest.raises(BundleError):
+        module_body("y.js", text, [])
+    with pytest.raises(BundleError):
+        module_body("y.js", "export * from './x.js';", ["x.js"])
+    with pytest.raises(BundleError):
+        module_body("y.js", 'import "./x.js";', ["x.js"])
+    assert module_body("y.js", "/*\nexport function old() {}\n*/", []).endswith(
+        "return {  };\n})();"
+    )
+    script = bundle()
+    assert script.startswith("/* Tracer report") and "Permission is hereby granted" in script
+    assert re.findall(r"\n(?:import|export) [^\n]*", script) == [
+        "\nexport function costlyLerp(i, idx0, idx1, _dirX, dataY) {"  # in uPlot's /* */
+    ]
+
+
 # -- a watched torch model --------------------------------------------------------------------
-def test_report_of_a_torch_run_shows_gradients_heatmap_nan_layer_and_samples() -> None:
-    """The NaN step is named with its first non-finite layer, marked on the loss and global
-    norm charts; the heatmap has one row per watched layer with the NaN columns in red; the
-    batch captured at the NaN step is shown, its NaN input flagged."""
+def test_report_of_a_torch_run_embeds_gradients_heatmap_nan_layer_and_samples() -> None:
+    """The NaN step is named with its first non-finite layer; the heatmap has one row per
+    watched layer with the NaN column marked; the batch captured at the NaN step is there,
+    its NaN input flagged."""
     run_id, layers = torch_nan_run()
     page = check(report(run_id))
     banner = page.find("section", id="gradients").find("div", class_="first-nonfinite")
     assert banner.attrs["data-step"] == str(NAN_STEP)
     assert f"step {NAN_STEP}" in banner.all_text() and "first layer 0.weight" in banner.all_text()
-    assert NAN_STEP in marker_steps(chart(page, "loss"))
-    assert NAN_STEP in marker_steps(chart(page, "grad/global_norm"))
-    chart(page, "grad/max_abs")
-
-    rows = page.find("svg", class_="heatmap").find_all("g", class_="hm-row")
-    assert [row.attrs["data-layer"] for row in rows] == layers
-    for row in rows:
-        fills = [rect.attrs["fill"] for rect in row.find_all("rect")]
-        assert fills[0] != "#d62728" and fills[-1] == "#d62728"
-
-    samples = page.find("section", id="samples").find("div", class_="sample-step")
-    assert samples.attrs["data-step"] == str(NAN_STEP)
-    assert "arg0" in samples.all_text() and "output" in samples.all_text()
-    assert samples.find_all("td", class_="bad")
-    table_rows = page.find("section", id="anomalies").find_all("tr", class_="anomaly-row")
-    assert any("0.weight" in row.all_text() for row in table_rows)
+    (run,) = embedded(page)["runs"]
+    assert {"loss", "grad/global_norm", "grad/max_abs"} <= set(run["series"])
+    assert {"step": NAN_STEP, "kind": "NaN"} in run["series"]["grad/global_norm"]["nonfinite"]
+    heatmap = run["detail"]["heatmap"]
+    assert heatmap["layers"] == layers
+    bad_columns = {column for column, _, _ in heatmap["nonfinite"]}
+    assert len(heatmap["steps"]) - 1 in bad_columns and 0 not in bad_columns
+    samples = [s for s in run["detail"]["samples"] if s["step"] == NAN_STEP]
+    assert {s["role"] for s in samples} >= {"output"} and any(s["nonfinite"] for s in samples)
+    assert any("0.weight" in (a["subject"] or "") for a in run["detail"]["anomalies"])
 
 
 def test_torch_run_overlaid_on_a_plain_run() -> None:
     run_id, layers = torch_nan_run("watched")
     plain_run("unwatched", steps=40)
-    page = check(report(run_id, "unwatched"))
-    legend = {g.all_text().strip() for g in chart(page, "loss").find_all("g", class_="legend-item")}
-    assert legend == {"watched", "unwatched"}
-    assert len(page.find("svg", class_="heatmap").find_all("g", class_="hm-row")) == len(layers)
-    assert "unwatched: no per-layer gradient statistics" in page.all_text()
+    runs = embedded(check(report(run_id, "unwatched")))["runs"]
+    assert [r["label"] for r in runs] == ["watched", "unwatched"]
+    assert [r["detail"]["heatmap"]["layers"] for r in runs] == [layers, []]
 
 
 def test_system_metrics_of_a_short_run_come_from_its_checkpoints() -> None:
     """A run shorter than the system sampling interval has system metrics only in its
-    checkpoints; the System section still charts them."""
+    checkpoints; the report still embeds them as series (charted in the System group)."""
     tracer.init(project="report", run_name="sys", checkpoint_interval=5)
     for _ in range(12):
         tracer.log({"loss": 1.0})
         tracer.step()
     tracer.finish()
-    page = check(report("sys"))
-    system = page.find("section", id="system")
-    keys: Sequence[str] = [d.attrs["data-chart"] for d in system.find_all("div", class_="panel")]
-    assert "system/process_rss_mb" in keys
+    (run,) = embedded(check(report("sys")))["runs"]
+    rss = run["series"]["system/process_rss_mb"]
+    assert rss["category"] == "system" and rss["steps"] and rss["steps"][0] >= 0
