@@ -1,4 +1,5 @@
-"""Chart primitives for the report: SVG strings built in Python, no scripts, no external refs.
+"""SVG line charts built in Python, no scripts, no external refs: `tracer plot -o file.svg`.
+(The HTML report draws with the dashboard's uPlot charts instead, `tracer.report.bundle`.)
 
 Charts are drawn from already downsampled points (`tracer.analysis.downsample`): a line is its
 points in step order, where NaN marks a gap, plus spans of non-finite values, drawn as red marks on
