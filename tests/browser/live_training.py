@@ -4,9 +4,12 @@ serves the same store: the test watches it live in Chromium.
     python tests/browser/live_training.py --storage DIR --gates DIR --name NAME
         [--steps 60] [--nan-step 25] [--pause-at 10,20] [--step-seconds 0.05]
 
-A plain loop (no torch) with `tracer.init/log/step/finish`: a decaying loss, an accuracy and a
-learning rate; at `--nan-step` the loss is NaN (Tracer records it as non-finite and raises a
-critical anomaly). At each step of `--pause-at` it waits until the file `<gates>/go-<step>`
+A real training (a tiny torch MLP on a fixed random classification task, SGD, gradients
+watched) with `tracer.init/log/step/watch/finish`: the loss and accuracy as tensors, and the
+learning rate. At `--nan-step` one input of the batch is NaN, so the loss and the gradients
+are NaN (Tracer records them as non-finite and raises critical anomalies); the optimizer skips
+that step, as a guarded loop does, so the run goes on. At each step of `--pause-at` it waits
+until the file `<gates>/go-<step>`
 exists, so the test decides when the run moves on (the page is open before the NaN arrives).
 After every closed step it writes `<gates>/done-<step>` holding the wall time, so the test can
 measure how long the page took to show it. Exits 3 if a gate is not opened within 120 s.
@@ -15,10 +18,12 @@ measure how long the page took to show it. Exits 3 if a gate is not opened withi
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
+
+import torch
+from torch import nn
 
 import tracer
 
@@ -40,18 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     gates.mkdir(parents=True, exist_ok=True)
     pauses = {int(step) for step in args.pause_at.split(",") if step}
 
+    torch.manual_seed(0)
+    inputs = torch.randn(256, 8)
+    targets = (inputs[:, :2].sum(dim=1, keepdim=True) > 0).float()
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    lr = 0.05
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     tracer.init(
         project=args.project,
         run_name=args.name,
         storage_path=args.storage,
         tags=["live", "browser-test"],
         notes="Trained while the dashboard watches.",
-        config={"lr": 0.05, "optimizer": "sgd", "nan_step": args.nan_step},
+        config={"lr": lr, "optimizer": "sgd", "nan_step": args.nan_step, "model": "mlp-8-16-1"},
         flush_interval=0.2,
         heartbeat_interval=1.0,
         checkpoint_interval=5,
         track_system_metrics=False,
     )
+    tracer.watch(model, optimizer)
     try:
         for step in range(args.steps):
             if step in pauses:
@@ -61,14 +73,18 @@ def main(argv: list[str] | None = None) -> int:
                         tracer.finish("failed")
                         return 3
                     time.sleep(0.02)
-            loss = 2.0 / (1.0 + 0.08 * step) + 0.02 * math.sin(step)
-            tracer.log(
-                {
-                    "train/loss": float("nan") if step == args.nan_step else loss,
-                    "train/accuracy": 1.0 - loss / 2.5,
-                    "lr": 0.05,
-                }
-            )
+            batch = torch.randint(0, len(inputs), (32,))
+            x, y = inputs[batch].clone(), targets[batch]
+            if step == args.nan_step:
+                x[0, 0] = float("nan")  # a corrupt sample
+            optimizer.zero_grad()
+            logits = model(x)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
+            loss.backward()
+            if torch.isfinite(loss):
+                optimizer.step()  # a guarded loop skips the step of a non-finite loss
+            accuracy = ((logits > 0).float() == y).float().mean()
+            tracer.log({"train/loss": loss.detach(), "train/accuracy": accuracy, "lr": lr})
             tracer.step()
             (gates / f"done-{step}").write_text(repr(time.time()))
             time.sleep(args.step_seconds)
