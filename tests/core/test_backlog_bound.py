@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 import tracer
 from tests.core.faulty_sqlite import FaultPlan, inject
+from tests.core.helpers import points_stored
 from tracer.core import writer as writer_module
 from tracer.core.columns import PACKED_POINT_BYTES
 from tracer.core.tracer import TrainingTracer
@@ -30,14 +30,6 @@ def _init(store: Path, **options: Any) -> TrainingTracer:
         **options,
     }
     return tracer.init("backlog", **settings)
-
-
-def _points_stored(db: Path, run_id: str) -> int:
-    with closing(sqlite3.connect(db)) as conn:
-        row = conn.execute(
-            "SELECT coalesce(sum(count), 0) FROM series WHERE run_id = ?", (run_id,)
-        ).fetchone()
-    return int(row[0])
 
 
 def test_the_max_backlog_mb_setting_is_validated() -> None:
@@ -70,7 +62,7 @@ def test_a_failing_storage_keeps_the_newest_data_within_the_bound_and_counts_the
     report = run.write_report
     assert plan.injected > 0 and report.failed_writes > 0
     assert report.points_dropped > 0  # 60,000 points do not fit in 0.125 MB
-    stored = _points_stored(store / "tracer.db", run.run_id)
+    stored = points_stored(store / "tracer.db", run.run_id)
     assert stored == report.points_written
     logged = 3 * 20_000  # loss, acc and the timestamp
     kept = report.points_written + report.points_unwritten + report.points_dropped
@@ -118,7 +110,7 @@ def test_steps_queued_behind_a_hung_write_are_bounded_and_counted(tmp_path: Path
     report = run.write_report
     assert report.steps_dropped > 0  # a flat-out loop outruns a 2.5 s lock
     assert most_queued * per_step_bytes <= (1 << 20) / 2 + 256 * per_step_bytes
-    stored_steps = _points_stored(store / "tracer.db", run.run_id)
+    stored_steps = points_stored(store / "tracer.db", run.run_id)
     assert report.points_dropped == 0
     assert stored_steps == report.points_written
     # every step not dropped was written: loss, acc (but not at the first step) and time

@@ -27,7 +27,7 @@ import pytest
 
 import tracer
 from tests.core.faulty_sqlite import FaultPlan, inject, stop
-from tests.core.helpers import open_store
+from tests.core.helpers import open_store, points_stored
 from tests.core.processes import (
     PROJECT,
     child_env,
@@ -214,15 +214,6 @@ def test_a_multiprocessing_fork_pool_does_not_touch_the_run(tmp_path: Path) -> N
 
 
 # -- storage helpers ----------------------------------------------------------------------------
-def _points_stored(db: Path, run_id: str) -> int:
-    """Every point of the run in the file (all its series), read with a plain connection."""
-    with closing(sqlite3.connect(db)) as conn:
-        row = conn.execute(
-            "SELECT coalesce(sum(count), 0) FROM series WHERE run_id = ?", (run_id,)
-        ).fetchone()
-    return int(row[0])
-
-
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -273,7 +264,7 @@ def test_storage_failing_at_a_point_never_reaches_training_and_the_report_is_exa
     report = run.write_report
     assert plan.injected > 0
     assert slowest[0] < STEP_LIMIT_S
-    assert _points_stored(store / "tracer.db", run.run_id) == report.points_written
+    assert points_stored(store / "tracer.db", run.run_id) == report.points_written
     assert report.points_written + report.points_unwritten == 3 * 300
     assert report.points_dropped == report.steps_dropped == 0
     if recovers:
@@ -400,7 +391,7 @@ def test_finish_under_a_lock_keeps_its_bound_and_reports_what_was_not_written(
     report = run.write_report
     assert report.points_unwritten > 0
     assert "never written (lost)" in caplog.text
-    assert _points_stored(store / "tracer.db", run.run_id) == report.points_written
+    assert points_stored(store / "tracer.db", run.run_id) == report.points_written
 
 
 # -- the store vanishes or is replaced ---------------------------------------------------------
