@@ -270,8 +270,11 @@ class RankSummaries:
         self._end_block()  # the one copied last
         if self.rank == 0:
             self._wait_for_others()
-            return
-        self._publish(f"{self._prefix}{self.rank}/done", str(self._block))
+        else:
+            self._publish(f"{self._prefix}{self.rank}/done", str(self._block))
+        # Let go of the job's store: held past finish, it outlived destroy_process_group and
+        # was destroyed at interpreter exit, where its threads can abort the process.
+        self._store = None
 
 
 def _decode_payload(payload: str) -> tuple[list[int], list[float], list[float]]:
