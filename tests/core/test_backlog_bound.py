@@ -17,6 +17,7 @@ import pytest
 import tracer
 from tests.core.faulty_sqlite import FaultPlan, inject
 from tests.core.helpers import points_stored
+from tracer.core import catching_up
 from tracer.core import writer as writer_module
 from tracer.core.columns import PACKED_POINT_BYTES
 from tracer.core.tracer import TrainingTracer
@@ -57,7 +58,7 @@ def test_a_failing_storage_keeps_the_newest_data_within_the_bound_and_counts_the
         tracer.step()
         if step % 200 == 0:
             time.sleep(0.03)  # let the writer try (and fail) a few times
-            largest = max(largest, writer._unwritten_bytes)
+            largest = max(largest, writer._unwritten.bytes)
     tracer.finish()
     report = run.write_report
     assert plan.injected > 0 and report.failed_writes > 0
@@ -97,7 +98,7 @@ def test_steps_queued_behind_a_hung_write_are_bounded_and_counted(tmp_path: Path
     threading.Thread(target=release, daemon=True).start()
     logged = 1
     most_queued = 0
-    per_step_bytes = writer_module.STEP_BYTES + 2 * writer_module.VALUE_BYTES
+    per_step_bytes = catching_up.STEP_BYTES + 2 * catching_up.VALUE_BYTES
     deadline = time.monotonic() + 30  # the release thread never fails to end this
     while not released.is_set() and time.monotonic() < deadline:
         tracer.log({"loss": 1.0, "acc": 0.5})

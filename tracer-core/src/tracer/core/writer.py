@@ -15,20 +15,21 @@ queued points would take longer than the other to write (wide steps: 300 metrics
 writer more per step than the loop), `submit_step` wakes the writer and waits on the
 training thread until it has caught up (checked every `LAG_CHECK_EVERY` steps, so the check
 costs nothing per step). Each wait is counted and the total reported by `report()`
-and in the finish summary. A step never waits long on storage: a wait ends after
-`MAX_CATCH_UP_S` whatever happens (the next check waits again while still behind); none
-starts while storage fails (the data waits in
-memory, bounded, and is retried), nor while a write has hung over `STALLED_WRITE_S` (SQLite
-waiting on another process's lock) until a write lands.
+and in the finish summary. A step never waits long on storage: a wait for the lag or drain
+bound ends after `MAX_CATCH_UP_S` (the next check waits again while still behind); one for
+the memory bound ends once within it or once the write in progress has hung over
+`STALLED_WRITE_S` (SQLite waiting on another process's lock); none starts while storage
+fails (the data waits in memory, bounded, and is retried) or a write hangs, until a write
+lands.
 
 Bounded memory, nothing lost silently. What waits in memory is bounded by
 `max_backlog_bytes` (the `max_backlog_mb` setting): half for closed steps the writer has not
 taken, half for batches storage has not accepted. It fills only when storage fails or hangs
-(otherwise the waits above keep the backlog to a fraction of a second). A batch that failed
-is packed into typed arrays (16 bytes a point) while it waits; past its half, the oldest
-waiting batch is dropped (the newest data is kept). While a write hangs on a lock the writer
-cannot take steps, so past their half new steps are dropped as they close. Both are counted
-exactly (`report()`: points_dropped, steps_dropped) and told at finish.
+(otherwise the waits above keep the backlog to a fraction of a second). Batches wait in a
+`Backlog` (packed, oldest dropped past its half: see there). While storage fails or a write
+hangs the writer cannot be waited for, so past their half new steps are dropped as they
+close. Both are counted exactly (`report()`: points_dropped, steps_dropped) and told at
+finish.
 
 Storage errors never reach training: a failed batch is kept and retried on the next flush,
 the first error is logged once, and `summary()` tells what was lost at finish.
@@ -40,32 +41,28 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from operator import lt
 from typing import Any, NamedTuple, Optional, Union
 
 from tracer.core import lifecycle
 from tracer.core.anomaly_checkpoints import AnomalyCheckpoints
+from tracer.core.backlog import Backlog, Batch
+from tracer.core.catching_up import CatchingUp
 from tracer.core.columns import (
     Columns,
-    Points,
     order_by_step,
-    pack,
     pivot,
     pivot_columns,
-    points_bytes,
 )
 from tracer.core.writes import Background, CheckpointRequest, WriteReport
 from tracer.detection.runner import DetectorSet
-from tracer.records import AnomalyWrite, CheckpointWrite, Collected, EventWrite, SampleWrite
+from tracer.records import AnomalyWrite, CheckpointWrite, Collected
 from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BACKLOG_BYTES = 64 << 20
-STEP_BYTES = 300  # about what a queued step of a few values holds (a dict, its values)
-VALUE_BYTES = 40  # and each further value (a dict slot, a float object)
 
 
 # The queue of closed steps is three parallel lists (steps, timestamps, metric dicts) rather
@@ -75,9 +72,6 @@ VALUE_BYTES = 40  # and each further value (a dict slot, a float object)
 # the same list as the dicts, so order is kept; they are rare.
 MAX_QUEUED = 2_000_000
 LAG_PER_FLUSH_INTERVAL = 0.2  # the writer is at most this share of flush_interval behind
-MAX_CATCH_UP_S = 0.15  # the longest one wait for the writer lasts
-MAX_DRAIN_S = 0.08  # the writer's own work queued at most (what finish() waits for)
-STALLED_WRITE_S = 1.0  # a write going on longer than this waits on a lock: do not wait on it
 LAG_CHECK_EVERY = 64  # queued items between two lag checks on the training thread
 
 
@@ -89,23 +83,7 @@ _Item = Union[dict[str, Any], CheckpointRequest, Background, _Barrier]
 _OWN_SECTIONS = ("gradient_stats", "system_metrics")
 
 
-class _Batch(NamedTuple):
-    points: Points
-    checkpoints: list[CheckpointWrite]
-    events: list[EventWrite]
-    samples: list[SampleWrite]
-    anomalies: list[AnomalyWrite]  # episode states to store (new ones and updates)
-    opened: list[AnomalyWrite]  # the new episodes among them: hooks and halting see these
-    progress: int  # the run's step count when the batch was taken: never ahead of its data
-
-    def size(self) -> int:
-        return sum(len(steps) for steps, _ in self.points.values())
-
-    def bytes(self) -> int:
-        return points_bytes(self.points)
-
-
-class RunWriter:
+class RunWriter(CatchingUp):
     """Owns the path from `submit()` to storage for one run."""
 
     def __init__(
@@ -157,13 +135,11 @@ class RunWriter:
         self._flush_lock = lifecycle.DeferringLock()  # see there: SIGTERM in a sync write
         self._stopping = False
         self._latest: dict[str, float] = {}
-        self._unwritten: deque[_Batch] = deque()
-        self._unwritten_bytes = 0
+        self._unwritten = Backlog(max_backlog_bytes // 2)  # the other half: queued steps
         self._last_heartbeat = time.time()
         self._stored_progress = progress()  # the step count stored with the run so far
         self._failed_flushes = 0
         self._written_points = 0
-        self._dropped_points = 0
         self._bad_values = 0
         self._failed_sections: set[str] = set()
         self._first_error: Optional[str] = None
@@ -198,55 +174,6 @@ class RunWriter:
             if self._behind(timestamp, width) or self._over_bound(width):
                 self._catch_up(width)
             self._queue_full = self._stuck() and self._over_bound(width)
-
-    def _stuck(self) -> bool:
-        """Storage fails, or a write hangs (waits for it were given up): the writer cannot be
-        waited for, so past the bound steps are dropped."""
-        return self._failing or self._gave_up
-
-    def _over_bound(self, width: int) -> bool:
-        """Whether the queued steps hold more than their half of the backlog bound, about
-        (judged by the newest step's number of values)."""
-        queued_bytes = len(self._queued_steps) * (STEP_BYTES + VALUE_BYTES * width)
-        return queued_bytes > self._max_backlog_bytes // 2
-
-    def _behind(self, now: float, width: int) -> bool:
-        """Whether the writer is past its lag bound, or its queued work past MAX_DRAIN_S."""
-        if now - self._oldest_unwritten() > self._max_lag:
-            return True
-        queued_points = len(self._queued_steps) * (width + 1)  # + the timestamp
-        return queued_points * self._seconds_per_point > MAX_DRAIN_S
-
-    def _oldest_unwritten(self) -> float:
-        """When the oldest step not yet written was logged (inf when none waits)."""
-        try:
-            queued = self._queued_times[0]
-        except IndexError:  # the writer took them all (a race with its slice is harmless)
-            queued = math.inf
-        return min(queued, self._in_flight_since)
-
-    def _catch_up(self, width: int) -> None:
-        """Wait until the writer is within its bounds again: at most MAX_CATCH_UP_S for the
-        lag and drain bounds; past the memory bound, until within it or the write in progress
-        is found hung. Never while storage fails or hangs, or once the writer thread is gone."""
-        if self._stuck() or not self._thread.is_alive():
-            return
-        started = time.perf_counter()
-        self._catch_up_waits += 1
-        self._wake.set()
-        while not self._failing:
-            self._written.clear()
-            over = self._over_bound(width)
-            if not over and not self._behind(time.time(), width):
-                break
-            now = time.perf_counter()
-            if now - self._write_started > STALLED_WRITE_S:
-                self._gave_up = True  # a write hangs (a lock): no more waits until one lands
-                break
-            if now - started >= MAX_CATCH_UP_S and not over:
-                break  # the next check, LAG_CHECK_EVERY steps on, waits again if need be
-            self._written.wait(0.02)
-        self._catch_up_seconds += time.perf_counter() - started
 
     def submit(self, item: CheckpointRequest | Background) -> None:
         self._queue.append(item)
@@ -285,8 +212,8 @@ class RunWriter:
         """What became of the data so far (see `WriteReport`)."""
         return WriteReport(
             self._written_points,
-            sum(batch.size() for batch in self._unwritten),
-            self._dropped_points,
+            self._unwritten.points(),
+            self._unwritten.dropped_points,
             self._dropped_steps,
             self._failed_flushes,
             self._first_error,
@@ -347,7 +274,7 @@ class RunWriter:
         now = time.time()
         heartbeat_due = now - self._last_heartbeat >= self._heartbeat_interval
         while self._unwritten:
-            batch = self._unwritten[0]
+            batch = self._unwritten.first()
             # total_steps goes with the data it counts, so after a kill it is never
             # ahead of the steps stored
             progress = batch.progress  # batches are taken in order: it never goes back
@@ -365,13 +292,12 @@ class RunWriter:
                 )
             except Exception as error:
                 self._record_failure(error)
-                self._pack_unwritten()
+                self._unwritten.failed()
                 break
             finally:
                 self._write_started = math.inf
             self._failing = self._gave_up = False
-            self._unwritten.popleft()
-            self._unwritten_bytes -= batch.bytes()
+            self._unwritten.written()
             self._written_points += batch.size()
             self._last_heartbeat = now
             self._stored_progress = progress
@@ -395,7 +321,7 @@ class RunWriter:
         if not self._queue and not self._anomaly_checkpoints.waiting:
             return barriers, 0
         progress = self._progress()  # read first: every step it counts is queued already
-        batch = _Batch(Columns(), [], [], [], [], [], progress)
+        batch = Batch(Columns(), [], [], [], [], [], progress)
         queue = self._queue
         count = len(queue)
         items = queue[:count]
@@ -425,13 +351,11 @@ class RunWriter:
         order_by_step(batch.points, only=collected if ascending else None)
         if self._detectors is not None:
             self._detect(batch)
-        if batch.points or batch.checkpoints or batch.events or batch.samples or batch.anomalies:
-            self._unwritten.append(batch)
-            self._unwritten_bytes += batch.bytes()
-            self._bound_unwritten()
+        if not batch.empty():
+            self._unwritten.add(batch)
         return barriers, batch.size()
 
-    def _detect(self, batch: _Batch) -> None:
+    def _detect(self, batch: Batch) -> None:
         """Online detection over this batch; new episodes' steps get anomaly checkpoints when
         `AnomalyCheckpoints` says they are ready (see there)."""
         assert self._detectors is not None
@@ -451,15 +375,14 @@ class RunWriter:
         try:
             closing = self._detectors.finish()
             if closing:
-                self._unwritten.append(
-                    _Batch(Columns(), [], [], [], closing, [], self._stored_progress)
+                self._unwritten.add(
+                    Batch(Columns(), [], [], [], closing, [], self._stored_progress)
                 )
-                # no points: the byte count is unchanged
                 self._flush()
         except Exception:
             logger.exception("Tracer could not close the open anomaly episodes.")
 
-    def _pivot_steps(self, batch: _Batch, dicts: list[dict[str, Any]], taken: int) -> int:
+    def _pivot_steps(self, batch: Batch, dicts: list[dict[str, Any]], taken: int) -> int:
         if dicts:
             end = taken + len(dicts)
             self._bad_values += pivot(
@@ -473,7 +396,7 @@ class RunWriter:
         return taken
 
     def _add_collected(
-        self, batch: _Batch, source: Union[Collected, Callable[[], Collected]]
+        self, batch: Batch, source: Union[Collected, Callable[[], Collected]]
     ) -> set[str]:
         """Add a collector's data to the batch; returns the names of the series it added to."""
         try:
@@ -492,7 +415,7 @@ class RunWriter:
         batch.samples.extend(collected.samples)
         return names
 
-    def _checkpoint(self, request: CheckpointRequest, batch: _Batch) -> CheckpointWrite:
+    def _checkpoint(self, request: CheckpointRequest, batch: Batch) -> CheckpointWrite:
         checkpoint: CheckpointWrite = {
             "step": request.step,
             "timestamp": request.timestamp,
@@ -520,21 +443,6 @@ class RunWriter:
         if name not in self._failed_sections:
             self._failed_sections.add(name)
             logger.warning("Tracer could not collect %s: %s: %s", name, type(error).__name__, error)
-
-    def _pack_unwritten(self) -> None:
-        """Storage failed: the batches wait, so they take 16 bytes a point, not lists."""
-        for batch in self._unwritten:
-            before = batch.bytes()
-            pack(batch.points)
-            self._unwritten_bytes += batch.bytes() - before
-        self._bound_unwritten()
-
-    def _bound_unwritten(self) -> None:
-        """Past its half of the backlog bound, drop the oldest waiting batches (counted)."""
-        while self._unwritten_bytes > self._max_backlog_bytes // 2 and len(self._unwritten) > 1:
-            dropped = self._unwritten.popleft()
-            self._unwritten_bytes -= dropped.bytes()
-            self._dropped_points += dropped.size()
 
     def _record_failure(self, error: BaseException) -> None:
         self._failing = True
