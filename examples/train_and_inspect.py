@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -79,12 +80,14 @@ def train(steps: int, storage: str, clean: bool) -> str:
 
 def tracer_command() -> str:
     """How to type this interpreter's `tracer` command here: `tracer` when that is the one
-    on PATH, else the script's path (`.tox/demo/bin/tracer` under tox), else `python -m`."""
+    on PATH, else the script's path (`.tox/demo/bin/tracer` under tox), else `python -m`.
+    tox puts its env on PATH only while it runs: the shell the user types into has not."""
     found = shutil.which("tracer", path=str(Path(sys.executable).parent))
     if found is None:
         return f"{sys.executable} -m tracer"
     script, on_path = Path(found), shutil.which("tracer")
-    if on_path is not None and Path(on_path).resolve() == script.resolve():
+    under_tox = "TOX_ENV_NAME" in os.environ
+    if not under_tox and on_path is not None and Path(on_path).resolve() == script.resolve():
         return "tracer"
     try:
         return str(script.relative_to(Path.cwd()))

@@ -54,13 +54,20 @@ def test_markers_sit_right_before_a_python_block(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_demo_prints_tracer_commands_that_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("under_tox", [True, False], ids=["run-by-tox", "env-off-path"])
+def test_the_demo_prints_tracer_commands_that_run(tmp_path: Path, under_tox: bool) -> None:
     """The demo's last lines name `tracer` commands a newcomer types as printed: from the repo
-    root, with the interpreter's own `tracer` (not on PATH under tox)."""
+    root, in a shell without the env's bin on PATH (as after `python3 -m tox -e demo`: tox
+    puts it on PATH only for the demo's own process)."""
     pytest.importorskip("torch")
     root = Path(__file__).resolve().parents[2]
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRACER_")}
-    env["PATH"] = os.defpath  # as after `python3 -m tox -e demo`: the env's bin is not on it
+    env.pop("TOX_ENV_NAME", None)
+    env["PATH"] = os.defpath  # the user's shell afterwards
+    demo_env = dict(env)
+    if under_tox:  # what tox gives the demo: its env first on PATH, and its name
+        demo_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.defpath])
+        demo_env["TOX_ENV_NAME"] = "demo"
     demo = subprocess.run(
         [
             sys.executable,
@@ -73,7 +80,7 @@ def test_the_demo_prints_tracer_commands_that_run(tmp_path: Path) -> None:
             str(tmp_path / "report.html"),
         ],
         cwd=root,
-        env=env,
+        env=demo_env,
         capture_output=True,
         text=True,
         timeout=120,
