@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Optional
 
 import pytest
 
-import tracer
 from tests.browser.page_check import PageReport, check_page
+from tests.browser.trainings import train_mlp
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -67,62 +67,17 @@ def report_module() -> ModuleType:
 
 
 def train_run(run_name: str, *, seed: int, lr: float, nan_step: Optional[int]) -> str:
-    """A real traced training run in ./.tracer; returns its run id.
-
-    A small MLP on a synthetic binary task, watched with its optimizer, a checkpoint every 5
-    steps. At `nan_step` one input is NaN: Tracer records the non-finite loss and gradients
-    (anomalies), and an optimizer pre-hook registered after Tracer's zeroes those gradients so
-    training goes on healthy and the charts have a whole curve to draw.
-    """
-    torch = pytest.importorskip("torch")
-    from torch import nn
-
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    inputs_all = torch.randn(512, 8, generator=generator)
-    targets_all = (inputs_all[:, :3].sum(1, keepdim=True) > 0).float()
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-
-    run = tracer.init(
+    """A real traced training run in ./.tracer (`tests/browser/trainings.py`); its run id."""
+    return train_mlp(
+        steps=STEPS,
+        lr=lr,
+        seed=seed,
+        nan_step=nan_step,
         project=PROJECT,
         run_name=run_name,
-        checkpoint_interval=5,
         tags=["browser-test"],
         config={"lr": lr, "seed": seed, "steps": STEPS, "nan_step": nan_step},
     )
-    tracer.watch(model, optimizer)
-
-    def drop_nonfinite(opt: torch.optim.Optimizer, *_: object) -> None:
-        for group in opt.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    param.grad.nan_to_num_(0.0, 0.0, 0.0)
-
-    optimizer.register_step_pre_hook(drop_nonfinite)
-    try:
-        for step in range(STEPS):
-            batch = torch.randint(0, len(inputs_all), (32,), generator=generator)
-            inputs, targets = inputs_all[batch].clone(), targets_all[batch]
-            if step == nan_step:
-                inputs[0, 0] = float("nan")
-            logits = model(inputs)
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            accuracy = ((logits > 0).float() == targets).float().mean()
-            tracer.log({"train/loss": loss, "train/accuracy": accuracy, "lr": lr})
-            if step % 10 == 9:
-                with torch.no_grad():
-                    eval_loss = nn.functional.binary_cross_entropy_with_logits(
-                        model(inputs_all[:128]), targets_all[:128]
-                    )
-                tracer.log({"eval/loss": eval_loss})
-            tracer.step()
-    finally:
-        tracer.finish()
-    return run.run_id
 
 
 def assert_clean_report(report: PageReport, *names: str) -> None:

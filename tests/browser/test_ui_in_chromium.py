@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import pytest
 
 import tracer
+from tests.browser.trainings import train_mlp
 
 pytest.importorskip("starlette", reason="the dashboard needs starlette (tracer-core[ui])")
 pytest.importorskip("uvicorn", reason="the dashboard needs uvicorn (tracer-core[ui])")
@@ -82,59 +83,22 @@ def train_seeded(
     nan_step: Optional[int],
     tags: tuple[str, ...] = ("seeded",),
 ) -> str:
-    """A small torch MLP trained for SEEDED_STEPS with `tracer.watch` (gradient norms, the
-    per-layer heatmap at checkpoints); at `nan_step` one input is NaN and an optimizer pre-hook
-    zeroes the non-finite gradients so training goes on. Same seed for all: the curves start
-    together and diverge by learning rate."""
-    torch = pytest.importorskip("torch")
-    from torch import nn
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    inputs_all = torch.randn(256, 8, generator=generator)
-    targets_all = (inputs_all[:, :3].sum(1, keepdim=True) > 0).float()
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    run = tracer.init(
+    """A small torch MLP trained for SEEDED_STEPS (`tests/browser/trainings.py`); at
+    `nan_step` one input is NaN. Same seed for all: the curves start together and diverge by
+    learning rate."""
+    return train_mlp(
+        steps=SEEDED_STEPS,
+        lr=lr,
+        seed=0,
+        nan_step=nan_step,
+        samples=256,
         project=SEEDED_PROJECT,
         run_name=name,
         storage_path=str(store),
-        checkpoint_interval=5,
         track_system_metrics=False,
         config={"lr": lr, "seed": 0, "batch_size": 32, "model": "mlp-8-16-1"},
         tags=list(tags),
     )
-    tracer.watch(model, optimizer)
-
-    def drop_nonfinite(opt: Any, *_: object) -> None:
-        for group in opt.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    param.grad.nan_to_num_(0.0, 0.0, 0.0)
-
-    optimizer.register_step_pre_hook(drop_nonfinite)
-    try:
-        for step in range(SEEDED_STEPS):
-            batch = torch.randint(0, len(inputs_all), (32,), generator=generator)
-            inputs, targets = inputs_all[batch].clone(), targets_all[batch]
-            if step == nan_step:
-                inputs[0, 0] = float("nan")
-            logits = model(inputs)
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            accuracy = ((logits > 0).float() == targets).float().mean()
-            tracer.log({"train/loss": loss, "train/accuracy": accuracy, "lr": lr})
-            if step % 10 == 9:
-                tracer.log({"eval/loss": loss.detach() * 1.05})
-            tracer.step()
-    finally:
-        tracer.finish()
-        torch.set_num_threads(threads)
-    return run.run_id
 
 
 @dataclass
