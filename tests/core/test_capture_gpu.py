@@ -5,11 +5,10 @@ Skipped without CUDA (the CPU suite proves the values; this proves the absence o
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 import tracer
+from tests.core.cuda_training import cuda_model, cuda_steps
 from tests.core.helpers import open_store, series
 
 torch = pytest.importorskip("torch")
@@ -20,34 +19,14 @@ pytestmark = [
 ]
 
 
-def _model() -> Any:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256)
-    ).cuda()
-
-
-def _steps(model: Any, optimizer: Any, count: int, log: bool) -> None:
-    for _ in range(count):
-        inputs = torch.randn(32, 256, device="cuda")
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(inputs).float().pow(2).mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if log:
-            tracer.log({"loss": loss.detach()})  # a device tensor: read on the writer thread
-            tracer.step()
-
-
 def test_tracked_steps_make_no_host_sync() -> None:
-    model = _model()
+    model = cuda_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    _steps(model, optimizer, 3, log=False)  # warm up kernels and the optimizer state
+    cuda_steps(model, optimizer, 3, log=False)  # warm up kernels and the optimizer state
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        _steps(model, optimizer, 3, log=False)  # the loop itself is sync-free
+        cuda_steps(model, optimizer, 3, log=False)  # the loop itself is sync-free
     finally:
         torch.cuda.set_sync_debug_mode(0)
 
@@ -59,13 +38,13 @@ def test_tracked_steps_make_no_host_sync() -> None:
         system_metrics_interval=60,
     )
     tracer.watch(model, optimizer=optimizer)
-    _steps(model, optimizer, 2, log=True)  # first capture allocates the ring buffer
+    cuda_steps(model, optimizer, 2, log=True)  # first capture allocates the ring buffer
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         # 70 steps: ring drains (every 64), checkpoints with full statistics (every 10)
         # and batch samples, all on the training thread, none waiting on the device.
-        _steps(model, optimizer, 70, log=True)
+        cuda_steps(model, optimizer, 70, log=True)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     tracer.finish()
@@ -79,10 +58,10 @@ def test_tracked_steps_make_no_host_sync() -> None:
 def test_nvml_and_allocator_readings_are_recorded() -> None:
     pytest.importorskip("pynvml")
     run = tracer.init(project="gpu", system_metrics_interval=0.1, checkpoint_interval=5)
-    model = _model()
+    model = cuda_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tracer.watch(model, optimizer=optimizer)
-    _steps(model, optimizer, 20, log=True)
+    cuda_steps(model, optimizer, 20, log=True)
     tracer.finish()
     with open_store() as store:
         checkpoint = store.get_checkpoints(run.run_id)[-1]
@@ -94,17 +73,17 @@ def test_nvml_and_allocator_readings_are_recorded() -> None:
     assert "system/gpu0/memory_used_mb" in names
 
 
-def test_a_cuda_allocator_leak_is_found_within_100_steps() -> None:
+def test_a_cuda_allocator_leak_is_found_within_100cuda_steps() -> None:
     """8 MiB of CUDA tensors kept alive per step from step 40: the memory probe's
     `system/step/cuda_allocated_mb` (read every 10 steps, no sync) shows it, and
     memory_leak reports it within 100 steps, online and with nothing before the leak."""
-    model = _model()
+    model = cuda_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     run = tracer.init(project="gpu", checkpoint_interval=100, system_metrics_interval=60)
     tracer.watch(model, optimizer=optimizer)
     hoard = []
     for step in range(200):
-        _steps(model, optimizer, 1, log=True)
+        cuda_steps(model, optimizer, 1, log=True)
         if step >= 40:
             hoard.append(torch.ones(2 * 2**20, device="cuda"))  # 8 MiB of float32
     tracer.finish()

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import tracer
+from tests.core.cuda_training import cuda_model, cuda_steps
 from tests.core.helpers import series
 from tests.core.processes import CHILD_TIMEOUT_S, child_env
 
@@ -410,30 +411,16 @@ def test_cuda_fused_capture_makes_no_host_sync() -> None:
     torch.cuda.synchronize()
     assert fused._failure is None
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256)
-    ).cuda()
+    model = cuda_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     run = tracer.init(project="gpu", fused_gradient_kernel=True, checkpoint_interval=10)
     tracer.watch(model, optimizer=optimizer)
 
-    def steps(count: int) -> None:
-        for _ in range(count):
-            inputs = torch.randn(32, 256, device="cuda")
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = model(inputs).float().pow(2).mean()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            tracer.log({"loss": loss.detach()})
-            tracer.step()
-
-    steps(2)
+    cuda_steps(model, optimizer, 2, log=True)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        steps(70)
+        cuda_steps(model, optimizer, 70, log=True)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     tracer.finish()

@@ -338,7 +338,7 @@ def test_a_store_not_created_yet_reads_as_empty(tmp_path: Path) -> None:
 
 
 def test_nonfinite_values_never_reach_json_as_numbers() -> None:
-    from tracer.ui.encode import dumps
+    from tracer.analysis.encode import dumps
 
     assert json.loads(dumps({"a": [1.0, math.nan, {"b": math.inf}]})) == {
         "a": [1.0, None, {"b": None}]

@@ -30,11 +30,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracer.analysis import QueryEngine
+from tracer.analysis.encode import dumps
 from tracer.exceptions import RunNotFoundError, StorageError, StoreNotFoundError
 from tracer.storage.base import StorageBackend
 from tracer.storage.registry import open_storage
 from tracer.ui import api, live
-from tracer.ui.encode import dumps
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Optional
 
+from tracer.analysis.encode import dumps
 from tracer.analysis.payloads import anomaly_row, run_row
 from tracer.exceptions import TracerError
 from tracer.records import RunRecord
 from tracer.storage.base import StorageBackend
-from tracer.ui.encode import dumps
 
 logger = logging.getLogger(__name__)
 
