@@ -9,6 +9,7 @@ at the same step). Each rank takes its half of every batch. Writes rank-<r>.json
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -104,3 +105,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # Everything the tests check is written (tracer finished, the process group destroyed).
+    # Skip the interpreter's teardown: under load, gloo's threads sometimes abort it
+    # ("terminate called without an active exception"), failing a job that did its work.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
