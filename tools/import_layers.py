@@ -24,7 +24,7 @@ FLOORS: list[list[str]] = [
         "tracer.config",
         "tracer.handles",
     ],
-    ["tracer.storage", "tracer.detection", "tracer.capture"],
+    ["tracer.storage", "tracer.detection", "tracer.capture", "tracer.actions"],
     ["tracer.plugins"],
     ["tracer.core"],
     ["tracer._api", "tracer.analysis"],
