@@ -29,7 +29,6 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
-from itertools import repeat
 
 from tracer.detection.base import Detector, Finding, finding
 from tracer.detection.episodes import Episodes
@@ -116,12 +115,13 @@ class LossSpikeDetector(Detector):
 class _Climb:
     """One series' divergence state: recent values, the lagging reference."""
 
-    __slots__ = ("high", "pending", "recent", "reference")
+    __slots__ = ("above", "high", "pending", "recent", "reference")
 
     def __init__(self, window: int, recent: int) -> None:
         self.reference = RobustBaseline(window, refresh=8, min_count=window // 2)
         self.pending: list[float] = []  # values not yet in the reference (the newest last)
-        self.recent: deque[tuple[bool, float]] = deque(maxlen=recent)  # (above?, value)
+        self.recent: deque[float] = deque(maxlen=recent)  # the last values...
+        self.above: deque[bool] = deque(maxlen=recent)  # ...and whether each was above the limit
         self.high = 0  # how many of `recent` are above the limit
 
 
@@ -141,6 +141,9 @@ class LossDivergenceDetector(Detector):
     def setup(self) -> None:
         self._climbs: dict[str, _Climb] = {}
         self.episodes = Episodes(self.settings["cooldown"])
+        self._z = float(self.settings["z_threshold"])
+        self._rise = float(self.settings["rise"])
+        self._calm_marks = [False] * int(self.settings["recent"])
 
     def wants(self, series: str) -> bool:
         return self.context.is_loss(series)
@@ -165,19 +168,26 @@ class LossDivergenceDetector(Detector):
         recent = self.settings["recent"]
         lag = self.settings["lag"] + recent
         reference, pending, episodes = climb.reference, climb.pending, self.episodes
-        start = 0
-        while start < len(values):
+        z, rise, calm_marks = self._z, self._rise, self._calm_marks
+        start, count = 0, len(values)
+        while start < count:
             # The reference changes only when values leave `pending` into it: process the
             # values up to the next change with one limit.
-            room = max(1, reference.until_change()) + max(0, lag - len(pending))
-            end = min(len(values), start + room)
+            room = reference.until_change()
+            room = (room if room > 1 else 1) + (lag - len(pending) if len(pending) < lag else 0)
+            end = start + room if start + room < count else count
             segment = values[start:end]
-            top = max(segment)
-            if climb.high == 0 and (
-                top <= self._limit(climb, floor=True) * SAFETY or top <= self._limit(climb) * SAFETY
-            ):
-                climb.recent.extend(zip(repeat(False), segment[-recent:]))
-                episodes.calm(series, len(segment))
+            calm, median = climb.high == 0, reference.median
+            if calm and median == median:  # (NaN, not ready: no limit yet, all calm)
+                # `_limit(floor=True)` inline: the floor of sigma settles most calm blocks
+                top = max(segment)
+                spread, least = z * reference.sigma_floor(), rise * abs(median)
+                limit = median + (spread if spread > least else least)
+                calm = top <= limit * SAFETY or top <= self._limit(climb) * SAFETY
+            if calm:
+                climb.recent.extend(segment[-recent:])
+                climb.above.extend(calm_marks[: end - start])
+                episodes.calm(series, end - start)
             else:
                 for step, value in zip(steps[start:end], segment, strict=True):
                     self._judge(series, climb, step, value)
@@ -192,14 +202,15 @@ class LossDivergenceDetector(Detector):
     def _judge(self, series: str, climb: _Climb, step: int, value: float) -> None:
         limit = self._limit(climb)
         above = value > limit
-        if len(climb.recent) == climb.recent.maxlen and climb.recent[0][0]:
+        if len(climb.above) == climb.above.maxlen and climb.above[0]:
             climb.high -= 1
-        climb.recent.append((above, value))
+        climb.recent.append(value)
+        climb.above.append(above)
         climb.high += above
         if climb.high * 2 <= len(climb.recent) or len(climb.recent) < (climb.recent.maxlen or 0):
             self.episodes.calm(series)
             return
-        values = [v for _, v in climb.recent]
+        values = list(climb.recent)
         third = max(1, len(values) // 3)
         old, middle, new = (
             median_of_sorted(sorted(part))

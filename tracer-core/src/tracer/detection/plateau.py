@@ -91,6 +91,8 @@ class _LearningRate:
 # is not waited for (waiting for it kept every block of the run, and finish() judged them all).
 NO_LR_WAIT_BLOCKS = 64
 _IDLE_EVENTS = ("optimizer_step_skipped", "gradients_missing")
+_CONVERGED_HINT = "nothing to do if the run converged; otherwise check the lr schedule"
+_NO_LR_VERDICT = ("info", "no learning rate was logged", _CONVERGED_HINT)
 
 
 class LossPlateauDetector(Detector):
@@ -235,6 +237,8 @@ class LossPlateauDetector(Detector):
 
     def _verdict(self, stall: _Stall) -> tuple[str, str, str]:
         """(severity, why, what to try) for a stalled loss, from the lr and skipped steps."""
+        if not self._lrs and not any(self._idle.values()):
+            return _NO_LR_VERDICT  # a converged run that logs no lr: every block, same verdict
         known = [lr for lr in self._lrs.values() if lr.seen_until >= stall.step]
         now = [lr.at(stall.step) for lr in known]
         then = [lr.at(stall.window_start) for lr in known]
@@ -263,9 +267,7 @@ class LossPlateauDetector(Detector):
                 " rather than between backward() and step()",
             )
         decayed = any(b < a for a, b in zip(then, now, strict=True) if a == a and b == b)
-        why = (
-            "the learning rate decayed"
-            if decayed
-            else ("the run may have converged" if known else "no learning rate was logged")
-        )
-        return "info", why, "nothing to do if the run converged; otherwise check the lr schedule"
+        if not known:
+            return _NO_LR_VERDICT
+        why = "the learning rate decayed" if decayed else "the run may have converged"
+        return "info", why, _CONVERGED_HINT

@@ -151,18 +151,27 @@ class BlockMedians:
             steps, values = [s for s, _ in kept], [v for _, v in kept]
         self._ordered.clear()
         self._noise.clear()
-        completed = []
+        completed: list[int] = []
+        size, medians, sorted_blocks = self.size, self.medians, self._ordered
+        count = len(values)
         start = 0
-        while start < len(values):
-            room = self.size - len(self._block)
-            self._block.extend(values[start : start + room])
-            start += room
-            if len(self._block) == self.size:
-                ordered = sorted(self._block)
-                self._ordered[len(self.medians)] = ordered
-                self.medians.append(median_of_sorted(ordered))
-                self._block = []
-                completed.append(steps[min(start, len(steps)) - 1])
+        if self._block:  # first complete the block the last feed left open
+            start = min(count, size - len(self._block))
+            self._block.extend(values[:start])
+            if len(self._block) < size:
+                return completed
+            ordered = sorted_blocks[len(medians)] = sorted(self._block)
+            medians.append(median_of_sorted(ordered))
+            completed.append(steps[start - 1])
+            self._block = []
+        while start + size <= count:  # whole blocks, straight from the slice
+            end = start + size
+            ordered = sorted_blocks[len(medians)] = sorted(values[start:end])
+            medians.append(median_of_sorted(ordered))
+            completed.append(steps[end - 1])
+            start = end
+        if start < count:
+            self._block = list(values[start:])
         return completed
 
     def noise_at(self, index: int) -> float:
