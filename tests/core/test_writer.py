@@ -101,6 +101,26 @@ def test_a_full_buffer_wakes_the_writer_before_the_flush_interval() -> None:
     assert len(series(run.run_id, "loss")["steps"]) >= 20
 
 
+def test_written_step_dicts_are_reused_without_mixing_steps() -> None:
+    """The writer hands written step dicts back, emptied, for later steps (a flat-out loop
+    then allocates no container per step); reusing one never leaks a value across steps."""
+    run = tracer.init(project="p", flush_interval=30)
+    first = run._pending  # the dict step 0's metrics go into
+    tracer.log({"loss": 0.0, "acc": 0.5})
+    tracer.step()
+    run.flush()  # step 0 is written: its dict is free again
+    reused = False
+    for step in range(1, 6):
+        reused = reused or run._pending is first
+        tracer.log({"loss": float(step)} if step % 2 else {"acc": step / 10})
+        tracer.step()
+        run.flush()
+    tracer.finish()
+    assert reused
+    assert series(run.run_id, "loss") == {"steps": [0, 1, 3, 5], "values": [0.0, 1.0, 3.0, 5.0]}
+    assert series(run.run_id, "acc") == {"steps": [0, 2, 4], "values": [0.5, 0.2, 0.4]}
+
+
 def test_mixed_metric_sets_and_tensors_pivot_correctly() -> None:
     torch = pytest.importorskip("torch")
     run = tracer.init(project="p", checkpoint_interval=4)

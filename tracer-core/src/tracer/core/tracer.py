@@ -263,8 +263,7 @@ class TrainingTracer(AdapterCalls):
         if self._collectors.stepping:  # first: once the writer sees this step's metrics, the
             self._collectors.step_end(step)  # collectors must already know the step
         if self._pending:
-            self._writer.submit_step(step, time.time(), self._pending)
-            self._pending = {}
+            self._pending = self._writer.submit_step(step, time.time(), self._pending)
         self._last_closed_step = step
         if self._agreement is not None:
             self._agreement.tick(step, self._halt is not None)
@@ -347,8 +346,7 @@ class TrainingTracer(AdapterCalls):
         if self._state is not _ACTIVE:
             return self._state is _DISABLED
         if self._pending:
-            self._writer.submit_step(self._step, time.time(), self._pending)
-            self._pending = {}
+            self._pending = self._writer.submit_step(self._step, time.time(), self._pending)
         return self._writer.flush(timeout)
 
     def _checkpoint_written(self, step: int, reason: str) -> None:

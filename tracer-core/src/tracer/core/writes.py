@@ -55,8 +55,9 @@ class WriteReport(NamedTuple):
 class Writer(Protocol):
     """The writer as the run sees it."""
 
-    def submit_step(self, step: int, timestamp: float, metrics: dict[str, Any]) -> None:
-        """Queue a closed step's metrics (the dict is the writer's from now on)."""
+    def submit_step(self, step: int, timestamp: float, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Queue a closed step's metrics (the dict is the writer's from now on); returns an
+        empty dict for the next step's."""
 
     def submit(self, item: CheckpointRequest | Background) -> None:
         """Queue a checkpoint or collector data, in order with the steps."""
@@ -77,8 +78,9 @@ class Writer(Protocol):
 class DiscardingWriter:
     """The writer of a follower rank (see `TrainingTracer`): rank 0 writes the run."""
 
-    def submit_step(self, step: int, timestamp: float, metrics: dict[str, Any]) -> None:
-        pass
+    def submit_step(self, step: int, timestamp: float, metrics: dict[str, Any]) -> dict[str, Any]:
+        metrics.clear()
+        return metrics
 
     def submit(self, item: CheckpointRequest | Background) -> None:
         pass
