@@ -13,13 +13,13 @@ the best" fires more the longer the run (a 200,000-step run near convergence wou
   episode. A sudden drop is rarely a fault (warmup ending, an lr step), hence info.
 - `loss_divergence` (warning; critical past (1 + `critical_rise`) x the reference): the
   median of the last `recent` (9) values above a reference: the median of the `window` (64)
-  values that ended `lag` (24) values before them, plus max(`z_threshold` (4) robust sigmas
-  of those values, `rise` (10%) of their median). A median of 9 values is robust to a few
-  bad batches, so this is a sustained climb, found within about `recent` steps of the loss
-  leaving its noise; the lag keeps a slow climb from dragging its own reference up. It must
-  be a climb: the medians of the oldest, middle and newest thirds of those values rise (within
-  one sigma), so a spike and the elevated loss while the model recovers from it are left to
-  `loss_spike`.
+  values that ended `lag` (24) to 39 values before them (it is refreshed every 16 values),
+  plus max(`z_threshold` (4) robust sigmas of those values, `rise` (10%) of their median). A
+  median of 9 values is robust to a few bad batches, so this is a sustained climb, found
+  within about `recent` steps of the loss leaving its noise; the lag keeps a slow climb from
+  dragging its own reference up. It must be a climb: the medians of the oldest, middle and
+  newest thirds of those values rise (within one sigma), so a spike and the elevated loss
+  while the model recovers from it are left to `loss_spike`.
 - `loss_plateau`: see `tracer.detection.plateau`.
 """
 
@@ -118,7 +118,7 @@ class _Climb:
     __slots__ = ("above", "high", "pending", "recent", "reference")
 
     def __init__(self, window: int, recent: int) -> None:
-        self.reference = RobustBaseline(window, refresh=8, min_count=window // 2)
+        self.reference = RobustBaseline(window, refresh=16, min_count=window // 2)
         self.pending: list[float] = []  # values not yet in the reference (the newest last)
         self.recent: deque[float] = deque(maxlen=recent)  # the last values...
         self.above: deque[bool] = deque(maxlen=recent)  # ...and whether each was above the limit
