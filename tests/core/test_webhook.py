@@ -307,6 +307,7 @@ def test_the_url_is_never_stored_logged_or_shown(
 
 
 # -- broken endpoints -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_dead_endpoint_is_reported_once_and_summarised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -321,6 +322,7 @@ def test_a_dead_endpoint_is_reported_once_and_summarised(
     assert len(webhook_records(caplog, "could not deliver")) == 1
 
 
+@pytest.mark.slow
 def test_a_hanging_endpoint_holds_finish_no_longer_than_its_bound(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -348,6 +350,7 @@ def test_a_hanging_endpoint_holds_finish_no_longer_than_its_bound(
         assert hanging.requests == 1
 
 
+@pytest.mark.slow
 def test_a_process_ends_promptly_with_a_hanging_endpoint_and_no_finish(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
