@@ -211,3 +211,17 @@ def test_resume_from_an_earlier_checkpoint_drops_the_abandoned_steps(tmp_path: P
     assert history["loss"] == [2, 4, 6, 8]
     assert all(max(steps) <= STOP_STEP for steps in history.values()), history
     assert max(checkpoints) <= STOP_STEP
+
+
+def test_a_webhook_url_is_not_saved_in_checkpoints(tmp_path: Path) -> None:
+    """The callback's settings go into every checkpoint's trainer_state.json, which gets
+    copied around: the webhook URL (a secret) stays out of it."""
+    secret = "hooks/T0/B0/never-in-a-checkpoint"
+    callback = tracer_callback(webhook_url=f"http://127.0.0.1:9/{secret}")
+    trainer = make_trainer(tmp_path / "out", [callback], max_steps=4)
+    trainer.train()
+    state = (tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text()
+    saved: Any = json.loads(state)
+    args = saved["stateful_callbacks"]["TransformersCallback"]["args"]
+    assert "webhook_url" not in args and args["project"] == PROJECT
+    assert secret not in state

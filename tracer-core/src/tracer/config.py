@@ -10,13 +10,22 @@ import difflib
 import logging
 import os
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tracer.records import SEVERITIES
 
 logger = logging.getLogger(__name__)
 
 STORAGE_PATH_ENV = "TRACER_STORAGE_PATH"
 DEFAULT_STORAGE_PATH = "./.tracer"
+WEBHOOK_URL_ENV = "TRACER_WEBHOOK_URL"
+DASHBOARD_URL_ENV = "TRACER_DASHBOARD_URL"
+# Settings that may hold a secret (a webhook's path is its password; a dashboard URL may carry
+# its token): never stored with the run, logged, shown in a repr or in a validation error, and
+# left out of what adapters save in framework checkpoints.
+SECRET_SETTINGS = frozenset({"webhook_url", "dashboard_url"})
 
 # Settings accepted for compatibility that change nothing in this design, with the reason.
 # Setting one to a non-default value warns, so no setting is silently dead.
@@ -34,13 +43,25 @@ def default_storage_path() -> str:
     return os.environ.get(STORAGE_PATH_ENV) or DEFAULT_STORAGE_PATH
 
 
+def _webhook_url_from_env() -> Optional[str]:
+    return os.environ.get(WEBHOOK_URL_ENV, "").strip() or None
+
+
+def _dashboard_url_from_env() -> Optional[str]:
+    return os.environ.get(DASHBOARD_URL_ENV, "").strip() or None
+
+
 class TracerConfig(BaseModel):
     """Configuration of one training run (see the table in README for what each field does).
 
     `project=` is accepted as an alias of `project_name`, matching `tracer.init(project=...)`.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # Errors name the field and the rule, never the value: a value may be a secret (see
+    # SECRET_SETTINGS), and an error about any field shows the whole input otherwise.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, hide_input_in_errors=True
+    )
 
     # Project metadata
     project_name: str = Field(min_length=1)
@@ -95,6 +116,35 @@ class TracerConfig(BaseModel):
     halt_on: list[str] = Field(
         default_factory=list,
         description="Anomaly types that stop training: tracer.step() raises TrainingHalted.",
+    )
+
+    # Notifications (webhook; tracer.actions.webhook): one JSON POST per anomaly episode at or
+    # above webhook_min_severity, sent from a thread of its own, never blocking a step.
+    # Off unless a URL is set here or in TRACER_WEBHOOK_URL (read when the config is made;
+    # an explicit None turns it off). The URLs are secrets: repr=False, never stored.
+    webhook_url: Optional[str] = Field(
+        default_factory=_webhook_url_from_env,
+        repr=False,
+        validate_default=True,
+        description="Where anomaly notifications are POSTed (Slack, Discord or any JSON"
+        " receiver); default: $TRACER_WEBHOOK_URL, else off. Never stored or logged.",
+    )
+    webhook_min_severity: str = Field(
+        default="warning",
+        description="The least severity notified: info, warning or critical.",
+    )
+    webhook_max_per_minute: int = Field(
+        default=10,
+        gt=0,
+        description="Notifications sent in any 60 s at most; more are counted, named in the"
+        " next message and summarised at finish.",
+    )
+    dashboard_url: Optional[str] = Field(
+        default_factory=_dashboard_url_from_env,
+        repr=False,
+        validate_default=True,
+        description="Where `tracer ui` serves this store (e.g. http://host:8080/?token=...);"
+        " notifications link the run there. Default: $TRACER_DASHBOARD_URL, else no link.",
     )
 
     # Lifecycle (not in the seed reference; needed by preempted jobs and crash detection)
@@ -157,6 +207,30 @@ class TracerConfig(BaseModel):
     def _storage_path_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("storage_path must not be blank")
+        return value
+
+    @field_validator("webhook_url", "dashboard_url")
+    @classmethod
+    def _http_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value.strip())
+            valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # a malformed host; the parser's message would show the URL
+            valid = False
+        if not valid:
+            raise ValueError(
+                "must be an http:// or https:// URL with a host (the value is not shown: it"
+                " may be a secret)"
+            )
+        return value.strip()
+
+    @field_validator("webhook_min_severity")
+    @classmethod
+    def _known_severity(cls, value: str) -> str:
+        if value not in SEVERITIES:
+            raise ValueError(f"must be one of {', '.join(SEVERITIES)}, got {value!r}")
         return value
 
     @model_validator(mode="after")

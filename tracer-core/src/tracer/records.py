@@ -12,6 +12,8 @@ from typing import Any, NamedTuple, Optional, TypedDict
 
 RUN_STATUSES = ("running", "finished", "failed", "killed", "crashed")
 TERMINAL_STATUSES = ("finished", "failed", "killed", "crashed")
+# An anomaly's severity, least serious first (detectors report them; actions compare them).
+SEVERITIES = ("info", "warning", "critical")
 
 
 class RunRecord(TypedDict):

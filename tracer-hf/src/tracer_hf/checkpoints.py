@@ -28,6 +28,7 @@ from transformers.trainer_callback import TrainerState
 from transformers.training_args import TrainingArguments
 
 from tracer import TrainingTracer
+from tracer.config import SECRET_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,16 @@ def run_record(run: Optional[TrainingTracer]) -> Optional[dict[str, Any]]:
 def exportable_state(settings: Mapping[str, Any], run: Optional[TrainingTracer]) -> dict[str, Any]:
     """The callback's `ExportableState.state()`: HF calls it at every save, and when it makes
     a TrainerState. "tracer_run" is the run; "args" rebuild an equivalent callback, those
-    settings JSON can hold (HF writes the file with `json.dumps`)."""
+    settings JSON can hold (HF writes the file with `json.dumps`), secrets aside (a rebuilt
+    callback reads the webhook URL from the environment, as the config does)."""
     remaining = dict(settings)
     args: dict[str, Any] = {
         "project": remaining.pop("project_name"),
         "run_name": remaining.pop("run_name"),
     }
     for name, value in remaining.items():
+        if name in SECRET_SETTINGS:  # a webhook URL is a secret: checkpoints get copied around
+            continue
         try:
             json.dumps(value)
         except (TypeError, ValueError):
