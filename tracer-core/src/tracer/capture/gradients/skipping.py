@@ -9,10 +9,11 @@ at their framework's pre-optimizer event, right after `capture_gradients()`. Bot
 `NonfiniteSkip.decide`, the one implementation.
 
 How, at each optimizer step:
-1. one device flag, "non-finite anywhere": from the rows the watches of this optimizer
-   captured this step (their global L2 norm and max |g|, already computed for the stored
-   series), plus the max |g| of any gradient of the optimizer that no capture summarised (a
-   parameter outside `gradient_layers`, a capture that stopped after a failure);
+1. one device flag, "a NaN or an Inf in any gradient": from what the watches of this
+   optimizer captured this step (the max |g| of their row, already computed for the stored
+   series: non-finite exactly when a value is), plus the max |g| of any gradient of the
+   optimizer that no capture summarised (a parameter outside `gradient_layers`, a capture
+   that stopped after a failure);
 2. in a distributed job (torch.distributed initialised, world size > 1), MAX all-reduced over
    the default process group, so every rank gets the same answer even when only one rank's
    gradients went bad and nothing averages them;
@@ -28,8 +29,9 @@ How, at each optimizer step:
    (`RunHandle.stop_training`): every rank took the same decisions, so every rank stops at the
    same step, and a finite step resets the count.
 
-Non-finite means a NaN or an Inf in a gradient, or a global norm beyond float32's range
-(about 1.8e19), which the capture stores as non-finite as well.
+Sharded gradients (FSDP) also count a global norm beyond float32's range (about 1.8e19) as
+non-finite: their max |g| comes through a MAX all-reduce, which may drop a NaN, so their
+global norm (a sum, which keeps it) is checked too.
 
 GradScaler. A step the scaler skips (it found an inf after unscaling) never calls the
 optimizer, so no pre-hook runs and no decision is taken: it is recorded as a scaler skip, as
@@ -165,9 +167,9 @@ class NonfiniteSkip:
         parts = []
         unsummarised = list(plan.others)
         for watch, params in plan.watches:
-            row = watch.captured_row()
-            if row is not None:
-                parts.append(row[: kernels.SUMMARY_HEAD])
+            extremes = watch.captured_extremes()
+            if extremes is not None:
+                parts.append(extremes)
             else:
                 unsummarised.extend(params)
         top = kernels.max_abs([p.grad for p in unsummarised if p.grad is not None])

@@ -184,10 +184,15 @@ class ModelWatch:
         skipped step in a row. Recorded when the step closes."""
         self._nonfinite_skip = consecutive
 
-    def captured_row(self) -> Any:
-        """The device row captured in the step still open ([global norm, max |g|, per-layer
-        norms]), or None when nothing was captured in it."""
-        return self._ring[len(self._ring_steps)] if self._captured else None
+    def captured_extremes(self) -> Any:
+        """What says whether the gradients captured in the step still open hold a NaN or an
+        Inf (a device vector, non-finite exactly then): their max |g|, and for sharded
+        gradients also the global norm (the max's MAX all-reduce may drop a NaN, the norm's
+        sum keeps it). None when nothing was captured in the step."""
+        if not self._captured:
+            return None
+        row = self._ring[len(self._ring_steps)]
+        return row[: kernels.SUMMARY_HEAD] if self._shards is not None else row[1:2]
 
     def _capture(self) -> None:
         grads = [param.grad for param in self.params]
