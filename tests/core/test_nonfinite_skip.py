@@ -320,3 +320,36 @@ def test_watch_without_an_optimizer_warns_that_nothing_is_skipped(
 def test_bad_settings_fail_at_init(settings: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         tracer.init(project="skip", **settings)
+
+
+def test_an_optimizer_no_watch_captures_is_still_judged_and_its_skip_stored() -> None:
+    """gradient_layers matches nothing (capture finds no parameter): the decision checks the
+    optimizer's gradients itself, skips the NaN step and stores it without a prefix."""
+    model = make_model()
+    opt = OPTIMIZERS["sgd_momentum"](model.parameters())
+    run = tracer.init(
+        project="skip",
+        on_nonfinite="skip",
+        gradient_layers=["no_such_layer"],
+        track_system_metrics=False,
+    )
+    tracer.watch(model, optimizer=opt)
+    unchanged = []
+    for step in range(4):
+        x, y = batch(step)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        if step == 1:
+            poison(model, math.inf)
+        before = snapshot(model, opt)
+        opt.step()
+        if same(before, snapshot(model, opt)):
+            unchanged.append(step)
+        opt.zero_grad()
+        tracer.step()
+    tracer.finish()
+    assert unchanged == [1]
+    with open_store() as store:
+        skipped = store.get_metric_timeseries(run.run_id, "optimizer/skipped_step")
+        events = store.get_events(run.run_id, "optimizer_step_skipped")
+    assert skipped["steps"] == [1]
+    assert [e["data"] for e in events] == [{"reason": "nonfinite_gradients", "consecutive": 1}]
