@@ -2,18 +2,24 @@
 an Inf in the inputs of chosen optimizer steps makes their accumulated gradients non-finite.
 The watch's optimizer pre-hook skips those steps (only real steps: accumulation micro-steps
 never reach it): the weights stay as they were and finite, the skip is stored, and a streak
-of skips sets Accelerate's trigger, the run failed with the reason at end_training."""
+of skips sets Accelerate's trigger, the run failed with the reason at end_training. Under
+torchrun with DDP (tests/accelerate/skip_accelerate.py) both ranks skip the same step."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
+import torch.distributed
 from accelerate import Accelerator
 
 import tracer_accelerate
 from tests.accelerate.helpers import PROJECT, batch, loss_of, make_model
+from tests.torchrun import run_torchrun
 from tracer.analysis import QueryEngine
 from tracer.integrations import AccelerateTracker
 
@@ -92,3 +98,23 @@ def test_skips_in_a_row_set_the_trigger_and_fail_the_run(tmp_path: Path) -> None
     assert run["status"] == "failed"
     assert "max_consecutive_skips=2" in (run["error"] or "")
     assert skipped == [3, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+def test_two_processes_skip_the_same_step(tmp_path: Path) -> None:
+    """DDP over two CPU processes (torchrun), a NaN in rank 1's slice at optimizer step 3:
+    both ranks (the main process's run and rank 1's follower) skip exactly step 3, end with
+    the same finite weights, and the one stored run counts the skip."""
+    run_torchrun(Path(__file__).with_name("skip_accelerate.py"), [6, 3], tmp_path, timeout=240)
+    reports = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2]
+    assert [r["unchanged"] for r in reports] == [[3], [3]]
+    assert reports[0]["weights"] == reports[1]["weights"]
+    assert all(math.isfinite(w) for w in reports[0]["weights"])
+    run, skipped = stored_run(tmp_path)
+    assert run["status"] == "finished"
+    assert skipped == [3]
