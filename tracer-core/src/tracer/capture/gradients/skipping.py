@@ -39,6 +39,10 @@ without this mode, and neither adds to nor resets the count. Every rank must the
 optimizer at the same steps, which holds when their gradients are synchronised (DDP, FSDP's
 sharded scaler). Clipping does not help: `clip_grad_norm_` of a NaN gradient leaves NaN.
 
+Every rank must take part (`init` and `watch` on all of them, as the adapters do): a rank
+without the run leaves the others waiting in the flag's all-reduce. Tracing on rank 0 only
+suits the default mode, not this one.
+
 A failure of the decision itself (a collective that fails) is raised into the training loop:
 going on would step on gradients nobody checked, or on one rank alone.
 """
