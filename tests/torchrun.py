@@ -31,7 +31,10 @@ def run_torchrun(
     script: Path, args: Sequence[object], cwd: Path, nproc: int = 2, timeout: float = TIMEOUT_S
 ) -> subprocess.CompletedProcess[str]:
     """Run `script args...` on `nproc` ranks in `cwd`; fails the test unless all exit 0."""
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "OMP_NUM_THREADS": "1"}
+    # The repository first, then the caller's path (a checkout's sources run against an env
+    # that has another copy of tracer installed).
+    path = os.pathsep.join(p for p in (str(REPOSITORY), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     env["HF_HUB_OFFLINE"] = "1"
     for name in ("TRACER_STORAGE_PATH", "TRACER_MODE"):
         env.pop(name, None)

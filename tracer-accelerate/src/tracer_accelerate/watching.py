@@ -7,7 +7,9 @@ Accelerate has trackers but no training events, so the watch takes them from the
 - the prepared optimizer wraps a torch optimizer whose step pre-hook fires only for a real
   step (after accumulation: `accumulate()` skips the others; after GradScaler's unscale and
   DDP's all-reduce); there the run moves to step k (the k-th optimizer step, counted from 1,
-  like `completed_steps` in Accelerate's examples) and captures the gradients, once;
+  like `completed_steps` in Accelerate's examples) and captures the gradients, once; with
+  `on_nonfinite="skip"` it then skips the step when a gradient is non-finite on any rank
+  (`run.skip_nonfinite_step`); a step fp16's GradScaler skips never gets there;
 - the prepared optimizer's `step` is wrapped to record a step Accelerate skipped
   (`step_was_skipped`: an fp16 overflow) as `optimizer/skipped_step`;
 - checkpoints: with `register_save_state_pre_hook` / `register_load_state_pre_hook` (the
@@ -175,6 +177,7 @@ class AccelerateWatch:
         if run is not None and run.active:
             run.log({}, step=self.optimizer_steps + 1)
             run.capture_gradients()
+            run.skip_nonfinite_step(optimizer)
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.optimizer_steps += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -147,6 +147,23 @@ class TracerConfig(BaseModel):
         " notifications link the run there. Default: $TRACER_DASHBOARD_URL, else no link.",
     )
 
+    # Skipping a non-finite optimizer step (capture/gradients/skipping.py; README "Acting on
+    # anomalies"): opt-in, since the decision reads one flag back per optimizer step (a host
+    # sync) and, in a distributed job, adds one scalar all-reduce.
+    on_nonfinite: Literal["record", "skip"] = Field(
+        default="record",
+        description='"record": a non-finite gradient is stored and detected, training goes on'
+        ' as it would without Tracer. "skip": the optimizer step whose gradients hold a NaN or'
+        " Inf is skipped (gradients cleared), decided on all ranks together; needs"
+        " track_gradients and watch(model, optimizer=...) or an adapter.",
+    )
+    max_consecutive_skips: int = Field(
+        default=10,
+        ge=1,
+        description='With on_nonfinite="skip": after this many skipped steps in a row, training'
+        " stops with TrainingHalted (a run that only produces NaN is not trained forever).",
+    )
+
     # Lifecycle (not in the seed reference; needed by preempted jobs and crash detection)
     resume: Optional[str] = Field(
         default=None, description="Id or name of an existing run of the project to continue."
@@ -232,6 +249,15 @@ class TracerConfig(BaseModel):
         if value not in SEVERITIES:
             raise ValueError(f"must be one of {', '.join(SEVERITIES)}, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _skip_needs_gradient_tracking(self) -> TracerConfig:
+        if self.on_nonfinite == "skip" and not self.track_gradients:
+            raise ValueError(
+                'on_nonfinite="skip" needs track_gradients=True: the decision is taken where'
+                " the gradients are captured"
+            )
+        return self
 
     @model_validator(mode="after")
     def _warn_inert_settings(self) -> TracerConfig:

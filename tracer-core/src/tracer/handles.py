@@ -46,3 +46,9 @@ class RunHandle(Protocol):
     def submit_background(self, source: Union[Collected, Callable[[], Collected]]) -> None:
         """Hand data (or a function producing it, called on the writer thread) to the run's
         writer."""
+
+    def stop_training(self, reason: dict[str, object]) -> None:
+        """Stop training after the current step, on this rank: `should_stop` turns True and
+        `tracer.step()` raises `TrainingHalted(reason)` (keys "anomaly_type", "step",
+        "message"), the run ending "failed". Only for a decision every rank takes alike
+        (from a value reduced across the process group), since no rank waits for another."""

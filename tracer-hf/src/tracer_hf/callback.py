@@ -6,7 +6,9 @@ HF's `report_to` is a closed list, so Tracer plugs in through `callbacks=[...]`.
   sends their gradient summaries (`tracer.capture.gradients.ranks`): one run per job;
 - `on_step_begin`: the Tracer step becomes `global_step + 1`, the step being trained;
 - `on_pre_optimizer_step`: gradient capture (clipped, unscaled, synced), once per optimizer
-  step;
+  step; with `on_nonfinite="skip"`, the step is skipped there when a gradient is non-finite
+  on any rank (`run.skip_nonfinite_step`), except under fp16's GradScaler, which skips such
+  a step itself (and whose `unscale_` may still be to come when no clipping is set);
 - `on_optimizer_step`: a step the optimizer skipped (fp16 overflow) is recorded, not captured;
 - `on_step_end`: `halt_on` anomalies set `control.should_training_stop`;
 - `on_log` / `on_evaluate`: metrics at `global_step`, copied (other callbacks mutate the
@@ -263,10 +265,17 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
             self.run.log({}, step=state.global_step + 1)
 
     def on_pre_optimizer_step(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        optimizer: Any = None,
+        **kwargs: Any,
     ) -> None:
         if self.run is not None:
             self.run.capture_gradients()
+            if optimizer is not None and getattr(optimizer, "scaler", None) is None:
+                self.run.skip_nonfinite_step(optimizer)
 
     def on_optimizer_step(
         self,

@@ -5,7 +5,10 @@
   LightningModule watched;
 - `on_before_optimizer_step`: the Tracer step becomes `global_step + 1` (the optimizer step
   being taken) and gradients are captured: unscaled, synced, before clipping, once per
-  optimizer step whatever `accumulate_grad_batches`;
+  optimizer step whatever `accumulate_grad_batches`; with `on_nonfinite="skip"`, the step
+  is skipped there when a gradient is non-finite on any rank (`run.skip_nonfinite_step`;
+  Lightning clips after this hook, which finds no gradient then), except under 16-bit
+  mixed precision, whose GradScaler skips such a step itself;
 - `on_train_batch_end`: when `global_step` advanced, what the module logged
   (`trainer.callback_metrics`) is stored at `global_step`; tensors are handed over as they
   are, so nothing is read back to the host per batch; `halt_on` sets `trainer.should_stop`;
@@ -183,6 +186,8 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
             return
         run.log({}, step=trainer.global_step + 1)
         run.capture_gradients()
+        if getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is None:
+            run.skip_nonfinite_step(optimizer)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int

@@ -12,7 +12,9 @@
 
 - `log_hyperparams(params)` starts the run with them as its config (else the first metrics do);
 - `watch(model, optimizer)`: each optimizer step is a Tracer step (numbered from 1), its
-  gradients captured right before they are applied;
+  gradients captured right before they are applied, and with `on_nonfinite="skip"` the step
+  skipped there when a gradient is non-finite on any rank (a step 16-bit precision's
+  GradScaler skips never gets there);
 - `fabric.log_dict(values)` without `step`: at the current optimizer step when watching,
   else each call is a step of its own (as in wandb); with `step`: at that step;
 - `finalize(status)`: "finished" for "success", "failed" otherwise or when `halt_on` stopped
@@ -103,6 +105,7 @@ class TracerFabricLogger(TracerAdapter, *_FabricBases):  # type: ignore[misc]
         if self.active and self.run is not None and self.optimizer_steps is not None:
             self.run.log({}, step=self.optimizer_steps + 1)
             self.run.capture_gradients()
+            self.run.skip_nonfinite_step(optimizer)
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.optimizer_steps is not None:

@@ -2,7 +2,8 @@
 
 `TrainingTracer` derives from `AdapterCalls`; they live apart so the run's own module keeps
 to the training loop's path. Adapters hand over what only the framework knows: its
-data-parallel wrapper, the moment gradients are final, a skipped optimizer step, run-level
+data-parallel wrapper, the moment gradients are final, the moment the optimizer is about to
+step (where `on_nonfinite="skip"` decides), a skipped optimizer step, run-level
 totals, model saves, and, when they resume from a checkpoint older than the run's last step,
 the abandoned history to drop (`rewind`) or a failed resume to undo (`end_untouched_resume`).
 """
@@ -72,6 +73,23 @@ class AdapterCalls:
         synced); capture them now for models watched with a `capture_point`."""
         if self._state == ACTIVE:
             self._collectors.capture_now()
+
+    def skip_nonfinite_step(self, optimizer: Any) -> bool:
+        """For adapters, right before `optimizer` applies this step's gradients (after
+        `capture_gradients()`), on every rank: with `on_nonfinite="skip"`, when a gradient is
+        non-finite on any rank, clears every gradient of `optimizer` so its step changes
+        nothing, records the skip and returns True (`tracer.capture.gradients.skipping`: the
+        same decision the plain loop's optimizer hook takes). Costs one host sync and, in a
+        distributed job, one scalar all-reduce; False and free in the default mode. Not for a
+        step a GradScaler will judge: the scaler skips a non-finite step itself, and gradients
+        cleared before its `unscale_` would make it fail."""
+        if self._state != ACTIVE:
+            return False
+        for collector in self._collectors:  # not guarded: a decision that failed must not
+            skip = getattr(collector, "skip_nonfinite_step", None)  # let one rank step alone
+            if skip is not None:
+                return bool(skip(optimizer))
+        return False
 
     def record_skipped_optimizer_step(self) -> None:
         """For adapters: the optimizer skipped this step (fp16 overflow): recorded as

@@ -79,6 +79,8 @@ class TrainingTracer(AdapterCalls):
         self.run_id: str = "disabled"
         self.run_name: str = config.run_name or "disabled"
         self._halt: Optional[AnomalyWrite] = None
+        # Why training must stop now, from a decision every rank took alike (stop_training).
+        self._stop_reason: Optional[dict[str, object]] = None
         self._fork_warned = False
         # How the atexit handler ends a run nobody finished. An adapter whose framework has
         # no exception event sets "failed" while training runs (its end event resets it).
@@ -227,19 +229,42 @@ class TrainingTracer(AdapterCalls):
         self._close_step()
         self._step += 1
         # `should_stop`, its property call spared on the usual path (no halt, one process)
-        if (self._halt is not None or self._agreement is not None) and self.should_stop:
+        if (
+            self._halt is not None or self._agreement is not None or self._stop_reason is not None
+        ) and self.should_stop:
             self._halt_now()
 
     @property
     def should_stop(self) -> bool:
         """True once an anomaly of a `halt_on` type was found (adapters poll this); in a
-        distributed job, from the step all ranks agreed to stop at."""
+        distributed job, from the step all ranks agreed to stop at. Also True at once after
+        `stop_training` (a decision all ranks took alike: too many skipped steps)."""
+        if self._stop_reason is not None:
+            return True
         if self._agreement is not None:
             return self._agreement.stops_at(self._step)
         return self._halt is not None
 
+    def stop_training(self, reason: dict[str, object]) -> None:
+        """Stop training after the current step (see `RunHandle.stop_training`); the first
+        reason given is kept."""
+        if self._stop_reason is None:
+            self._stop_reason = dict(reason)
+            logger.warning("Tracer stops training: %s", reason.get("message"))
+
+    @property
+    def stop_message(self) -> Optional[str]:
+        """The error a run stopped by `stop_training` ends with; None for any other run."""
+        if self._stop_reason is None:
+            return None
+        return str(TrainingHalted(self._stop_reason))
+
     def _halt_now(self) -> None:
-        anomaly: dict[str, object] = dict(self._halt) if self._halt is not None else {}
+        anomaly: dict[str, object] = {}
+        if self._stop_reason is not None:
+            anomaly = dict(self._stop_reason)
+        elif self._halt is not None:
+            anomaly = dict(self._halt)
         if not anomaly:  # a follower: rank 0 found it
             anomaly = {
                 "anomaly_type": "halt_on",

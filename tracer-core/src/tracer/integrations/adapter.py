@@ -9,7 +9,8 @@ tracker): call `self.init_tracer(project, run_name, settings)` in `__init__` and
 - `start_run(config=..., resume=..., unfinished=...)` starts the run (or a follower on ranks
   other than 0, which the run decides); with `unfinished`, a run nobody ends reads "failed"
   at exit, for frameworks that have no exception event;
-- `end_run(total_steps)` ends it "finished", or "failed" when `halt_on` stopped training;
+- `end_run(total_steps)` ends it "finished", or "failed" when `halt_on` (or too many skipped
+  non-finite steps, `on_nonfinite="skip"`) stopped training;
   `fail_run(exception)` ends it "failed" (or "killed" for Ctrl-C);
 - `active` says whether there is a run to feed;
 - a pickled or deep-copied adapter (`torch.save(trainer)`, `copy.deepcopy(callbacks)`, a
@@ -158,12 +159,13 @@ class TracerAdapter:
         return run
 
     def end_run(self, total_steps: Optional[int] = None) -> None:
-        """End the run: "failed" when `halt_on` stopped training, else "finished"."""
+        """End the run: "failed" when `halt_on` or a skip streak stopped training (with the
+        streak's reason), else "finished"."""
         run = self.run
         if run is None or not run.active:
             return
         if run.should_stop:
-            run.finish("failed", error=HALTED, total_steps=total_steps)
+            run.finish("failed", error=run.stop_message or HALTED, total_steps=total_steps)
         else:
             run.finish(total_steps=total_steps)
 

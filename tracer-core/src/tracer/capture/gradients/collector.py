@@ -1,7 +1,8 @@
 """The built-in gradient collector: one `ModelWatch` per `tracer.watch()` call, plus the
 per-rank summaries of a distributed job (`tracer.capture.gradients.ranks`), created at the first
 `watch()` of a process whose world size is above 1 (the rank is looked up then, never at
-import, so a process group set up after `tracer.init()` is still found).
+import, so a process group set up after `tracer.init()` is still found), and with
+`on_nonfinite="skip"` the run's skip decisions (`tracer.capture.gradients.skipping`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.capture.collector import Collector, Contribution
 from tracer.capture.gradients.ranks import RankSummaries, default_store
+from tracer.capture.gradients.skipping import NonfiniteSkip
 from tracer.capture.gradients.watch import ModelWatch
 from tracer.distributed import rank_and_world_size
 from tracer.records import Collected
@@ -39,6 +41,7 @@ class GradientCapture(Collector):
         self._run = run
         self._watches: list[ModelWatch] = []
         self.ranks: Optional[RankSummaries] = None
+        self.skip = NonfiniteSkip(run, self._watches) if run.config.on_nonfinite == "skip" else None
 
     def watch(
         self, model: Any, optimizer: Optional[Any] = None, capture_point: Optional[str] = None
@@ -70,6 +73,15 @@ class GradientCapture(Collector):
             type(model).__name__,
             watch.point,
         )
+        if self.skip is not None and capture_point is None:
+            if optimizer is not None:
+                self.skip.guard(optimizer)  # after this watch's capture hook
+            else:
+                logger.warning(
+                    'Tracer: on_nonfinite="skip" needs tracer.watch(model, optimizer=...):'
+                    " without the optimizer no step of %s is skipped.",
+                    type(model).__name__,
+                )
         if len(self._watches) == 1:
             self._start_rank_summaries()
         if is_data_parallel(model):
@@ -106,6 +118,11 @@ class GradientCapture(Collector):
 
     def holds_open_step(self) -> bool:
         return any(watch.captured_this_step for watch in self._watches)
+
+    def skip_nonfinite_step(self, optimizer: Any) -> bool:
+        """An adapter's optimizer is about to step (its gradients captured): whether the
+        step is skipped for non-finite gradients, always False unless on_nonfinite="skip"."""
+        return self.skip.decide(optimizer) if self.skip is not None else False
 
     def optimizer_step_skipped(self) -> None:
         for watch in self._watches:
@@ -145,6 +162,8 @@ class GradientCapture(Collector):
         return {"gradient_stats": stats} if stats else {}
 
     def close(self) -> None:
+        if self.skip is not None:
+            self.skip.close()
         for watch in self._watches:
             watch.close()
         if self.ranks is not None:

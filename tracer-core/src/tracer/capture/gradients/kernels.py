@@ -107,6 +107,17 @@ def _max_abs(grads: list[torch.Tensor], norms: Any) -> Any:
     return torch.stack(torch._foreach_norm(present, float("inf"), dtype=torch.float32)).max()
 
 
+def max_abs(grads: Sequence[torch.Tensor]) -> Any:
+    """The largest |g| of `grads` as a float32 device scalar, NaN or Inf exactly when some
+    value is (None when there is no value): the non-finite check of gradients that no capture
+    summarised this step. A DTensor gives its local shard, with no collective."""
+    local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+    present = [g for g in local if g.numel()]
+    if not present:
+        return None
+    return _max_abs(present, None)
+
+
 def _sharded_summary(norms: Any, top: Any, layer_index: Any, num_layers: int, group: Any) -> Any:
     """`step_summary` of sharded gradients: one SUM all-reduce of [squares, presence], one MAX."""
     import torch

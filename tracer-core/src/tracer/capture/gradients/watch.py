@@ -15,7 +15,9 @@ skipped it after an fp16 overflow) is recorded as `optimizer/skipped_step` = 1 a
 watched parameter had a gradient (parameters frozen by mistake, a loss cut from the graph,
 `zero_grad()` called before `step()`) is recorded as the event "gradients_missing": the
 optimizer changed nothing. This assumes the usual convention: one `tracer.step()` per
-optimizer step.
+optimizer step. With `on_nonfinite="skip"`, a step whose gradients were non-finite is captured
+and then skipped (`skipping.py`): it is recorded as `optimizer/skipped_step` = 1 and the
+event "optimizer_step_skipped" with `"reason": "nonfinite_gradients"`, its norms stored too.
 
 Per step, `kernels.step_summary` writes one row into a device ring buffer (its norms from
 the one-read Triton kernel of `fused.py` when `fused_gradient_kernel` is set); every
@@ -100,6 +102,7 @@ class ModelWatch:
         self._backward_seen = False
         self._skipped = False
         self._missing = False  # the optimizer stepped with no gradient on any parameter
+        self._nonfinite_skip = 0  # this step was skipped for non-finite gradients: nth in a row
         self._end_queued = False
         self._index_cache: dict[tuple[bool, ...], Any] = {}
         self._max_since_checkpoint: Optional[list[float]] = None
@@ -176,6 +179,21 @@ class ModelWatch:
         self._captured = False
         self._skipped = True
 
+    def nonfinite_skipped(self, consecutive: int) -> None:
+        """The skip decision (`skipping.py`) cleared this step's gradients: the `consecutive`-th
+        skipped step in a row. Recorded when the step closes."""
+        self._nonfinite_skip = consecutive
+
+    def captured_extremes(self) -> Any:
+        """What says whether the gradients captured in the step still open hold a NaN or an
+        Inf (a device vector, non-finite exactly then): their max |g|, and for sharded
+        gradients also the global norm (the max's MAX all-reduce may drop a NaN, the norm's
+        sum keeps it). None when nothing was captured in the step."""
+        if not self._captured:
+            return None
+        row = self._ring[len(self._ring_steps)]
+        return row[: kernels.SUMMARY_HEAD] if self._shards is not None else row[1:2]
+
     def _capture(self) -> None:
         grads = [param.grad for param in self.params]
         if self._shards is not None:  # DTensor gradients: this rank's shard of each
@@ -217,7 +235,10 @@ class ModelWatch:
         if self.drain_requested or len(self._ring_steps) == RING_CAPACITY:
             self.drain_requested = False
             self.drain()
-        if not captured and self._missing:  # the optimizer stepped, on no gradient
+        if self._nonfinite_skip:
+            reason = {"reason": "nonfinite_gradients", "consecutive": self._nonfinite_skip}
+            self._record_skip(step, reason)
+        elif not captured and self._missing:  # the optimizer stepped, on no gradient
             missing: EventWrite = {
                 "step": step,
                 "kind": "gradients_missing",
@@ -227,18 +248,18 @@ class ModelWatch:
         elif not captured and (
             self._skipped or (self._backward_seen and self.optimizer is not None)
         ):
-            prefix = self.prefix
-            event: EventWrite = {
-                "step": step,
-                "kind": "optimizer_step_skipped",
-                "data": {"model": type(self.model).__name__},
-            }
-            self._run.submit_background(
-                lambda: Collected([(step, {prefix + "optimizer/skipped_step": 1.0})], [event])
-            )
+            self._record_skip(step, {})
         self._backward_seen = False
         self._skipped = False
         self._missing = False
+        self._nonfinite_skip = 0
+
+    def _record_skip(self, step: int, details: dict[str, object]) -> None:
+        """`optimizer/skipped_step` = 1 and the event "optimizer_step_skipped" at `step`."""
+        data: dict[str, object] = {"model": type(self.model).__name__, **details}
+        event: EventWrite = {"step": step, "kind": "optimizer_step_skipped", "data": data}
+        name = self.prefix + "optimizer/skipped_step"
+        self._run.submit_background(lambda: Collected([(step, {name: 1.0})], [event]))
 
     def drain(self) -> None:
         """Send the filled ring rows to the writer (one async copy)."""
