@@ -144,3 +144,27 @@ def test_a_step_outside_the_batch_gets_no_values() -> None:
     machine = Training().machine()
     machine.open([episode(50)], POINTS)
     assert machine.ready(stopping=False) == [(50, {})]
+
+
+def test_an_episode_whose_severity_rises_is_announced_again_without_a_second_checkpoint() -> None:
+    machine = Training().machine()
+    assert len(machine.open([episode(5)], POINTS)) == 1
+    machine.ready(stopping=False)
+    critical = episode(5)
+    critical["severity"] = "critical"
+    assert machine.open([critical], POINTS) == [critical]
+    assert machine.ready(stopping=False) == []  # the step's checkpoint was taken already
+    assert machine.open([critical], POINTS) == []  # announced once at each severity
+    calmer = episode(5)  # a later update never lowers what was announced
+    assert machine.open([calmer], POINTS) == []
+
+
+def test_episodes_reported_as_the_run_ends_are_announced_but_wait_for_no_checkpoint() -> None:
+    machine = Training().machine()
+    plateau = episode(40, "loss_plateau")
+    plateau["severity"] = "info"
+    assert machine.open([plateau], {}, checkpoints=False) == [plateau]
+    assert not machine.waiting
+    odd = episode(41, "third_party")
+    odd["severity"] = "custom"  # a third-party detector's own word: announced when new
+    assert machine.open([odd], {}, checkpoints=False) == [odd]

@@ -252,3 +252,45 @@ def test_the_anomaly_hook_fires_once_per_anomaly_found_online(
     tracer.finish()
     seen = plugin.SEEN  # type: ignore[attr-defined]
     assert seen == [(run.run_id, "nan_or_inf", 30, "loss")]  # one episode, one call
+
+
+def test_the_anomaly_hook_fires_when_an_episode_turns_worse_and_for_episodes_found_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A climb that opens as a warning and passes (1 + critical_rise) x its reference is
+    announced again as critical; a plateau the detectors judge only when the run ends (no lr
+    logged, fewer blocks than they wait for) is announced then."""
+    source = textwrap.dedent("""
+        import tracer
+
+        SEEN = []
+
+        @tracer.hookimpl
+        def tracer_anomaly(run, anomaly):
+            SEEN.append((anomaly["anomaly_type"], anomaly["step"], anomaly["severity"]))
+    """)
+    install_fake_distribution(tmp_path / "site", monkeypatch, "worse_plugin", source)
+    import importlib
+    import random
+
+    plugin = importlib.import_module("worse_plugin")
+    noise = random.Random(0)
+    run = tracer.init(project="p", detectors={"loss_plateau": False})
+    for step in range(400):  # flat, then a climb of 3% a step from step 200
+        climb = 1.03 ** max(0, step - 200)
+        tracer.log({"loss": (1.0 + 0.01 * noise.gauss(0, 1)) * climb})
+        tracer.step()
+        run.flush()  # one step per batch: the episode is seen as it opens, then as it worsens
+    tracer.finish()
+    divergence = [s for s in plugin.SEEN if s[0] == "loss_divergence"]  # type: ignore[attr-defined]
+    assert [severity for _, _, severity in divergence] == ["warning", "critical"]
+    assert len({start for _, start, _ in divergence}) == 1  # one episode, announced twice
+
+    plugin.SEEN.clear()  # type: ignore[attr-defined]
+    tracer.init(project="p", write_buffer_size=1)
+    for step in range(300):  # improves for 100 steps, then flat: a plateau, no lr logged
+        tracer.log({"loss": max(1.0, 3.0 - step / 50) + 0.001 * noise.gauss(0, 1)})
+        tracer.step()
+    assert not [s for s in plugin.SEEN if s[0] == "loss_plateau"]  # type: ignore[attr-defined]
+    tracer.finish()
+    assert [s[0] for s in plugin.SEEN] == ["loss_plateau"]  # type: ignore[attr-defined]

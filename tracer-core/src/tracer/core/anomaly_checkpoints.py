@@ -1,12 +1,13 @@
 """When an anomaly checkpoint is taken: the small state machine the writer runs per batch.
 
-A new episode asks for a checkpoint at its first step, once per step however many episodes
-open there. The checkpoint cannot always be taken at once: a collector may still hold that
-step's data on its way (gradient norms sit in a device ring until the collector is asked to
-send them, which it does at the next step). So each step waits while a collector says its
-data is pending, until training has moved `wait_steps` steps on, at most `wait_seconds`, and
-never past the run's end. The metric values logged at that step are kept from the batch that
-opened it, since a later batch no longer holds them.
+It also says which episodes the `tracer_anomaly` hook announces: new ones, and those whose
+severity rose. A new episode asks for a checkpoint at its first step, once per step however
+many episodes open there. The checkpoint cannot always be taken at once: a collector may
+still hold that step's data on its way (gradient norms sit in a device ring until the
+collector is asked to send them, which it does at the next step). So each step waits while a
+collector says its data is pending, until training has moved `wait_steps` steps on, at most
+`wait_seconds`, and never past the run's end. The metric values logged at that step are kept
+from the batch that opened it, since a later batch no longer holds them.
 
 States per step: unseen -> waiting -> taken. `open()` moves steps to waiting, `ready()` moves
 them to taken; a taken step never waits again.
@@ -20,7 +21,7 @@ from typing import NamedTuple
 
 from tracer.core.columns import Points
 from tracer.detection.runner import episode_key
-from tracer.records import AnomalyWrite
+from tracer.records import SEVERITIES, AnomalyWrite
 
 WAIT_STEPS = 2  # a collector asked for a step's data sends it at the next step
 WAIT_SECONDS = 5.0  # past this (storage far too slow, training stalled) take it as it is
@@ -50,7 +51,7 @@ class AnomalyCheckpoints:
         self._wait_steps = wait_steps
         self._wait_seconds = wait_seconds
         self._clock = clock
-        self._episodes_seen: set[tuple[str, int, str]] = set()
+        self._announced: dict[tuple[str, int, str], int] = {}  # episode -> severity rank
         self._taken_or_waiting: set[int] = set()
         self._waiting: dict[int, _Waiting] = {}
 
@@ -59,11 +60,29 @@ class AnomalyCheckpoints:
         """Whether some step still waits for its checkpoint (the writer flushes until not)."""
         return bool(self._waiting)
 
-    def open(self, found: Iterable[AnomalyWrite], points: Points) -> list[AnomalyWrite]:
-        """Note the episodes detection reported for a batch (new ones and updates); return the
-        new ones. Each new episode's first step starts waiting, with its values from `points`."""
-        new = [anomaly for anomaly in found if episode_key(anomaly) not in self._episodes_seen]
-        self._episodes_seen.update(episode_key(anomaly) for anomaly in new)
+    def open(
+        self, found: Iterable[AnomalyWrite], points: Points, *, checkpoints: bool = True
+    ) -> list[AnomalyWrite]:
+        """Note the episodes detection reported for a batch (new ones and updates); return
+        those to announce (the `tracer_anomaly` hook): the new ones, and those whose severity
+        rose since they were last announced (a divergence turning critical matters to
+        `webhook_min_severity="critical"` and `pin_on`). Each new episode's first step starts
+        waiting for its checkpoint, with its values from `points`, unless `checkpoints` is
+        False (episodes reported as the run ends: no state of their step is left to take)."""
+        new: list[AnomalyWrite] = []
+        announce: list[AnomalyWrite] = []
+        for anomaly in found:
+            key = episode_key(anomaly)
+            rank = _severity_rank(anomaly["severity"])
+            announced = self._announced.get(key)
+            if announced is None:
+                new.append(anomaly)
+            elif rank <= announced:
+                continue
+            self._announced[key] = rank
+            announce.append(anomaly)
+        if not checkpoints:
+            return announce
         for step in sorted({anomaly["step"] for anomaly in new}):
             if step in self._taken_or_waiting:
                 continue
@@ -73,7 +92,7 @@ class AnomalyCheckpoints:
                 self._clock() + self._wait_seconds,
                 _values_at(points, step),
             )
-        return new
+        return announce
 
     def ready(self, *, stopping: bool) -> list[tuple[int, dict[str, float]]]:
         """The steps whose checkpoint should be taken now, oldest first, with the metric values
@@ -90,6 +109,12 @@ class AnomalyCheckpoints:
             del self._waiting[step]
             ready.append((step, waiting.metrics))
         return ready
+
+
+def _severity_rank(severity: str) -> int:
+    """Higher is worse; a severity outside the built-in ones (a third-party detector's) ranks
+    below them all."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
 
 
 def _values_at(points: Points, step: int) -> dict[str, float]:

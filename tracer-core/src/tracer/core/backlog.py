@@ -23,7 +23,7 @@ class Batch(NamedTuple):
     events: list[EventWrite]
     samples: list[SampleWrite]
     anomalies: list[AnomalyWrite]  # episode states to store (new ones and updates)
-    opened: list[AnomalyWrite]  # the new episodes among them: hooks and halting see these
+    opened: list[AnomalyWrite]  # those to announce (new, or risen in severity): the hook's
     progress: int  # the run's step count when the batch was taken: never ahead of its data
 
     def size(self) -> int:

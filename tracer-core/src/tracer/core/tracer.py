@@ -276,10 +276,15 @@ class TrainingTracer(AdapterCalls):
         raise halted
 
     def _anomalies_found(self, anomalies: list[AnomalyWrite]) -> None:
-        """Writer thread, after the anomalies are stored: hooks, then the halt flag."""
+        """Writer thread, after the anomalies are stored: hooks, then the halt flag (not for
+        episodes reported as the run ends: nothing is left to halt)."""
         for anomaly in anomalies:
             self._plugins.anomaly_found(self, anomaly)
-            if self._halt is None and anomaly["anomaly_type"] in self.config.halt_on:
+            if (
+                self._halt is None
+                and self._state is _ACTIVE
+                and anomaly["anomaly_type"] in self.config.halt_on
+            ):
                 logger.warning("Tracer halts training: %s", anomaly["message"])
                 self._halt = anomaly
 

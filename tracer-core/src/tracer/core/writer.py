@@ -384,9 +384,10 @@ class RunWriter(CatchingUp):
             return
         try:
             closing = self._detectors.finish()
-            if closing:
+            if closing:  # some may be new (a plateau judged at the end): announced too
+                announce = self._anomaly_checkpoints.open(closing, Columns(), checkpoints=False)
                 self._unwritten.add(
-                    Batch(Columns(), [], [], [], closing, [], self._stored_progress)
+                    Batch(Columns(), [], [], [], closing, announce, self._stored_progress)
                 )
                 self._flush()
         except Exception:

@@ -81,10 +81,12 @@ def tracer_register_detectors(register: RegisterDetector) -> None:
 
 @hookspec
 def tracer_anomaly(run: RunHandle, anomaly: AnomalyWrite) -> None:
-    """An anomaly was found while the run trains, and is stored.
+    """An anomaly episode was found, or grew more severe, and is stored.
 
-    Called on the run's writer thread right after the flush that stored it commits, once per
-    new anomaly (never for offline detection). Keep it quick: alerts, not analysis.
+    Called on the run's writer thread right after the flush that stored it commits: once when
+    an episode opens (while the run trains, or when the detectors report it as the run ends),
+    and again if its severity rises (`anomaly["severity"]` is then the new one); never for
+    offline detection. Keep it quick: alerts, not analysis.
     """
 
 
