@@ -292,9 +292,11 @@ class TrainingTracer(AdapterCalls):
         step = self._step
         if self._collectors.stepping:  # first: once the writer sees this step's metrics, the
             self._collectors.step_end(step)  # collectors must already know the step
+        # Closed before its values go: the writer may empty the dict as soon as it has it (and
+        # hands it back for reuse), so a signal landing in between must find the step closed.
+        self._last_closed_step = step
         if self._pending:
             self._pending = self._writer.submit_step(step, time.time(), self._pending)
-        self._last_closed_step = step
         if self._agreement is not None:
             self._agreement.tick(step, self._halt is not None)
         if checkpoint and step >= self._next_checkpoint:
