@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tracer.records import SEVERITIES
+
 logger = logging.getLogger(__name__)
 
 STORAGE_PATH_ENV = "TRACER_STORAGE_PATH"
@@ -97,6 +99,20 @@ class TracerConfig(BaseModel):
         description="Anomaly types that stop training: tracer.step() raises TrainingHalted.",
     )
 
+    # Keeping the last healthy checkpoint (tracer.actions.pinning; README "Acting on
+    # anomalies"). Off by default: like every action but storing the anomaly, it is opt-in.
+    pin_checkpoints: bool = Field(
+        default=False,
+        description="When an anomaly of severity pin_on or above opens, hard-link the last model"
+        " save recorded before its onset into <storage>/pinned/<run id>/, where checkpoint"
+        " rotation cannot delete it (copied where a link is impossible).",
+    )
+    pin_on: str = Field(
+        default="critical",
+        description="The least severity (info, warning, critical) of an anomaly whose opening"
+        " pins the last healthy checkpoint.",
+    )
+
     # Lifecycle (not in the seed reference; needed by preempted jobs and crash detection)
     resume: Optional[str] = Field(
         default=None, description="Id or name of an existing run of the project to continue."
@@ -157,6 +173,13 @@ class TracerConfig(BaseModel):
     def _storage_path_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("storage_path must not be blank")
+        return value
+
+    @field_validator("pin_on")
+    @classmethod
+    def _known_severity(cls, value: str) -> str:
+        if value not in SEVERITIES:
+            raise ValueError(f"must be one of {', '.join(SEVERITIES)}, got {value!r}")
         return value
 
     @model_validator(mode="after")

@@ -12,6 +12,9 @@ from typing import Any, NamedTuple, Optional, TypedDict
 
 RUN_STATUSES = ("running", "finished", "failed", "killed", "crashed")
 TERMINAL_STATUSES = ("finished", "failed", "killed", "crashed")
+# How serious an anomaly is, least first: detectors report one of these, settings that pick
+# anomalies by severity (`pin_on`) compare by this order.
+SEVERITIES = ("info", "warning", "critical")
 
 
 class RunRecord(TypedDict):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-SEVERITIES = ("info", "warning", "critical")
+from tracer.records import SEVERITIES
+
+__all__ = ["SEVERITIES", "Finding", "finding"]
 
 
 class _FindingCore(TypedDict):

@@ -1,0 +1,174 @@
+"""Keeping the last healthy checkpoint (`pin_checkpoints`) in plain torch loops: a real small
+training saves a checkpoint folder every few steps with `tracer.record_model_save`, rotates
+its own saves like a framework (only the newest two kept), and gets a NaN batch. The save
+before the NaN must survive under `<storage>/pinned/<run>/`, hard-linked, and be named by
+`last_healthy_checkpoint`; a healthy run pins nothing; `halt_on` names the checkpoint."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import torch
+
+import tracer
+from tracer.actions.pins import list_pins
+from tracer.analysis import QueryEngine
+
+NAN_STEP = 23
+SAVE_EVERY = 5
+INLINE = {"async_writes": False}  # detection at each step's close: the halt comes at the NaN
+
+
+def train(
+    checkpoints: Path,
+    *,
+    steps: int = 40,
+    nan_step: Optional[int] = NAN_STEP,
+    keep: Optional[int] = 2,
+    **settings: Any,
+) -> str:
+    """A traced regression of a small MLP; returns the run id. A folder checkpoint (weights
+    and a note) every SAVE_EVERY steps, the oldest deleted past `keep`, as rotation does."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    run = tracer.init(project="pins", flush_interval=0.05, **settings)
+    tracer.watch(model, optimizer=optimizer)
+    saved: list[Path] = []
+    try:
+        for step in range(steps):
+            inputs = torch.randn(16, 8)
+            if step == nan_step:
+                inputs[0, 0] = math.nan
+            loss = torch.nn.functional.mse_loss(model(inputs), inputs.sum(1, keepdim=True))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            tracer.log({"loss": loss})
+            if step % SAVE_EVERY == 0:
+                folder = checkpoints / f"ckpt-{step}"
+                (folder / "nested").mkdir(parents=True)
+                torch.save(model.state_dict(), folder / "model.pt")
+                (folder / "nested" / "note.txt").write_text(f"step {step}")
+                tracer.record_model_save(str(folder), step=step)
+                saved.append(folder)
+                if keep is not None and len(saved) > keep:
+                    shutil.rmtree(saved.pop(0))
+            tracer.step()
+    finally:
+        tracer.finish()
+    return run.run_id
+
+
+def finite_weights(path: Path) -> bool:
+    state = torch.load(path, weights_only=True)
+    return all(bool(torch.isfinite(tensor).all()) for tensor in state.values())
+
+
+def test_nan_pins_the_save_before_it_although_rotation_deleted_it(tmp_path: Path) -> None:
+    run_id = train(tmp_path / "ckpt", pin_checkpoints=True)
+    storage = tmp_path / ".tracer"
+    pins = list_pins(str(storage), run_id)
+    assert [(p.name, p.partial) for p in pins] == [("ckpt-20", False)]
+    pinned = Path(pins[0].path)
+    assert pinned == storage / "pinned" / run_id / "ckpt-20"
+    assert not (tmp_path / "ckpt" / "ckpt-20").exists()  # rotated away by the loop
+    assert finite_weights(pinned / "model.pt")
+    assert (pinned / "nested" / "note.txt").read_text() == "step 20"
+    assert not (storage / "pinned" / run_id / ".staging").exists()  # released at finish
+    with QueryEngine(str(storage)) as query:
+        healthy = query.last_healthy_checkpoint(run_id)
+        events = query.storage.get_events(run_id, "checkpoint_pinned")
+    assert healthy is not None
+    assert healthy["step"] == 20 and healthy["path"] == str(tmp_path / "ckpt" / "ckpt-20")
+    assert healthy["pinned_path"] == str(pinned)
+    assert len(events) == 1
+    data = events[0]["data"]
+    assert (data["anomaly_type"], data["anomaly_step"], data["method"]) == (
+        "nan_or_inf",
+        NAN_STEP,
+        "hardlink",
+    )
+
+
+def test_a_pin_is_a_hard_link_of_the_saved_files(tmp_path: Path) -> None:
+    """Without rotation the original files still stand: the pin is the same inodes."""
+    run_id = train(tmp_path / "ckpt", keep=None, pin_checkpoints=True)
+    pinned = tmp_path / ".tracer" / "pinned" / run_id / "ckpt-20"
+    original = tmp_path / "ckpt" / "ckpt-20"
+    for relative in ("model.pt", "nested/note.txt"):
+        assert os.path.samefile(pinned / relative, original / relative)
+
+
+def test_a_healthy_run_pins_nothing_and_leaves_no_folder(tmp_path: Path) -> None:
+    run_id = train(tmp_path / "ckpt", nan_step=None, pin_checkpoints=True)
+    storage = tmp_path / ".tracer"
+    assert list_pins(str(storage)) == []
+    assert not (storage / "pinned" / run_id).exists()
+    with QueryEngine(str(storage)) as query:
+        healthy = query.last_healthy_checkpoint(run_id)
+    assert healthy is not None and healthy["step"] == 35 and healthy["pinned_path"] is None
+
+
+def test_pinning_is_off_by_default(tmp_path: Path) -> None:
+    train(tmp_path / "ckpt")
+    assert not (tmp_path / ".tracer" / "pinned").exists()
+
+
+def test_pin_on_is_a_severity_critical_by_default() -> None:
+    """`pin_on` is the least severity that pins; an unknown one is refused at init."""
+    with pytest.raises(ValueError, match="pin_on"):
+        tracer.init(project="pins", pin_on="severe")
+    assert tracer.TracerConfig(project_name="p").pin_on == "critical"
+
+
+def test_halt_names_the_pinned_checkpoint_in_the_error_and_the_run(tmp_path: Path) -> None:
+    with pytest.raises(tracer.TrainingHalted) as halted:
+        train(tmp_path / "ckpt", pin_checkpoints=True, halt_on=["nan_or_inf"], **INLINE)
+    storage = tmp_path / ".tracer"
+    [pin] = list_pins(str(storage))
+    assert halted.value.checkpoint == pin.path
+    assert f"last healthy checkpoint: {pin.path}" in str(halted.value)
+    with QueryEngine(str(storage)) as query:
+        summary = query.get_run_summary(pin.run_id)
+    assert summary["status"] == "failed"
+    assert pin.path in (summary["error"] or "")
+
+
+def test_halt_without_pinning_names_the_save_itself(tmp_path: Path) -> None:
+    with pytest.raises(tracer.TrainingHalted) as halted:
+        train(tmp_path / "ckpt", keep=None, halt_on=["nan_or_inf"], **INLINE)
+    original = str(tmp_path / "ckpt" / "ckpt-20")
+    assert halted.value.checkpoint == original
+    with QueryEngine(str(tmp_path / ".tracer")) as query:
+        [run] = query.list_runs()
+    assert original in (run["error"] or "")
+
+
+def test_a_file_rewritten_in_place_is_not_pinned(tmp_path: Path) -> None:
+    """One path saved again and again changes under its link: the save before the NaN no
+    longer exists, so nothing is pinned and the failure is recorded."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    run = tracer.init(project="pins", flush_interval=0.05, pin_checkpoints=True)
+    path = tmp_path / "model.pt"
+    for step in range(30):
+        value = math.nan if step == 20 else 1.0 / (step + 1)
+        tracer.log({"loss": value})
+        if step % 5 == 0:
+            if step == 20:
+                model.weight.data.fill_(math.nan)
+            torch.save(model.state_dict(), path)
+            os.utime(path, ns=(0, 10**9 * (step + 1)))  # a coarse clock could hide it
+            tracer.record_model_save(str(path), step=step)
+        tracer.step()
+    tracer.finish()
+    assert list_pins(str(tmp_path / ".tracer")) == []
+    with QueryEngine(str(tmp_path / ".tracer")) as query:
+        failed = query.storage.get_events(run.run_id, "checkpoint_pin_failed")
+    assert len(failed) == 1 and "written again" in failed[0]["data"]["reason"]
