@@ -249,6 +249,15 @@ class TrainingTracer(AdapterCalls):
             return self._agreement.stops_at(self._step)
         return self._halt is not None
 
+    @property
+    def halt_reason(self) -> Optional[str]:
+        """Why `halt_on` stops this run, for the stored error: the anomaly, and the last
+        healthy checkpoint to restart from when one is known (None before a halt, and on a
+        follower rank)."""
+        if self._halt is None:
+            return None
+        return str(TrainingHalted(dict(self._halt), self._halt_checkpoint))
+
     def _halt_now(self) -> None:
         anomaly: dict[str, object] = dict(self._halt) if self._halt is not None else {}
         if not anomaly:  # a follower: rank 0 found it
