@@ -6,9 +6,14 @@ before the NaN must survive under `<storage>/pinned/<run>/`, hard-linked, and be
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -172,3 +177,69 @@ def test_a_file_rewritten_in_place_is_not_pinned(tmp_path: Path) -> None:
     with QueryEngine(str(tmp_path / ".tracer")) as query:
         failed = query.storage.get_events(run.run_id, "checkpoint_pin_failed")
     assert len(failed) == 1 and "written again" in failed[0]["data"]["reason"]
+
+
+def tracer_cli(storage: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "tracer.cli", *args, "--storage", str(storage)],
+        env={**os.environ, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def age(storage: Path, run_id: str, days: float) -> None:
+    with QueryEngine(str(storage)) as query:
+        query.storage.update_run(run_id, end_time=time.time() - days * 86400)
+
+
+def test_runs_and_show_list_pins_and_gc_removes_them_never_silently(tmp_path: Path) -> None:
+    """Two pinned runs: `runs` and `show` name the pins; gc deletes the aged run with its pin
+    (listed; `--dry-run` only lists), keeps the other's until `gc --pins`."""
+    storage = tmp_path / ".tracer"
+    old = train(tmp_path / "old", pin_checkpoints=True)
+    kept = train(tmp_path / "kept", pin_checkpoints=True)
+    old_pin, kept_pin = (storage / "pinned" / run / "ckpt-20" for run in (old, kept))
+    listing = json.loads(tracer_cli(storage, "runs", "--json"))
+    assert {r["run_id"]: r["pinned"] for r in listing} == {
+        old: [str(old_pin)],
+        kept: [str(kept_pin)],
+    }
+    assert str(kept_pin) in tracer_cli(storage, "runs")
+    shown = tracer_cli(storage, "show", kept)
+    assert f"kept (pinned) at {kept_pin}" in shown and "before nan_or_inf at step 23" in shown
+
+    age(storage, old, 40)
+    dry = tracer_cli(storage, "gc", "--dry-run")
+    assert "would delete 1 run" in dry and "would remove 1 pinned checkpoint" in dry
+    assert str(old_pin) in dry and "run deleted" in dry and old_pin.exists()
+    done = tracer_cli(storage, "gc")
+    assert "removed 1 pinned checkpoint" in done and str(old_pin) in done
+    assert not (storage / "pinned" / old).exists() and kept_pin.exists()
+
+    assert "Nothing to delete" in tracer_cli(storage, "gc")
+    assert "would remove 1 pinned" in tracer_cli(storage, "gc", "--pins", "--dry-run")
+    removed = tracer_cli(storage, "gc", "--pins")
+    assert str(kept_pin) in removed and "--pins" in removed and not kept_pin.exists()
+    with QueryEngine(str(storage)) as query:
+        healthy = query.last_healthy_checkpoint(kept)
+        [pin] = query.pinned_checkpoints(kept)
+    assert healthy is not None and healthy["pinned_path"] is None
+    assert pin["pinned_path"] == str(kept_pin) and not pin["exists"]
+    assert "(removed)" in tracer_cli(storage, "show", kept)
+
+
+def test_retention_at_init_removes_the_pins_of_the_runs_it_deletes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = tmp_path / ".tracer"
+    old = train(tmp_path / "old", pin_checkpoints=True)
+    age(storage, old, 40)
+    with caplog.at_level(logging.WARNING, logger="tracer"):
+        tracer.init(project="pins", retention_days=30)
+        tracer.finish()
+    assert not (storage / "pinned" / old).exists()
+    assert f"removed pinned checkpoint {storage / 'pinned' / old / 'ckpt-20'}" in caplog.text

@@ -224,12 +224,16 @@ class AccelerateWatch:
     def _save_state(self, *args: Any, **kwargs: Any) -> Any:
         """`accelerator.save_state`, then the save recorded in the run: only now are its
         files written (the pre-hook runs before them), which pinning links."""
-        self._saving = None
+        self._take_saving()
         result = self._original_save(*args, **kwargs)
-        saving, self._saving = self._saving, None
+        saving = self._take_saving()  # set by `_before_save` in the call just made
         if saving is not None and saving[0].active:
             saving[0].record_model_save(saving[1], step=self.optimizer_steps)
         return result
+
+    def _take_saving(self) -> Optional[tuple[TrainingTracer, str]]:
+        saving, self._saving = self._saving, None
+        return saving
 
     def _before_load(self, models: Any, input_dir: str) -> None:
         """`load_state`: continue the step count and the run the checkpoint names."""
