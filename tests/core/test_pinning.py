@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any, Optional
 
@@ -243,3 +244,22 @@ def test_retention_at_init_removes_the_pins_of_the_runs_it_deletes(
         tracer.finish()
     assert not (storage / "pinned" / old).exists()
     assert f"removed pinned checkpoint {storage / 'pinned' / old / 'ckpt-20'}" in caplog.text
+
+
+def test_dashboard_payload_and_report_name_the_pin_escaped(tmp_path: Path) -> None:
+    """The run view's model saves carry the pinned path (the dashboard and the report draw
+    them with one table module); the report's header names it, escaped as text."""
+    from tracer.analysis.payloads import run_payload
+    from tracer.report import render_report
+
+    hostile = tmp_path / "<img src=x onerror=alert(1)>&"
+    run_id = train(hostile, pin_checkpoints=True)
+    pinned = str(tmp_path / ".tracer" / "pinned" / run_id / "ckpt-20")
+    with QueryEngine(str(tmp_path / ".tracer")) as query:
+        saves = run_payload(query, run_id)["model_saves"]
+        html = render_report(query, [run_id])
+    assert [(s["step"], s["pinned_path"]) for s in saves if s["pinned_path"]] == [(20, pinned)]
+    assert all(s["pinned_path"] is None for s in saves if s["step"] != 20)
+    header = html.split("<script", 1)[0]
+    assert f"<dt>Pinned at</dt><dd>{html_escape(pinned)}</dd>" in header
+    assert "<img" not in header
