@@ -263,3 +263,11 @@ def test_dashboard_payload_and_report_name_the_pin_escaped(tmp_path: Path) -> No
     header = html.split("<script", 1)[0]
     assert f"<dt>Pinned at</dt><dd>{html_escape(pinned)}</dd>" in header
     assert "<img" not in header
+
+
+def test_a_relative_save_path_is_pinned_and_named_as_recorded() -> None:
+    run_id = train(Path("relative"), pin_checkpoints=True)
+    with QueryEngine() as query:
+        healthy = query.last_healthy_checkpoint(run_id)
+    assert healthy is not None and healthy["path"] == os.path.join("relative", "ckpt-20")
+    assert healthy["pinned_path"] == os.path.abspath(f".tracer/pinned/{run_id}/ckpt-20")

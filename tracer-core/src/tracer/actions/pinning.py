@@ -66,11 +66,13 @@ _STOP = object()
 
 @dataclass
 class _Save:
-    """One recorded save: its own path, step, and the slot of links (None once released)."""
+    """One recorded save: its own path (absolute; `recorded` as the run was given it), step,
+    and the slot of links (None once released)."""
 
     sequence: int
     path: str
     step: int
+    recorded: str
     slot: Optional[str] = None
     unlinked: list[str] = field(default_factory=list)
     linked: list[str] = field(default_factory=list)
@@ -107,7 +109,7 @@ class CheckpointPins:
         if self._closed:
             return
         self._sequence += 1
-        save = _Save(self._sequence, os.path.abspath(path), step)
+        save = _Save(self._sequence, os.path.abspath(path), step, path)
         slot = os.path.join(self._staging, f"{save.sequence}")
         try:
             linked = link_tree(save.path, slot)
@@ -209,7 +211,7 @@ class CheckpointPins:
                 "step": save.step,
                 "kind": PINNED_EVENT,
                 "data": {
-                    "path": save.path,
+                    "path": save.recorded,  # as in its "model_saved" event
                     "pinned_path": final,
                     "method": method,
                     "anomaly_type": anomaly.get("anomaly_type"),
@@ -253,7 +255,7 @@ class CheckpointPins:
                 "step": save.step,
                 "kind": PIN_FAILED_EVENT,
                 "data": {
-                    "path": save.path,
+                    "path": save.recorded,
                     "reason": reason,
                     "anomaly_type": anomaly.get("anomaly_type"),
                     "anomaly_step": anomaly.get("step"),
