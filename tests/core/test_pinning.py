@@ -13,7 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from html import escape as html_escape
 from pathlib import Path
 from typing import Any, Optional
@@ -271,3 +273,34 @@ def test_a_relative_save_path_is_pinned_and_named_as_recorded() -> None:
         healthy = query.last_healthy_checkpoint(run_id)
     assert healthy is not None and healthy["path"] == os.path.join("relative", "ckpt-20")
     assert healthy["pinned_path"] == os.path.abspath(f".tracer/pinned/{run_id}/ckpt-20")
+
+
+@pytest.fixture
+def other_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A folder on another filesystem than tmp_path (the tmpfs /dev/shm), where a hard link
+    from tmp_path is impossible (EXDEV)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) to save checkpoints on")
+    folder = Path(tempfile.mkdtemp(dir=shm, prefix="tracer-pin-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_across_filesystems_the_pin_is_a_whole_copy(
+    tmp_path: Path, other_filesystem: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints on another filesystem than the store cannot be linked: the pin is copied
+    (off the training thread), complete by the end of the run, with a warning that says so."""
+    with caplog.at_level(logging.WARNING, logger="tracer"):
+        run_id = train(other_filesystem, keep=None, pin_checkpoints=True)
+    [pin] = list_pins(str(tmp_path / ".tracer"), run_id)
+    assert (pin.name, pin.partial) == ("ckpt-20", False)
+    original, pinned = other_filesystem / "ckpt-20", Path(pin.path)
+    for relative in ("model.pt", "nested/note.txt"):
+        assert (pinned / relative).read_bytes() == (original / relative).read_bytes()
+        assert not os.path.samefile(pinned / relative, original / relative)
+    assert "could not hard-link" in caplog.text
+    with QueryEngine(str(tmp_path / ".tracer")) as query:
+        [event] = query.storage.get_events(run_id, "checkpoint_pinned")
+    assert event["data"]["method"] == "copy"
