@@ -63,7 +63,7 @@ def train(
                 (folder / "nested").mkdir(parents=True)
                 torch.save(model.state_dict(), folder / "model.pt")
                 (folder / "nested" / "note.txt").write_text(f"step {step}")
-                tracer.record_model_save(str(folder), step=step)
+                tracer.record_model_save(str(folder))  # at the run's step
                 saved.append(folder)
                 if keep is not None and len(saved) > keep:
                     shutil.rmtree(saved.pop(0))
@@ -304,3 +304,20 @@ def test_across_filesystems_the_pin_is_a_whole_copy(
     with QueryEngine(str(tmp_path / ".tracer")) as query:
         [event] = query.storage.get_events(run_id, "checkpoint_pinned")
     assert event["data"]["method"] == "copy"
+
+
+def test_a_resumed_run_clears_the_staging_a_killed_process_left_and_pins(tmp_path: Path) -> None:
+    """A killed process leaves `.staging/` behind (its slots numbered as the next process's
+    would be); the resumed run sets it aside, removes it, and pins its own save."""
+    storage = tmp_path / ".tracer"
+    run_id = train(tmp_path / "first", nan_step=None, pin_checkpoints=True)
+    stale = storage / "pinned" / run_id / ".staging" / "1"
+    stale.mkdir(parents=True)
+    (stale / "model.pt").write_bytes(b"left by a killed process")
+    train(tmp_path / "second", resume=run_id, pin_checkpoints=True)
+    assert [p.name for p in list_pins(str(storage), run_id)] == ["ckpt-20"]
+    assert sorted(os.listdir(storage / "pinned" / run_id)) == ["ckpt-20"]
+    with QueryEngine(str(storage)) as query:
+        healthy = query.last_healthy_checkpoint(run_id)
+    assert healthy is not None and healthy["step"] == 40 + 20  # the run's own step count
+    assert healthy["pinned_path"] == str(storage / "pinned" / run_id / "ckpt-20")

@@ -101,6 +101,14 @@ class CheckpointPins:
         self._worker: Optional[threading.Thread] = None
         self._warned: set[str] = set()
         self._closed = False
+        if os.path.isdir(self._staging):  # left by a process of this run that was killed
+            stale = f"{self._staging}.stale.{os.getpid()}"
+            try:
+                os.rename(self._staging, stale)
+            except OSError as error:
+                logger.warning("Tracer could not clear %s: %s", self._staging, error)
+            else:
+                self._run_later(functools.partial(remove_tree_quietly, stale))
 
     # -- training thread --------------------------------------------------------------------
     def stage(self, path: str, step: int) -> None:

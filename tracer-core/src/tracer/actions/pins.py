@@ -2,11 +2,11 @@
 
 `<storage>/pinned/<run id>/<name>`: one folder per run, in the run's local storage directory,
 beside `tracer.db`; `<name>` is the saved checkpoint's own file or folder name (a step is
-added when two pins of a run share it). `.staging/` in a run's folder holds the hard links of
-recent saves while the run trains (see `tracer.actions.pinning`); a pin copied across
-filesystems is written as `<name>.partial` and renamed when complete, so a listed pin is
-always whole. Readers (the CLI's `runs`, `show`, `gc`, `unpin`) use this module; nothing here
-knows the store.
+added when two pins of a run share it; never a name starting with "."). `.staging/` in a
+run's folder holds the hard links of recent saves while the run trains (see
+`tracer.actions.pinning`); a pin copied across filesystems is written as `<name>.partial` and
+renamed when complete, so a listed pin is whole unless marked `partial`. Readers (the CLI's
+`runs`, `show` and `gc`) use this module; nothing here knows the store.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def list_pins(storage_directory: str, run_id: Optional[str] = None) -> list[Pin]
             continue
         owner = urllib.parse.unquote(folder)
         for name in names:
-            if name == STAGING_DIRECTORY:
+            if name.startswith("."):  # the staging area (and one a crashed run left)
                 continue
             partial = name.endswith(PARTIAL_SUFFIX)
             pins.append(Pin(owner, name, os.path.join(directory, name), partial))
