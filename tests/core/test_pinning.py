@@ -321,3 +321,23 @@ def test_a_resumed_run_clears_the_staging_a_killed_process_left_and_pins(tmp_pat
         healthy = query.last_healthy_checkpoint(run_id)
     assert healthy is not None and healthy["step"] == 40 + 20  # the run's own step count
     assert healthy["pinned_path"] == str(storage / "pinned" / run_id / "ckpt-20")
+
+
+@pytest.mark.parametrize(("pin_on", "pinned"), [("warning", ["m40.pt"]), ("critical", [])])
+def test_pin_on_is_the_least_severity_that_pins(
+    tmp_path: Path, pin_on: str, pinned: list[str]
+) -> None:
+    """A loss spike is a warning: it pins with pin_on="warning", not at the default."""
+    (tmp_path / "c").mkdir()
+    run = tracer.init(project="pins", pin_checkpoints=True, pin_on=pin_on, **INLINE)
+    for step in range(80):
+        tracer.log({"loss": 100.0 if step == 50 else 1.0 / (step + 1)})
+        if step % 10 == 0:
+            (tmp_path / "c" / f"m{step}.pt").write_text(str(step))
+            tracer.record_model_save(f"c/m{step}.pt")
+        tracer.step()
+    tracer.finish()
+    with QueryEngine() as query:
+        kinds = {(a["anomaly_type"], a["severity"]) for a in query.get_anomalies(run.run_id)}
+    assert kinds == {("loss_spike", "warning")}
+    assert [p.name for p in list_pins(str(tmp_path / ".tracer"))] == pinned
