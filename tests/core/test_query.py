@@ -462,7 +462,11 @@ def test_last_healthy_checkpoint_is_the_last_save_before_the_first_anomaly(
     the save at 20 is the last healthy one; the one at the anomaly's step is not."""
     losses = [NAN if i == 25 else 1.0 / (i + 1) for i in range(40)]
     train("sick", losses, saves=(10, 20, 25, 30))
-    assert query.last_healthy_checkpoint("sick") == {"step": 20, "path": "ckpt-20.pt"}
+    assert query.last_healthy_checkpoint("sick") == {
+        "step": 20,
+        "path": "ckpt-20.pt",
+        "pinned_path": None,
+    }
 
 
 def test_last_healthy_checkpoint_without_anomaly_saves_or_serious_anomaly(
@@ -471,13 +475,25 @@ def test_last_healthy_checkpoint_without_anomaly_saves_or_serious_anomaly(
     """No anomaly: the last save. No save: None. Info-level anomalies do not make a save
     unhealthy; a warning before every save leaves none."""
     healthy_id = train("healthy", [1.0 / (i + 1) for i in range(40)], saves=(10, 20, 30))
-    assert query.last_healthy_checkpoint("healthy") == {"step": 30, "path": "ckpt-30.pt"}
+    assert query.last_healthy_checkpoint("healthy") == {
+        "step": 30,
+        "path": "ckpt-30.pt",
+        "pinned_path": None,
+    }
     train("unsaved", [1.0] * 5)
     assert query.last_healthy_checkpoint("unsaved") is None
     store.write_anomalies([anomaly(healthy_id, 5, "loss_plateau", "info")])
-    assert query.last_healthy_checkpoint("healthy") == {"step": 30, "path": "ckpt-30.pt"}
+    assert query.last_healthy_checkpoint("healthy") == {
+        "step": 30,
+        "path": "ckpt-30.pt",
+        "pinned_path": None,
+    }
     store.write_anomalies([anomaly(healthy_id, 25, "loss_spike", "warning")])
-    assert query.last_healthy_checkpoint("healthy") == {"step": 20, "path": "ckpt-20.pt"}
+    assert query.last_healthy_checkpoint("healthy") == {
+        "step": 20,
+        "path": "ckpt-20.pt",
+        "pinned_path": None,
+    }
     store.write_anomalies([anomaly(healthy_id, 5, "loss_spike", "critical")])
     assert query.last_healthy_checkpoint("healthy") is None
 
@@ -489,7 +505,11 @@ def test_record_model_save_at_an_explicit_step(query: QueryEngine) -> None:
     tracer.record_model_save("/models/best.pt", step=7)
     tracer.step()
     run.finish()
-    assert query.last_healthy_checkpoint("explicit") == {"step": 7, "path": "/models/best.pt"}
+    assert query.last_healthy_checkpoint("explicit") == {
+        "step": 7,
+        "path": "/models/best.pt",
+        "pinned_path": None,
+    }
 
 
 def test_store_anomalies_twice_stores_once(store: StorageBackend, query: QueryEngine) -> None:

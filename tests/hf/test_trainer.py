@@ -175,7 +175,7 @@ def test_saves_recorded_and_run_file_written_into_each_checkpoint(trained: Train
         last = query.last_healthy_checkpoint(trained.run["run_id"])
     expected = {step: str(trained.output_dir / f"checkpoint-{step}") for step in (4, 8, 12)}
     assert {e["step"]: e["data"]["path"] for e in saves} == expected
-    assert last == {"step": 12, "path": expected[12]}
+    assert last == {"step": 12, "path": expected[12], "pinned_path": None}
     for path in expected.values():
         assert os.path.isdir(path)
         with open(os.path.join(path, RUN_FILE), encoding="utf-8") as handle:

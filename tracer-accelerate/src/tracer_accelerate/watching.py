@@ -12,17 +12,18 @@ Accelerate has trackers but no training events, so the watch takes them from the
   (`run.skip_nonfinite_step`); a step fp16's GradScaler skips never gets there;
 - the prepared optimizer's `step` is wrapped to record a step Accelerate skipped
   (`step_was_skipped`: an fp16 overflow) as `optimizer/skipped_step`;
-- checkpoints: with `register_save_state_pre_hook` / `register_load_state_pre_hook` (the
-  hooks Accelerate offers for saving "configurations in addition to model weights"),
-  `accelerator.save_state(dir)` writes `dir/tracer_run.json` (the run id and the optimizer
-  steps done; main process) and records the save in the run, and `accelerator.load_state(dir)`
-  reads it on every rank: the step count continues from the saved one, and on the main process
-  the `AccelerateTracker` resumes that run instead of starting a new one. A checkpoint without
-  the file (saved before Tracer was added) loads as before, and the run is a new one. A plain
-  file, not `register_for_checkpointing`: Accelerate refuses to load a checkpoint whose number
-  of registered objects differs, so that would break checkpoints saved without Tracer. A
-  `load_state` after this process has taken optimizer steps (say, the best checkpoint loaded
-  for a last evaluation) changes neither the run nor the count;
+- checkpoints: with `register_save_state_pre_hook` / `register_load_state_pre_hook` (the hooks
+  Accelerate offers for saving "configurations in addition to model weights"),
+  `accelerator.save_state(dir)` writes `dir/tracer_run.json` (the run id and the optimizer steps
+  done; main process) and, once `save_state` has written the checkpoint (it is wrapped for that:
+  the pre-hook runs before the files exist), records the save in the run, and
+  `accelerator.load_state(dir)` reads it on every rank: the step count continues from the saved
+  one, and on the main process the `AccelerateTracker` resumes that run instead of starting a
+  new one. A checkpoint without the file (saved before Tracer was added) loads as before, and
+  the run is a new one. A plain file, not `register_for_checkpointing`: Accelerate refuses to
+  load a checkpoint whose number of registered objects differs, so that would break checkpoints
+  saved without Tracer. A `load_state` after this process has taken optimizer steps (say, the
+  best checkpoint loaded for a last evaluation) changes neither the run nor the count;
 - `accelerator.end_training` is wrapped so that every rank finishes its part before
   Accelerate destroys the process group;
 - a `halt_on` anomaly sets Accelerate's trigger: break when `accelerator.check_trigger()`.
@@ -127,6 +128,9 @@ class AccelerateWatch:
         optimizer.step = self._step
         self._original_end = accelerator.end_training
         accelerator.end_training = self._end_training
+        self._saving: Optional[tuple[TrainingTracer, str]] = None  # a save_state under way
+        self._original_save = accelerator.save_state
+        accelerator.save_state = self._save_state
 
     def count(self) -> int:
         """The optimizer steps done so far."""
@@ -213,12 +217,26 @@ class AccelerateWatch:
         saved: dict[str, Any] = {"optimizer_steps": self.optimizer_steps}
         if run is not None and run.active and run.is_writer:
             saved.update(run_id=run.run_id, project=run.config.project_name, run_name=run.run_name)
-            run.record_model_save(output_dir, step=self.optimizer_steps)
+            self._saving = (run, output_dir)  # recorded once written: `_save_state`
         try:
             with open(os.path.join(output_dir, RUN_FILE), "w", encoding="utf-8") as handle:
                 json.dump(saved, handle)
         except OSError as error:  # a checkpoint without it still loads; the run is then new
             logger.warning("Tracer could not write %s into %s: %s", RUN_FILE, output_dir, error)
+
+    def _save_state(self, *args: Any, **kwargs: Any) -> Any:
+        """`accelerator.save_state`, then the save recorded in the run: only now are its
+        files written (the pre-hook runs before them), which pinning links."""
+        self._take_saving()
+        result = self._original_save(*args, **kwargs)
+        saving = self._take_saving()  # set by `_before_save` in the call just made
+        if saving is not None and saving[0].active:
+            saving[0].record_model_save(saving[1], step=self.optimizer_steps)
+        return result
+
+    def _take_saving(self) -> Optional[tuple[TrainingTracer, str]]:
+        saving, self._saving = self._saving, None
+        return saving
 
     def _before_load(self, models: Any, input_dir: str) -> None:
         """`load_state`: continue the step count and the run the checkpoint names."""
@@ -270,6 +288,8 @@ class AccelerateWatch:
             self.optimizer.step = self._original_step
         if self.accelerator.end_training == self._end_training:
             self.accelerator.end_training = self._original_end
+        if self.accelerator.save_state == self._save_state:
+            self.accelerator.save_state = self._original_save
 
 
 def watch(accelerator: Any, model: Any, optimizer: Any) -> AccelerateWatch:

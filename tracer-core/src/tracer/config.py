@@ -164,6 +164,20 @@ class TracerConfig(BaseModel):
         " stops with TrainingHalted (a run that only produces NaN is not trained forever).",
     )
 
+    # Keeping the last healthy checkpoint (tracer.actions.pinning; README "Acting on
+    # anomalies"). Off by default: like every action but storing the anomaly, it is opt-in.
+    pin_checkpoints: bool = Field(
+        default=False,
+        description="When an anomaly of severity pin_on or above opens, hard-link the last model"
+        " save recorded before its onset into <storage>/pinned/<run id>/, where checkpoint"
+        " rotation cannot delete it (copied where a link is impossible).",
+    )
+    pin_on: str = Field(
+        default="critical",
+        description="The least severity (info, warning, critical) of an anomaly whose opening"
+        " pins the last healthy checkpoint.",
+    )
+
     # Lifecycle (not in the seed reference; needed by preempted jobs and crash detection)
     resume: Optional[str] = Field(
         default=None, description="Id or name of an existing run of the project to continue."
@@ -243,7 +257,7 @@ class TracerConfig(BaseModel):
             )
         return value.strip()
 
-    @field_validator("webhook_min_severity")
+    @field_validator("webhook_min_severity", "pin_on")
     @classmethod
     def _known_severity(cls, value: str) -> str:
         if value not in SEVERITIES:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class TracerError(Exception):
     """Base class of Tracer's own errors."""
@@ -35,11 +37,19 @@ class TrainingHalted(TracerError):
                 tracer.step()
         except tracer.TrainingHalted as halted:
             print("stopped:", halted.anomaly["message"])
+
+    `checkpoint` is where to restart from: the last healthy model checkpoint (pinned with
+    `pin_checkpoints=True`, else the save's own path), when one was recorded before the
+    anomaly; the message names it too, and so does the run's stored error.
     """
 
-    def __init__(self, anomaly: dict[str, object]) -> None:
-        super().__init__(
+    def __init__(self, anomaly: dict[str, object], checkpoint: Optional[str] = None) -> None:
+        message = (
             f"training halted on {anomaly['anomaly_type']} at step"
             f" {anomaly['step']}: {anomaly['message']}"
         )
+        if checkpoint is not None:
+            message += f"; last healthy checkpoint: {checkpoint}"
+        super().__init__(message)
         self.anomaly = anomaly
+        self.checkpoint = checkpoint

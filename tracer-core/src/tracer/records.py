@@ -12,7 +12,8 @@ from typing import Any, NamedTuple, Optional, TypedDict
 
 RUN_STATUSES = ("running", "finished", "failed", "killed", "crashed")
 TERMINAL_STATUSES = ("finished", "failed", "killed", "crashed")
-# An anomaly's severity, least serious first (detectors report them; actions compare them).
+# How serious an anomaly is, least first: detectors report one of these, settings that pick
+# anomalies by severity (`pin_on`) compare by this order.
 SEVERITIES = ("info", "warning", "critical")
 
 

@@ -372,8 +372,8 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
         if run is None or not run.active or not run.is_writer:
             return
         directory = os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}")
+        write_run_file(directory, run)  # first: a pinned checkpoint resumes the same run
         run.record_model_save(directory, step=state.global_step)
-        write_run_file(directory, run)
 
     def state(self) -> dict[str, Any]:
         """`ExportableState`: what HF saves of this callback in each checkpoint's

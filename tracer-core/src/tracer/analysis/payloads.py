@@ -82,7 +82,8 @@ def anomaly_row(anomaly: AnomalyWrite) -> dict[str, Any]:
 
 def run_payload(query: QueryEngine, run: str) -> dict[str, Any]:
     """`GET /api/runs/<run>`: the run, its series (summaries only), checkpoints, model
-    saves, anomalies, gradient heatmap and the batch samples stored at anomaly steps."""
+    saves (with where each is pinned, when it is), anomalies, gradient heatmap and the batch
+    samples stored at anomaly steps."""
     storage = query.storage
     record = query.resolve_run(run)
     run_id = record["run_id"]
@@ -97,6 +98,11 @@ def run_payload(query: QueryEngine, run: str) -> dict[str, Any]:
     healthy = [first_bad is None or c["step"] < first_bad for c in checkpoints]
     last_healthy = max((i for i, ok in enumerate(healthy) if ok), default=-1)
     healthy_save = query.last_healthy_checkpoint(run_id)
+    pinned = {
+        (p["step"], p["path"]): p["pinned_path"]
+        for p in query.pinned_checkpoints(run_id)
+        if p["exists"]
+    }
     samples = anomaly_samples(storage, run_id, anomalies, checkpoint_steps)
     return {
         "run": run_row(record, counts),
@@ -133,6 +139,7 @@ def run_payload(query: QueryEngine, run: str) -> dict[str, Any]:
                 "step": e["step"],
                 "path": e["data"].get("path"),
                 "last_healthy": healthy_save is not None and e["step"] == healthy_save["step"],
+                "pinned_path": pinned.get((e["step"], e["data"].get("path"))),
             }
             for e in events
             if e["kind"] == MODEL_SAVED_EVENT

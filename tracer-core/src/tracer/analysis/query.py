@@ -9,6 +9,7 @@ on write; only `compare_runs` reads whole histories (one packed read per metric)
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from array import array
@@ -32,6 +33,7 @@ HIGHER_IS_BETTER = (
     "map", "top1", "top5", "score", "reward", "return", "r2", "dice", "exact_match", "em",
 )  # fmt: skip
 MODEL_SAVED_EVENT = "model_saved"
+PINNED_EVENT = "checkpoint_pinned"  # written by tracer.actions.pinning
 
 
 def _words(metric: str) -> set[str]:
@@ -193,7 +195,10 @@ class QueryEngine:
 
     def last_healthy_checkpoint(self, run: str) -> Optional[dict[str, Any]]:
         """The last model checkpoint saved (event "model_saved") before the first anomaly of
-        severity warning or critical; the last one saved when there is no such anomaly."""
+        severity warning or critical; the last one saved when there is no such anomaly.
+
+        `pinned_path` is where Tracer keeps that save (`pin_checkpoints`): set when it was
+        pinned and the pin is still on disk here, else None."""
         rid = self.resolve_run(run)["run_id"]
         serious = [a for a in self.storage.get_anomalies(rid) if a["severity"] != "info"]
         limit = serious[0]["step"] if serious else math.inf
@@ -201,7 +206,25 @@ class QueryEngine:
         if not saves:
             return None
         last = saves[-1]
-        return {"step": last["step"], **last["data"]}
+        pinned = self.pinned_checkpoints(rid)
+        same = [p for p in pinned if (p["step"], p["path"]) == (last["step"], last["data"]["path"])]
+        return {"step": last["step"], **last["data"], "pinned_path": _kept_pin(same)}
+
+    def pinned_checkpoints(self, run: str) -> list[dict[str, Any]]:
+        """The checkpoints pinned for this run (event "checkpoint_pinned"), each with the
+        save's `step` and `path`, its `pinned_path`, the anomaly that pinned it, and `exists`
+        (whether the pin is on disk here: `tracer gc` removes pins; a copy may be under way)."""
+        rid = self.resolve_run(run)["run_id"]
+        return [
+            {"step": e["step"], **e["data"], "exists": os.path.exists(e["data"]["pinned_path"])}
+            for e in self.storage.get_events(rid, PINNED_EVENT)
+        ]
+
+
+def _kept_pin(pins: list[dict[str, Any]]) -> Optional[str]:
+    """The pinned path of a save still on disk (the newest pin of it), else None."""
+    kept = [p["pinned_path"] for p in pins if p["exists"]]
+    return str(kept[-1]) if kept else None
 
 
 def first_divergence(

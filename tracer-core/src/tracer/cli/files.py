@@ -1,4 +1,5 @@
-"""`tracer export` (a run's data as CSV or JSON) and `tracer gc` (retention, by hand)."""
+"""`tracer export` (a run's data as CSV or JSON) and `tracer gc` (retention, by hand, pinned
+checkpoints included)."""
 
 from __future__ import annotations
 
@@ -106,34 +107,53 @@ def _write_csv(handle: IO[str], histories: dict[str, tuple[Any, Any]]) -> None:
     show_default=True,
     help="Delete ended runs (finished, failed, killed, crashed) that ended longer ago than this.",
 )
+@click.option(
+    "--pins",
+    "every_pin",
+    is_flag=True,
+    help="Also remove the pinned checkpoints of the ended runs that are kept (of --project).",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @storage_option
 @fails_cleanly
-def gc_command(project: Optional[str], days: int, dry_run: bool, storage: str) -> None:
-    """Apply retention now: delete old ended runs, never a running one. Each is listed."""
+def gc_command(
+    project: Optional[str], days: int, every_pin: bool, dry_run: bool, storage: str
+) -> None:
+    """Apply retention now: delete old ended runs, never a running one, with their pinned
+    checkpoints; also the pins of runs no longer stored. Each is listed."""
+    from tracer.cli.pins import pin_removals, print_pin_removals, remove_pins
     from tracer.storage.retention import expired_runs
 
     with open_query(storage) as query:
         projects = [project] if project else sorted({r["project_name"] for r in query.list_runs()})
         expired = [run for p in projects for run in expired_runs(query.storage, p, days)]
+        removals = pin_removals(
+            query,
+            [run["run_id"] for run in expired],
+            [project] if project else None,
+            every_pin=every_pin,
+        )
         if not dry_run:
             for run in expired:
                 query.storage.delete_run(run["run_id"])
-    if not expired:
+            remove_pins(query, removals)
+    if not expired and not removals:
         console.print(f"Nothing to delete: no ended run is older than {days} day(s).")
         return
     now = time.time()
     verb = "would delete" if dry_run else "deleted"
-    table = Table(title=f"{verb} {len(expired)} run(s)", title_justify="left")
-    for column in ("id", "name", "project", "status", "ended ago"):
-        table.add_column(column)
-    for run in expired:
-        ended = run["end_time"] or run["heartbeat"] or run["start_time"]
-        table.add_row(
-            run["run_id"],
-            plain(run["run_name"]),
-            plain(run["project_name"]),
-            status_text(run["status"]),
-            duration(now - ended),
-        )
-    console.print(table)
+    if expired:
+        table = Table(title=f"{verb} {len(expired)} run(s)", title_justify="left")
+        for column in ("id", "name", "project", "status", "ended ago"):
+            table.add_column(column)
+        for run in expired:
+            ended = run["end_time"] or run["heartbeat"] or run["start_time"]
+            table.add_row(
+                run["run_id"],
+                plain(run["run_name"]),
+                plain(run["project_name"]),
+                status_text(run["status"]),
+                duration(now - ended),
+            )
+        console.print(table)
+    print_pin_removals(removals, dry_run)

@@ -22,6 +22,7 @@ from tracer.cli.common import (
     storage_option,
     timestamp,
 )
+from tracer.cli.pins import pins_by_run, print_pins
 
 TRACER_PREFIXES = ("grad/", "system/", "optimizer/", "rank/")
 
@@ -56,8 +57,18 @@ def runs_command(
         runs.sort(key=lambda r: r["start_time"], reverse=True)
         runs = runs[:limit] if limit else runs
         counts = {r["run_id"]: len(query.storage.get_anomalies(r["run_id"])) for r in runs}
+        pinned = pins_by_run(query)
     if as_json:
-        print_json([{**run, "anomalies": counts[run["run_id"]]} for run in runs])
+        print_json(
+            [
+                {
+                    **run,
+                    "anomalies": counts[run["run_id"]],
+                    "pinned": [pin.path for pin in pinned.get(run["run_id"], [])],
+                }
+                for run in runs
+            ]
+        )
         return
     if not runs:
         console.print("No runs.")
@@ -68,7 +79,11 @@ def runs_command(
             column, justify="right" if column == "steps" else "left", no_wrap=column == "id"
         )
     table.add_column("anomalies", justify="right")
+    shows_pins = any(run["run_id"] in pinned for run in runs)
+    if shows_pins:
+        table.add_column("pinned checkpoints")
     for run in runs:
+        pins = [plain(pin.path) for pin in pinned.get(run["run_id"], [])]
         end = run["end_time"] if run["end_time"] is not None else run["heartbeat"]
         table.add_row(
             run["run_id"],
@@ -79,6 +94,7 @@ def runs_command(
             timestamp(run["start_time"]),
             duration((end or run["start_time"]) - run["start_time"]),
             str(counts[run["run_id"]]) if counts[run["run_id"]] else "-",
+            *(["\n".join(pins) or "-"] if shows_pins else []),
         )
     console.print(table)
 
@@ -95,8 +111,17 @@ def show_command(run: str, all_metrics: bool, storage: str, as_json: bool) -> No
         summary = query.get_run_summary(run)
         anomalies = query.get_anomalies(summary["run_id"])
         healthy = query.last_healthy_checkpoint(summary["run_id"])
+        pinned = query.pinned_checkpoints(summary["run_id"])
+        on_disk = pins_by_run(query).get(summary["run_id"], [])
     if as_json:
-        print_json({**summary, "anomaly_list": anomalies, "last_healthy_save": healthy})
+        print_json(
+            {
+                **summary,
+                "anomaly_list": anomalies,
+                "last_healthy_save": healthy,
+                "pinned_checkpoints": pinned,
+            }
+        )
         return
     console.print(
         f"[bold]{plain(summary['run_name'])}[/] ({summary['run_id']}) in project"
@@ -134,6 +159,16 @@ def show_command(run: str, all_metrics: bool, storage: str, as_json: bool) -> No
     if healthy is not None:
         where = plain(healthy.get("path", ""))
         console.print(f"last model save before any anomaly: step {healthy['step']}, {where}")
+        if healthy.get("pinned_path"):
+            console.print(f"  kept (pinned) at {plain(healthy['pinned_path'])}")
+    for pin in pinned:
+        reason = f"before {plain(str(pin.get('anomaly_type')))} at step {pin.get('anomaly_step')}"
+        gone = "" if pin["exists"] else " [dim](removed)[/]"
+        console.print(
+            f"pinned the save of step {pin['step']} {reason}: {plain(pin['pinned_path'])}{gone}"
+        )
+    recorded = {pin["pinned_path"] for pin in pinned}
+    print_pins([pin for pin in on_disk if pin.path not in recorded])
 
 
 def print_anomaly_table(

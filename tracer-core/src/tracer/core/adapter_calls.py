@@ -19,6 +19,7 @@ from tracer.records import Collected, EventWrite, RunRecord
 
 if TYPE_CHECKING:
     from tracer.capture.collector import CollectorSet
+    from tracer.core.model_saves import ModelSaves
     from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class AdapterCalls:
     _interval: int
     _resumed: Optional[RunRecord]
     _collectors: CollectorSet
+    _saves: Optional[ModelSaves]  # None on a follower rank and when tracing is disabled
 
     @property
     def is_writer(self) -> bool:
@@ -113,15 +115,16 @@ class AdapterCalls:
 
     def record_model_save(self, path: str, step: Optional[int] = None) -> None:
         """Note that a model checkpoint was saved to `path` (at `step`, default the current
-        one), so queries can name the last healthy save before an anomaly."""
+        one), so queries can name the last healthy save before an anomaly. Call it once the
+        files are written: with `pin_checkpoints=True` they are hard-linked here, before a
+        framework's rotation may delete them (links only; no data is copied)."""
         if self._state != ACTIVE:
             return
-        event: EventWrite = {
-            "step": self._step if step is None else int(step),
-            "kind": "model_saved",
-            "data": {"path": str(path)},
-        }
+        step = self._step if step is None else int(step)
+        event: EventWrite = {"step": step, "kind": "model_saved", "data": {"path": str(path)}}
         self.submit_background(Collected([], [event]))
+        if self._saves is not None:
+            self._saves.recorded(str(path), step)
 
     def rewind(self, after_step: int) -> None:
         """Forget what this resumed run stored after `after_step`, and continue from there.

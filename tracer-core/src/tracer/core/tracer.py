@@ -27,6 +27,7 @@ from tracer.core import lifecycle
 from tracer.core.adapter_calls import ACTIVE, AdapterCalls
 from tracer.core.ending import record_end
 from tracer.core.halting import HaltAgreement
+from tracer.core.model_saves import ModelSaves, remove_pins_of
 from tracer.core.starting import start_or_resume
 from tracer.core.values import check_metrics
 from tracer.core.writer import RunWriter
@@ -81,6 +82,8 @@ class TrainingTracer(AdapterCalls):
         self._halt: Optional[AnomalyWrite] = None
         # Why training must stop now, from a decision every rank took alike (stop_training).
         self._stop_reason: Optional[dict[str, object]] = None
+        self._halt_checkpoint: Optional[str] = None  # where to restart, named by the halt
+        self._saves: Optional[ModelSaves] = None
         self._fork_warned = False
         # How the atexit handler ends a run nobody finished. An adapter whose framework has
         # no exception event sets "failed" while training runs (its end event resets it).
@@ -138,11 +141,19 @@ class TrainingTracer(AdapterCalls):
             max_backlog_bytes=int(config.max_backlog_mb * (1 << 20)),
         )
         self._collectors = CollectorSet([])
+        self._saves = ModelSaves(
+            config,
+            self.storage,
+            self.run_id,
+            lambda event: self.submit_background(Collected([], [event])),
+            lambda: self._writer.detected_through,
+        )
         self._state = _ACTIVE
         lifecycle.register(self)
         self._collectors = self._start_collectors()
         try:
-            apply_retention(self.storage, config.project_name, config.retention_days)
+            deleted = apply_retention(self.storage, config.project_name, config.retention_days)
+            remove_pins_of(self.storage, deleted)
         except Exception:
             logger.exception("Tracer's retention cleanup failed; no run was deleted by it.")
         self._plugins.run_started(self)
@@ -259,6 +270,15 @@ class TrainingTracer(AdapterCalls):
             return None
         return str(TrainingHalted(self._stop_reason))
 
+    @property
+    def halt_reason(self) -> Optional[str]:
+        """Why `halt_on` stops this run, for the stored error: the anomaly, and the last
+        healthy checkpoint to restart from when one is known (None before a halt, and on a
+        follower rank)."""
+        if self._halt is None:
+            return None
+        return str(TrainingHalted(dict(self._halt), self._halt_checkpoint))
+
     def _halt_now(self) -> None:
         anomaly: dict[str, object] = {}
         if self._stop_reason is not None:
@@ -271,21 +291,26 @@ class TrainingTracer(AdapterCalls):
                 "step": self._step,
                 "message": "rank 0 found an anomaly of a halt_on type; every rank stops here",
             }
-        halted = TrainingHalted(anomaly)
+        halted = TrainingHalted(anomaly, self._halt_checkpoint)
         self.finish("failed", error=str(halted))
         raise halted
 
     def _anomalies_found(self, anomalies: list[AnomalyWrite]) -> None:
-        """Writer thread, after the anomalies are stored: hooks, then the halt flag (not for
-        episodes reported as the run ends: nothing is left to halt)."""
+        """Writer thread, after the anomalies are stored: hooks, the pin of the last healthy
+        checkpoint, then the halt flag (last: the halt names the pinned path; not for episodes
+        reported as the run ends: nothing is left to halt)."""
         for anomaly in anomalies:
             self._plugins.anomaly_found(self, anomaly)
+            if self._saves is not None:
+                self._saves.anomaly_opened(anomaly)
             if (
                 self._halt is None
                 and self._state is _ACTIVE
                 and anomaly["anomaly_type"] in self.config.halt_on
             ):
                 logger.warning("Tracer halts training: %s", anomaly["message"])
+                if self._saves is not None:
+                    self._halt_checkpoint = self._saves.restart_point(anomaly["step"])
                 self._halt = anomaly
 
     def _close_step(self, checkpoint: bool = True) -> None:
@@ -425,6 +450,11 @@ class TrainingTracer(AdapterCalls):
         if had_steps:
             self._checkpoint(self._last_closed_step, "finish")
         self._collectors.close()
+        if self._saves is not None and self._saves.pins is not None:
+            # Detection of what is queued may still pin: let it, then let the pins' copies
+            # finish while the writer can still record how they went.
+            self._writer.flush(FINISH_TIMEOUT_S)
+            self._saves.close()
         self._state = _ENDED
         record_end(
             self.storage,

@@ -140,10 +140,14 @@ class RunWriter(CatchingUp):
         self._catch_up_seconds = 0.0
         self._flush_lock = lifecycle.DeferringLock()  # see there: SIGTERM in a sync write
         self._stopping = False
+        self._flushing_thread: Optional[int] = None  # the thread inside `_flush`, if any
         self._latest: dict[str, float] = {}
         self._unwritten = Backlog(max_backlog_bytes // 2)  # the other half: queued steps
         self._last_heartbeat = time.time()
         self._stored_progress = progress()  # the step count stored with the run so far
+        # The last step whose data detection has seen and whose new anomalies were handed to
+        # `on_anomalies` (a model save up to it that no anomaly followed is healthy so far).
+        self.detected_through = self._stored_progress - 1
         self._failed_flushes = 0
         self._written_points = 0
         self._bad_values = 0
@@ -188,6 +192,8 @@ class RunWriter(CatchingUp):
     def submit(self, item: CheckpointRequest | Background) -> None:
         self._queue.append(item)
         if not self._asynchronous:
+            if self._flushing_thread == threading.get_ident():
+                return  # from inside a flush (a hook acting on an anomaly): the next one
             self._flush()
         elif len(self._queue) >= self._buffer_size and not self._wake.is_set():
             self._wake.set()
@@ -264,6 +270,7 @@ class RunWriter(CatchingUp):
 
     def _flush(self) -> None:
         with self._flush_lock:
+            self._flushing_thread = threading.get_ident()
             barriers: list[_Barrier] = []
             try:
                 self._in_flight_since = self._oldest_unwritten()
@@ -275,6 +282,7 @@ class RunWriter(CatchingUp):
                     self._seconds_per_point = 0.7 * self._seconds_per_point + 0.3 * cost
             finally:
                 self._in_flight_since = math.inf
+                self._flushing_thread = None
                 self._written.set()
             for barrier in barriers:
                 barrier.done.set()
@@ -316,6 +324,7 @@ class RunWriter(CatchingUp):
                 self._on_checkpoint_written(checkpoint["step"], checkpoint["reason"])
             if batch.opened:
                 self._on_anomalies(batch.opened)
+            self.detected_through = progress - 1  # after the anomalies were acted on
         else:
             if heartbeat_due:
                 try:

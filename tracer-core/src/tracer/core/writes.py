@@ -71,6 +71,10 @@ class Writer(Protocol):
     def report(self) -> WriteReport:
         """What became of the data so far."""
 
+    @property
+    def detected_through(self) -> int:
+        """The last step detection has seen, with its new anomalies acted on."""
+
     def summary(self) -> Optional[str]:
         """What went wrong in the background, for the finish report; None if nothing."""
 
@@ -96,3 +100,7 @@ class DiscardingWriter:
 
     def report(self) -> WriteReport:
         return WriteReport(0, 0, 0, 0, 0, None)
+
+    @property
+    def detected_through(self) -> int:
+        return -1  # a follower detects nothing

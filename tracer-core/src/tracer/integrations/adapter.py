@@ -165,7 +165,9 @@ class TracerAdapter:
         if run is None or not run.active:
             return
         if run.should_stop:
-            run.finish("failed", error=run.stop_message or HALTED, total_steps=total_steps)
+            reason = run.halt_reason  # the anomaly, and the checkpoint to restart from
+            error = run.stop_message or (HALTED if reason is None else f"{HALTED}: {reason}")
+            run.finish("failed", error=error, total_steps=total_steps)
         else:
             run.finish(total_steps=total_steps)
 

@@ -97,6 +97,8 @@ def run_card(run: RunData) -> str:
         saved = run.last_healthy
         where = escape(str(saved.get("path", "")))
         rows.append(("Last healthy save", f"step {saved['step']} {where}"))
+        if saved.get("pinned_path"):
+            rows.append(("Pinned at", escape(str(saved["pinned_path"]))))
     if record["notes"]:
         rows.append(("Notes", escape(record["notes"])))
     banner = ""

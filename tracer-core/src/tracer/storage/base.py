@@ -95,6 +95,12 @@ class StorageBackend(abc.ABC):
         SQLite one opens its file read-only)."""
         return cls.from_location(location)
 
+    def local_directory(self) -> Optional[str]:
+        """A directory on this machine that belongs to this store, where files kept beside it
+        go (pinned checkpoints: `tracer.actions.pins`); None for a store that is not a local
+        directory (the default), which then keeps no such files."""
+        return None
+
     # -- runs -------------------------------------------------------------------------------
     @abc.abstractmethod
     def create_run(

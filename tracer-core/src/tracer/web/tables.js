@@ -40,6 +40,11 @@ export function renderAnomalies(container, anomalies, onPick, lastStep) {
   fill(container, table("anomalies-table", headers, rows, "No anomalies detected."));
 }
 
+/** Where Tracer keeps a save it pinned (pin_checkpoints), shown under the save's own path. */
+function pinnedNote(save) {
+  return save.pinned_path ? el("div", { class: "pinned-path" }, "pinned: ", save.pinned_path) : null;
+}
+
 export function renderCheckpoints(container, checkpoints, modelSaves) {
   const saves = new Map();
   for (const save of modelSaves || []) {
@@ -55,7 +60,8 @@ export function renderCheckpoints(container, checkpoints, modelSaves) {
     el("td", {}, c.healthy ? el("span", { class: "ok" }, "healthy") : el("span", { class: "bad" }, "unhealthy"),
       c.last_healthy ? el("span", { class: "badge last-healthy-badge" }, "last healthy") : null),
     el("td", { class: "path" }, (saves.get(c.step) || []).map((save) => el("div", {}, save.path ?? "",
-      save.last_healthy ? el("span", { class: "badge last-healthy-badge" }, "last healthy model") : null))),
+      save.last_healthy ? el("span", { class: "badge last-healthy-badge" }, "last healthy model") : null,
+      pinnedNote(save)))),
   ));
   const headers = ["step", "time", "reason", "health", "model saved"].map((label) => ({ label, num: label === "step" }));
   const listed = new Set((checkpoints || []).map((c) => c.step));
@@ -64,7 +70,7 @@ export function renderCheckpoints(container, checkpoints, modelSaves) {
     container,
     table("checkpoints-table", headers, rows, "No checkpoints recorded."),
     orphanSaves.length
-      ? el("p", { class: "muted" }, "Model saves: ", orphanSaves.map((s) => `step ${s.step}: ${s.path}`).join("; "))
+      ? el("p", { class: "muted" }, "Model saves: ", orphanSaves.map((s) => `step ${s.step}: ${s.path}${s.pinned_path ? ` (pinned at ${s.pinned_path})` : ""}`).join("; "))
       : null,
   );
 }

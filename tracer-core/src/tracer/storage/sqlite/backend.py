@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -90,6 +91,10 @@ class SQLiteStorage(MetricTables, StorageBackend):
         if cls.__init__ is not SQLiteStorage.__init__:
             return super().open_reader(location)
         return cls(location, read_only=True)
+
+    def local_directory(self) -> Optional[str]:
+        """The directory of `tracer.db`: the storage_path itself."""
+        return os.path.dirname(os.path.abspath(self.path))
 
     def _rolled_back(self) -> None:
         self._series_ids.clear()  # ids created in the rolled-back transaction are gone
