@@ -341,3 +341,39 @@ def test_pin_on_is_the_least_severity_that_pins(
         kinds = {(a["anomaly_type"], a["severity"]) for a in query.get_anomalies(run.run_id)}
     assert kinds == {("loss_spike", "warning")}
     assert [p.name for p in list_pins(str(tmp_path / ".tracer"))] == pinned
+
+
+def test_an_episode_that_turns_critical_pins_then(tmp_path: Path) -> None:
+    """A divergence opens as a warning (below pin_on) and turns critical as the loss keeps
+    climbing: the hook announces it again, and the save before its onset is pinned then."""
+    import random
+
+    noise = random.Random(1)
+    saves = tmp_path / "saves"
+    saves.mkdir()
+    run = tracer.init(
+        project="pins",
+        storage_path=str(tmp_path / "store"),
+        pin_checkpoints=True,
+        pin_on="critical",
+        detectors={"loss_plateau": False},
+    )
+    for step in range(400):
+        climb = 1.03 ** max(0, step - 200)
+        tracer.log({"loss": (1.0 + 0.01 * noise.gauss(0, 1)) * climb})
+        if step % 10 == 0:
+            path = saves / f"step-{step}.pt"
+            path.write_bytes(b"weights at step %d" % step)
+            tracer.record_model_save(str(path), step=step)
+        tracer.step()
+        run.flush()  # one step per batch: the episode is seen opening, then worsening
+    tracer.finish()
+    with QueryEngine(str(tmp_path / "store")) as query:
+        (episode,) = [
+            a for a in query.get_anomalies(run.run_id) if a["anomaly_type"] == "loss_divergence"
+        ]
+        healthy = query.last_healthy_checkpoint(run.run_id)
+    assert episode["severity"] == "critical"
+    assert healthy is not None and healthy["pinned_path"] is not None
+    saved_step = max(s for s in range(0, 400, 10) if s < episode["step"])
+    assert Path(healthy["pinned_path"]).read_bytes() == b"weights at step %d" % saved_step

@@ -17,6 +17,12 @@ TERMINAL_STATUSES = ("finished", "failed", "killed", "crashed")
 SEVERITIES = ("info", "warning", "critical")
 
 
+def severity_rank(severity: str) -> int:
+    """Position in `SEVERITIES`, higher is worse; a severity outside the vocabulary (a
+    third-party detector's own word) ranks below all of them."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
+
+
 class RunRecord(TypedDict):
     """One run as stored. `status` is the effective one: a dead "running" run reads "crashed"."""
 

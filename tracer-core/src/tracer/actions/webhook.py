@@ -37,8 +37,8 @@ from tracer.actions.webhook_message import (
     episode_key,
     held_back_message,
     masked_url,
-    severity_rank,
 )
+from tracer.records import severity_rank
 
 if TYPE_CHECKING:
     from tracer.handles import RunHandle

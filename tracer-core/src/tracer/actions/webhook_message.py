@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from tracer.records import SEVERITIES, AnomalyWrite
+from tracer.records import AnomalyWrite
 
 MAX_TEXT_CHARS = 1900  # Discord refuses `content` over 2,000 characters
 _MARKS = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
@@ -26,11 +26,6 @@ class RunContext(NamedTuple):
     run_name: str
     project: str
     dashboard_url: Optional[str]  # where `tracer ui` serves the store, when configured
-
-
-def severity_rank(severity: str) -> int:
-    """Position in `SEVERITIES`; a severity outside the vocabulary ranks below all of them."""
-    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
 
 
 def episode_key(anomaly: AnomalyWrite) -> tuple[str, int, str]:

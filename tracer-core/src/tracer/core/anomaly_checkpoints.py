@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from tracer.core.columns import Points
 from tracer.detection.runner import episode_key
-from tracer.records import SEVERITIES, AnomalyWrite
+from tracer.records import AnomalyWrite, severity_rank
 
 WAIT_STEPS = 2  # a collector asked for a step's data sends it at the next step
 WAIT_SECONDS = 5.0  # past this (storage far too slow, training stalled) take it as it is
@@ -73,7 +73,7 @@ class AnomalyCheckpoints:
         announce: list[AnomalyWrite] = []
         for anomaly in found:
             key = episode_key(anomaly)
-            rank = _severity_rank(anomaly["severity"])
+            rank = severity_rank(anomaly["severity"])
             announced = self._announced.get(key)
             if announced is None:
                 new.append(anomaly)
@@ -109,12 +109,6 @@ class AnomalyCheckpoints:
             del self._waiting[step]
             ready.append((step, waiting.metrics))
         return ready
-
-
-def _severity_rank(severity: str) -> int:
-    """Higher is worse; a severity outside the built-in ones (a third-party detector's) ranks
-    below them all."""
-    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
 
 
 def _values_at(points: Points, step: int) -> dict[str, float]:

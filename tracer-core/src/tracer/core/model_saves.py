@@ -17,7 +17,7 @@ from typing import Optional
 from tracer.actions.pinning import CheckpointPins
 from tracer.actions.pins import remove_run_pins
 from tracer.config import TracerConfig
-from tracer.records import SEVERITIES, AnomalyWrite, EventWrite
+from tracer.records import AnomalyWrite, EventWrite, severity_rank
 from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class ModelSaves:
         detected_through: Callable[[], int],
     ) -> None:
         self._recent: deque[tuple[str, int]] = deque(maxlen=REMEMBERED_SAVES)
-        self._pin_from = SEVERITIES.index(config.pin_on)
+        self._pin_from = severity_rank(config.pin_on)
         self._pinned: dict[int, str] = {}  # anomaly onset step -> the pinned path
         self.pins: Optional[CheckpointPins] = None
         if config.pin_checkpoints:
@@ -63,10 +63,11 @@ class ModelSaves:
 
     def anomaly_opened(self, anomaly: AnomalyWrite) -> None:
         """Writer thread: pin the last save before the onset of an anomaly at or above
-        `pin_on` (once per onset step)."""
+        `pin_on` (once per onset step; an episode that opened below it and rose is announced
+        again, and pinned then)."""
         if self.pins is None or anomaly["step"] in self._pinned:
             return
-        if SEVERITIES.index(anomaly["severity"]) < self._pin_from:
+        if severity_rank(anomaly["severity"]) < self._pin_from:
             return
         try:
             pinned = self.pins.pin(anomaly["step"], dict(anomaly))
