@@ -8,6 +8,5 @@ Installing the package is enough: its plugin registers `PostgresStorage` for
 from __future__ import annotations
 
 from tracer_postgres.backend import PostgresStorage
-from tracer_postgres.location import mask
 
-__all__ = ["PostgresStorage", "mask"]
+__all__ = ["PostgresStorage"]

@@ -27,9 +27,10 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 
+from tracer.config import mask_password
 from tracer.exceptions import StorageError, StoreNotFoundError
 from tracer_postgres import schema
-from tracer_postgres.location import Location, mask
+from tracer_postgres.location import Location
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ POOL_SIZE = 4  # the training thread, the writer thread, and a reader's few thre
 
 def describe(error: BaseException, location: Location) -> str:
     """One line saying why `error` happened at `location`, password masked."""
-    text = mask(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+    text = mask_password(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
     lowered = text.lower()
     if "password authentication failed" in lowered or "no password supplied" in lowered:
         return (
@@ -182,6 +183,6 @@ class PostgresConnection:
         pool: Optional[psycopg_pool.ConnectionPool[Any]] = getattr(self, "_pool", None)
         if pool is not None and not getattr(self, "_closed", True):
             try:
-                pool.close(timeout=0)
+                pool.close(timeout=1.0)
             except Exception:  # interpreter teardown: nothing to report to
                 logger.debug("closing a pool at garbage collection failed", exc_info=True)

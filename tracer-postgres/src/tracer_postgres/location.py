@@ -15,11 +15,11 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Optional
 
+from tracer.config import mask_password
+
 SCHEMES = ("postgresql", "postgres")
 SCHEMA_PARAMETER = "schema"
-_MASK = "***"
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_PASSWORD_IN_TEXT = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def parse(url: str) -> Location:
     """The parts of a `postgresql://` (or `postgres://`) URL; `ValueError` names what is wrong
     (the message shows the URL masked)."""
     parts = urllib.parse.urlsplit(url)
-    shown = mask(url)
+    shown = mask_password(url)
     if parts.scheme.lower() not in SCHEMES:
         raise ValueError(f"{shown!r} is not a postgresql:// URL")
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
@@ -52,15 +52,3 @@ def parse(url: str) -> Location:
         ("postgresql", parts.netloc, parts.path, urllib.parse.urlencode(rest), "")
     )
     return Location(conninfo, schema, shown)
-
-
-def mask(text: str) -> str:
-    """`text` with the password of a URL (`user:secret@`) and any `password=...` masked."""
-    parts = urllib.parse.urlsplit(text) if "://" in text else None
-    if parts is not None and parts.password is not None:
-        user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
-        host = parts.netloc.rsplit("@", 1)[1]
-        text = urllib.parse.urlunsplit(
-            (parts.scheme, f"{user}:{_MASK}@{host}", parts.path, parts.query, parts.fragment)
-        )
-    return _PASSWORD_IN_TEXT.sub(lambda match: match.group(1) + _MASK, text)

@@ -165,14 +165,20 @@ def current_schema(cursor: Any) -> str:
 
 
 def check(cursor: Any, shown: str) -> int:
-    """The version of the schema `cursor` sees (read only, for readers); 0: nothing there."""
-    schema = current_schema(cursor)
+    """The version of the schema `cursor` sees (read only, for readers); 0: nothing there
+    (the schema named in the location does not exist, or holds nothing)."""
+    cursor.execute("SELECT current_schema()")
+    row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return 0
+    schema = str(row[0])
     return _version(cursor, _tables(cursor, schema), shown, schema)
 
 
 def migrate(connection: Any, shown: str) -> None:
     """Bring the connection's schema to `SCHEMA_VERSION` (creating it in an empty one)."""
     with connection.cursor() as cursor:
+        current_schema(cursor)  # there is one to create tables in
         if check(cursor, shown) == SCHEMA_VERSION:
             return
     with connection.transaction(), connection.cursor() as cursor:
