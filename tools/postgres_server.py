@@ -84,7 +84,7 @@ class PostgresServer:
     def _tool(self, name: str, *args: str, quiet: bool = True) -> None:
         command = as_server_user([os.path.join(self.bin_dir, name), *args])
         output = subprocess.DEVNULL if quiet else None
-        subprocess.run(command, check=True, stdout=output)
+        subprocess.run(command, check=True, stdout=output, cwd="/")
 
     def _ctl(self, action: str, *args: str) -> None:
         self._tool(
@@ -119,6 +119,13 @@ class PostgresServer:
 
     def restart(self) -> None:
         self._ctl("restart", "-m", "fast")
+
+    def halt(self) -> None:
+        """Stop the server but keep its cluster (`resume` starts it again)."""
+        self._ctl("stop", "-m", "fast")
+
+    def resume(self) -> None:
+        self._ctl("start")
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):

@@ -4,7 +4,10 @@ when the test ends (`drop_schemas`, called by the conftest)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -51,3 +54,14 @@ def shared_schema_url(key: str) -> str:
     """Like `schema_url`, but not dropped when a test ends: the caller drops it
     (`drop_schema_of`)."""
     return f"{server_url()}&schema=m_{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+
+
+def running_test_server() -> Any:
+    """The running test server (`tools/postgres_server.py`'s `PostgresServer`), to restart
+    or stop it; loaded from its file, as tools/ is not a package."""
+    path = Path(__file__).resolve().parents[2] / "tools" / "postgres_server.py"
+    spec = importlib.util.spec_from_file_location("tracer_test_postgres_server", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.attach()

@@ -35,7 +35,7 @@ from tracer_postgres.location import Location
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
-CONNECT_WAIT_S = 15.0
+CONNECT_WAIT_S = 5.0
 POOL_SIZE = 4  # the training thread, the writer thread, and a reader's few threads
 
 
@@ -137,7 +137,8 @@ class PostgresConnection:
                 yield connection
         except psycopg_pool.PoolTimeout:
             raise StorageError(
-                f"no connection to {self.location.shown} within {CONNECT_WAIT_S:.0f} s"
+                f"no connection to PostgreSQL at {self.location.shown} within"
+                f" {CONNECT_WAIT_S:.0f} s"
                 " (is the server up and reachable?)"
             ) from None
 
