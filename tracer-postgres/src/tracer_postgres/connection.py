@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Optional
 
 import psycopg
+import psycopg.errors
 import psycopg_pool
 from psycopg import sql
 
@@ -103,11 +104,7 @@ class PostgresConnection:
         try:
             if self.location.schema is not None:
                 if not self.read_only:
-                    connection.execute(
-                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                            sql.Identifier(self.location.schema)
-                        )
-                    )
+                    self._create_schema(connection, self.location.schema)
                 self._configure(connection)
             if self.read_only:
                 with connection.cursor() as cursor:
@@ -126,6 +123,16 @@ class PostgresConnection:
             raise StorageError(describe(error, self.location)) from None
         finally:
             connection.close()
+
+    @staticmethod
+    def _create_schema(connection: psycopg.Connection[Any], name: str) -> None:
+        """`CREATE SCHEMA IF NOT EXISTS`, which two processes running it at once can still
+        fail with a duplicate (PostgreSQL checks the catalog before it locks it): the other
+        process created it, which is all that was wanted."""
+        with suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+            connection.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name))
+            )
 
     # -- transactions and reads -------------------------------------------------------------
     @contextmanager
