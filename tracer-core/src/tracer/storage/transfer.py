@@ -87,16 +87,33 @@ def copy_run(source: StorageBackend, target: StorageBackend, run: RunRecord) -> 
         run_id,
         {},
         [
-            {key: checkpoint[key] for key in checkpoint if key != "run_id"}  # type: ignore[misc]
-            for checkpoint in source.get_checkpoints(run_id)
+            {
+                "step": c["step"],
+                "timestamp": c["timestamp"],
+                "reason": c["reason"],
+                "metrics": c["metrics"],
+                "gradient_stats": c["gradient_stats"],
+                "system_metrics": c["system_metrics"],
+                "extra": c["extra"],
+            }
+            for c in source.get_checkpoints(run_id)
         ],
         events=[
             {"step": e["step"], "kind": e["kind"], "data": e["data"]}
             for e in source.get_events(run_id)
         ],
         samples=[
-            {key: sample[key] for key in sample if key != "run_id"}  # type: ignore[misc]
-            for sample in source.get_samples(run_id)
+            {
+                "step": s["step"],
+                "reason": s["reason"],
+                "role": s["role"],
+                "name": s["name"],
+                "shape": s["shape"],
+                "dtype": s["dtype"],
+                "values": s["values"],
+                "truncated": s["truncated"],
+            }
+            for s in source.get_samples(run_id)
         ],
         anomalies=source.get_anomalies(run_id),
     )
