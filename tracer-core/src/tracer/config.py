@@ -9,6 +9,9 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
+import urllib.parse
+from collections.abc import Iterator
 from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
@@ -51,6 +54,25 @@ def _dashboard_url_from_env() -> Optional[str]:
     return os.environ.get(DASHBOARD_URL_ENV, "").strip() or None
 
 
+_PASSWORD_PARAMETER = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+PASSWORD_MASK = "***"
+
+
+def mask_password(location: str) -> str:
+    """`location` as it may be shown: the password of a URL (`user:secret@host`) and any
+    `password=...` parameter replaced by ***. A storage URL may carry a database password
+    (team storage); every message, repr and log line that names a location shows it so."""
+    parts = urllib.parse.urlsplit(location) if "://" in location else None
+    if parts is not None and parts.password is not None:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        location = urllib.parse.urlunsplit(
+            (parts.scheme, f"{user}:{PASSWORD_MASK}@{host}", parts.path, parts.query,
+             parts.fragment)
+        )  # fmt: skip
+    return _PASSWORD_PARAMETER.sub(lambda match: match.group(1) + PASSWORD_MASK, location)
+
+
 class TracerConfig(BaseModel):
     """Configuration of one training run (see the table in README for what each field does).
 
@@ -62,6 +84,13 @@ class TracerConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, frozen=False, hide_input_in_errors=True
     )
+
+    def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:
+        """The repr (and str) of a config never shows a password in `storage_path`."""
+        for name, value in super().__repr_args__():
+            if name == "storage_path" and isinstance(value, str):
+                value = mask_password(value)
+            yield name, value
 
     # Project metadata
     project_name: str = Field(min_length=1)

@@ -5,6 +5,7 @@
     tracer export RUN --format csv|json [-o FILE]        tracer gc [--days N] [--pins] [--dry-run]
     tracer plot RUN METRIC... [-o file.svg|png]          tracer report RUN [RUN2] -o r.html
     tracer ui [--host H] [--port N] [--token T] [--open] (the live dashboard)
+    tracer copy SRC DST [RUN...]                         (between stores, e.g. to PostgreSQL)
 
 Every command takes `--storage` (or TRACER_STORAGE_PATH); listings take `--json`. Exit codes
 are in `tracer.cli.common`. Kept out of `import tracer`: click and rich load only here.
@@ -20,6 +21,7 @@ from tracer.cli.anomalies import anomalies_command
 from tracer.cli.files import export_command, gc_command
 from tracer.cli.plots import plot_command, report_command
 from tracer.cli.runs import compare_command, runs_command, show_command
+from tracer.cli.transfer import copy_command
 from tracer.cli.ui import ui_command
 
 
@@ -41,6 +43,7 @@ for _command in (
     plot_command,
     report_command,
     ui_command,
+    copy_command,
 ):
     cli.add_command(_command)
 

@@ -23,6 +23,7 @@ from tracer.cli.common import (
     timestamp,
 )
 from tracer.cli.pins import pins_by_run, print_pins
+from tracer.config import mask_password
 
 TRACER_PREFIXES = ("grad/", "system/", "optimizer/", "rank/")
 
@@ -73,7 +74,9 @@ def runs_command(
     if not runs:
         console.print("No runs.")
         return
-    table = Table(title=f"{len(runs)} run(s) in {storage}", title_justify="left")
+    table = Table(
+        title=f"{len(runs)} run(s) in {plain(mask_password(storage))}", title_justify="left"
+    )
     for column in ("id", "name", "project", "status", "steps", "started", "duration"):
         table.add_column(
             column, justify="right" if column == "steps" else "left", no_wrap=column == "id"

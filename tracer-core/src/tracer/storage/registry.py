@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Optional, Union
 
-from tracer.config import TracerConfig
+from tracer.config import TracerConfig, mask_password
 from tracer.exceptions import StorageError
 from tracer.storage.base import StorageBackend
 
@@ -52,8 +52,8 @@ def backend_class_for(storage_path: str) -> type[StorageBackend]:
     except KeyError:
         known = ", ".join(sorted(backends)) or "none"
         raise StorageError(
-            f"no storage backend handles {scheme}:// (storage_path={storage_path!r}); "
-            f"installed: {known}"
+            f"no storage backend handles {scheme}:// (storage_path="
+            f"{mask_password(storage_path)!r}); installed: {known}"
         ) from None
 
 
