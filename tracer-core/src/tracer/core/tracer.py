@@ -29,6 +29,7 @@ from tracer.core.ending import record_end
 from tracer.core.halting import HaltAgreement
 from tracer.core.model_saves import ModelSaves, remove_pins_of
 from tracer.core.starting import start_or_resume
+from tracer.core.stopping import Stopping
 from tracer.core.values import check_metrics
 from tracer.core.writer import RunWriter
 from tracer.core.writes import (
@@ -40,7 +41,6 @@ from tracer.core.writes import (
 )
 from tracer.detection.runner import DetectorSet, build_detectors
 from tracer.distributed import rank_and_world_size
-from tracer.exceptions import TrainingHalted
 from tracer.plugins.manager import get_plugin_manager
 from tracer.records import AnomalyWrite, Collected
 from tracer.storage.base import StorageBackend
@@ -65,7 +65,7 @@ def tracing_disabled() -> bool:
     return os.environ.get(MODE_ENV, "").strip().lower() == "disabled"
 
 
-class TrainingTracer(AdapterCalls):
+class TrainingTracer(Stopping, AdapterCalls):
     """One traced training run. `TrainingTracer(config)` starts it; `finish()` ends it."""
 
     def __init__(self, config: TracerConfig) -> None:
@@ -245,73 +245,14 @@ class TrainingTracer(AdapterCalls):
         ) and self.should_stop:
             self._halt_now()
 
-    @property
-    def should_stop(self) -> bool:
-        """True once an anomaly of a `halt_on` type was found (adapters poll this); in a
-        distributed job, from the step all ranks agreed to stop at. Also True at once after
-        `stop_training` (a decision all ranks took alike: too many skipped steps)."""
-        if self._stop_reason is not None:
-            return True
-        if self._agreement is not None:
-            return self._agreement.stops_at(self._step)
-        return self._halt is not None
-
-    def stop_training(self, reason: dict[str, object]) -> None:
-        """Stop training after the current step (see `RunHandle.stop_training`); the first
-        reason given is kept."""
-        if self._stop_reason is None:
-            self._stop_reason = dict(reason)
-            logger.warning("Tracer stops training: %s", reason.get("message"))
-
-    @property
-    def stop_message(self) -> Optional[str]:
-        """The error a run stopped by `stop_training` ends with; None for any other run."""
-        if self._stop_reason is None:
-            return None
-        return str(TrainingHalted(self._stop_reason))
-
-    @property
-    def halt_reason(self) -> Optional[str]:
-        """Why `halt_on` stops this run, for the stored error: the anomaly, and the last
-        healthy checkpoint to restart from when one is known (None before a halt, and on a
-        follower rank)."""
-        if self._halt is None:
-            return None
-        return str(TrainingHalted(dict(self._halt), self._halt_checkpoint))
-
-    def _halt_now(self) -> None:
-        anomaly: dict[str, object] = {}
-        if self._stop_reason is not None:
-            anomaly = dict(self._stop_reason)
-        elif self._halt is not None:
-            anomaly = dict(self._halt)
-        if not anomaly:  # a follower: rank 0 found it
-            anomaly = {
-                "anomaly_type": "halt_on",
-                "step": self._step,
-                "message": "rank 0 found an anomaly of a halt_on type; every rank stops here",
-            }
-        halted = TrainingHalted(anomaly, self._halt_checkpoint)
-        self.finish("failed", error=str(halted))
-        raise halted
-
     def _anomalies_found(self, anomalies: list[AnomalyWrite]) -> None:
         """Writer thread, after the anomalies are stored: hooks, the pin of the last healthy
-        checkpoint, then the halt flag (last: the halt names the pinned path; not for episodes
-        reported as the run ends: nothing is left to halt)."""
+        checkpoint, then the halt flag (last: the halt names the pinned path)."""
         for anomaly in anomalies:
             self._plugins.anomaly_found(self, anomaly)
             if self._saves is not None:
                 self._saves.anomaly_opened(anomaly)
-            if (
-                self._halt is None
-                and self._state is _ACTIVE
-                and anomaly["anomaly_type"] in self.config.halt_on
-            ):
-                logger.warning("Tracer halts training: %s", anomaly["message"])
-                if self._saves is not None:
-                    self._halt_checkpoint = self._saves.restart_point(anomaly["step"])
-                self._halt = anomaly
+            self._halt_if_asked(anomaly)
 
     def _close_step(self, checkpoint: bool = True) -> None:
         step = self._step
