@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
-import torch
 from pydantic import ValidationError
 
 import tracer
 from tests.core.helpers import open_store
 from tracer.config import TracerConfig
+
+torch = pytest.importorskip("torch")  # core-notorch runs tests/core without it
 
 FEATURES = 4
 Optimizer = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-import torch
 
 import tracer
 from tracer.actions.pins import list_pins
 from tracer.analysis import QueryEngine
+
+torch = pytest.importorskip("torch")  # core-notorch runs tests/core without it
 
 NAN_STEP = 23
 SAVE_EVERY = 5
