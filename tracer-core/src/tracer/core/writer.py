@@ -6,30 +6,13 @@ every `flush_interval` seconds, converts values (tensors are read here), runs th
 background functions (device read-backs happen here), and writes the batch in one storage
 transaction. With `async_writes=False` the same flush runs inline on `submit`.
 
-Keeping up. A loop that logs faster than storage can take it (a flat-out loop of scalars)
-would grow the backlog without bound, in memory, in what SIGKILL loses and in what finish()
-must write. So the writer is held within a fifth of `flush_interval` (0.2 s by default) of
-the loop, and its backlog to about `MAX_DRAIN_S` of its own work (what it measured per point
-so far): when the oldest step not yet written was logged longer ago than the one, or the
-queued points would take longer than the other to write (wide steps: 300 metrics cost the
-writer more per step than the loop), `submit_step` wakes the writer and waits on the
-training thread until it has caught up (checked every `LAG_CHECK_EVERY` steps, so the check
-costs nothing per step). Each wait is counted and the total reported by `report()`
-and in the finish summary. A step never waits long on storage: a wait for the lag or drain
-bound ends after `MAX_CATCH_UP_S` (the next check waits again while still behind); one for
-the memory bound ends once within it or once the write in progress has hung over
-`STALLED_WRITE_S` (SQLite waiting on another process's lock); none starts while storage
-fails (the data waits in memory, bounded, and is retried) or a write hangs, until a write
-lands.
-
-Bounded memory, nothing lost silently. What waits in memory is bounded by
-`max_backlog_bytes` (the `max_backlog_mb` setting): half for closed steps the writer has not
-taken, half for batches storage has not accepted. It fills only when storage fails or hangs
-(otherwise the waits above keep the backlog to a fraction of a second). Batches wait in a
-`Backlog` (packed, oldest dropped past its half: see there). While storage fails or a write
-hangs the writer cannot be waited for, so past their half new steps are dropped as they
-close. Both are counted exactly (`report()`: points_dropped, steps_dropped) and told at
-finish.
+Keeping up, bounded memory, nothing lost silently. A loop that logs faster than storage takes
+it would grow the backlog without bound (in memory, in what SIGKILL loses, in what finish()
+writes), so `submit_step` checks every `LAG_CHECK_EVERY` steps whether the writer is past its
+lag, drain or memory bound and waits on the training thread until it is within them, or
+drops and counts steps when storage fails or hangs (`core/catching_up.py` says when and how
+long). Batches storage has not accepted wait in a `Backlog`, bounded and packed
+(`core/backlog.py`). Waits and drops are counted in `report()` and told at finish.
 
 Storage errors never reach training: a failed batch is kept and retried on the next flush,
 the first error is logged once, and `summary()` tells what was lost at finish.
@@ -47,17 +30,17 @@ from typing import Any, NamedTuple, Optional, Union
 
 from tracer.core import lifecycle
 from tracer.core.anomaly_checkpoints import AnomalyCheckpoints
+from tracer.core.assembly import BatchAssembly
 from tracer.core.backlog import Backlog, Batch
 from tracer.core.catching_up import CatchingUp
 from tracer.core.columns import (
     Columns,
     order_by_step,
     pivot,
-    pivot_columns,
 )
 from tracer.core.writes import Background, CheckpointRequest, WriteReport
 from tracer.detection.runner import DetectorSet
-from tracer.records import AnomalyWrite, CheckpointWrite, Collected
+from tracer.records import AnomalyWrite
 from tracer.storage.base import StorageBackend
 
 logger = logging.getLogger(__name__)
@@ -85,10 +68,9 @@ class _Barrier(NamedTuple):
 
 
 _Item = Union[dict[str, Any], CheckpointRequest, Background, _Barrier]
-_OWN_SECTIONS = ("gradient_stats", "system_metrics")
 
 
-class RunWriter(CatchingUp):
+class RunWriter(BatchAssembly, CatchingUp):
     """Owns the path from `submit()` to storage for one run."""
 
     def __init__(
@@ -420,55 +402,6 @@ class RunWriter(CatchingUp):
                 self._recycled.extend(reused)
             return end
         return taken
-
-    def _add_collected(
-        self, batch: Batch, source: Union[Collected, Callable[[], Collected]]
-    ) -> set[str]:
-        """Add a collector's data to the batch; returns the names of the series it added to."""
-        try:
-            collected = source if isinstance(source, Collected) else source()
-        except Exception as error:
-            self._report_section_failure("collector data", error)
-            return set()
-        names: set[str] = set()
-        if collected.rows:
-            steps = [step for step, _ in collected.rows]
-            dicts = [metrics for _, metrics in collected.rows]
-            names.update(*dicts)
-            latest = self._latest if collected.snapshot else None
-            self._bad_values += pivot_columns(steps, dicts, batch.points, latest)
-        batch.events.extend(collected.events)
-        batch.samples.extend(collected.samples)
-        return names
-
-    def _checkpoint(self, request: CheckpointRequest, batch: Batch) -> CheckpointWrite:
-        checkpoint: CheckpointWrite = {
-            "step": request.step,
-            "timestamp": request.timestamp,
-            "reason": request.reason,
-            "metrics": dict(self._latest),
-            "gradient_stats": {},
-            "system_metrics": {},
-            "extra": {},
-        }
-        for name, section in request.sections.items():
-            try:
-                value = section() if callable(section) else section
-            except Exception as error:
-                self._report_section_failure(name, error)
-                continue
-            if name in _OWN_SECTIONS:
-                checkpoint[name] = value  # type: ignore[literal-required]
-            elif name == "samples":
-                batch.samples.extend(value)
-            else:
-                checkpoint["extra"][name] = value
-        return checkpoint
-
-    def _report_section_failure(self, name: str, error: BaseException) -> None:
-        if name not in self._failed_sections:
-            self._failed_sections.add(name)
-            logger.warning("Tracer could not collect %s: %s: %s", name, type(error).__name__, error)
 
     def _record_failure(self, error: BaseException) -> None:
         self._failing = True
