@@ -4,7 +4,8 @@ with `bug=""`, sharing its seed) and the extra clean runs.
 Scenarios alternate "tune" / "held" in declaration order; a bug class declared twice (on two
 models) lands once in each half. Tune detectors on the "tune" half and read the "held" half
 as the honest figure. `onset` is the first step the bug acts at: 0 for bugs in the setup,
-the end of the first epoch (`EPOCH`) for bugs in the evaluation code.
+the first evaluation (during step `EPOCH` - 1) for bugs in the evaluation code, and the
+first training step after it (`EPOCH`) for a model left in eval() mode.
 """
 
 from __future__ import annotations
@@ -156,9 +157,9 @@ def bugs() -> list[Scenario]:
             model="bn_cnn",
             optimizer="sgd_momentum",
             lr=0.02,
-            onset=EPOCH,
+            onset=EPOCH - 1,
         ),
-        Scenario("dropout_ignores_flag_mlp", "dropout_ignores_flag", onset=EPOCH),
+        Scenario("dropout_ignores_flag_mlp", "dropout_ignores_flag", onset=EPOCH - 1),
         Scenario("shuffled_labels_mlp", "shuffled_labels"),
         Scenario("mse_broadcast_regression", "mse_broadcast", model="regression"),
         Scenario(
