@@ -360,8 +360,11 @@ class StepProbe:
             "outside_optimizer": outside,
             "outside_streak": self._outside,
             "with_grad": with_grad,
-            "in_optimizer": sum(
-                g and o for g, o in zip(sample.with_grad, sample.in_optimizer, strict=True)
+            "in_optimizer": sum(  # the layers judged unchanged or not: biases aside
+                g and o and not name.endswith("bias")
+                for name, g, o in zip(
+                    self._names, sample.with_grad, sample.in_optimizer, strict=True
+                )
             ),
             "lrs": lrs,
             "eval_streak": self._eval_streak,
