@@ -162,7 +162,15 @@ def _vanishing(name: str, model: str) -> Scenario:
     # and, once training moves the weights, can explode too. In deep_tanh_default_init the
     # first layer's gradient norm goes from 2e-5 (step 10) to 78 (step 130) while the last
     # layer's stays near 0.5: the same fault, so its explosions are explained.
-    types = ("vanishing_gradient", "dead_layer", "loss_plateau", "gradient_explosion")
+    # A vanished gradient too small to change a float32 weight leaves the layer unchanged:
+    # parameters_not_updated says so (the same fault).
+    types = (
+        "vanishing_gradient",
+        "dead_layer",
+        "loss_plateau",
+        "gradient_explosion",
+        "parameters_not_updated",
+    )
     return Scenario(
         name,
         "vanishing",
@@ -211,7 +219,8 @@ def _plateau(name: str, fault: Fault, **setup: Any) -> Scenario:
         "plateau",
         fault=fault,
         expect_types=("loss_plateau",),
-        explains=(Explains(("loss_plateau",), None),),
+        # an lr of 0 leaves every parameter unchanged: parameters_not_updated names the cause
+        explains=(Explains(("loss_plateau", "parameters_not_updated"), None),),
         window=150,
         **{"steps": 450, **setup},
     )

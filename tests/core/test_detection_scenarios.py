@@ -90,7 +90,12 @@ def _check_lr_ramp(outcome: Outcome) -> None:
 
 
 def _check_lr_zero(outcome: Outcome) -> None:
-    (plateau,) = outcome.serious()  # the logged lr is 0: a fault, not a converged run
+    # the logged lr is 0: a fault, not a converged run; the update probe names the cause too
+    found = {a["anomaly_type"]: a for a in outcome.serious()}
+    assert set(found) == {"loss_plateau", "parameters_not_updated"}
+    stuck, plateau = found["parameters_not_updated"], found["loss_plateau"]
+    assert (stuck["anomaly_type"], stuck["severity"]) == ("parameters_not_updated", "critical")
+    assert "lr: 0" in stuck["message"]
     assert (plateau["anomaly_type"], plateau["severity"]) == ("loss_plateau", "warning")
     assert "learning rate is 0" in plateau["message"]
 
@@ -103,7 +108,10 @@ def _check_frozen(outcome: Outcome) -> None:
 
 
 def _check_optimizer_stops(outcome: Outcome) -> None:
-    (plateau,) = outcome.serious()
+    found = {a["anomaly_type"]: a for a in outcome.serious()}
+    assert set(found) == {"loss_plateau", "skipped_steps"}  # no update for 20 steps: critical
+    assert found["skipped_steps"]["severity"] == "critical"
+    plateau = found["loss_plateau"]
     assert (plateau["anomaly_type"], plateau["severity"]) == ("loss_plateau", "warning")
     assert "optimizer skipped every step" in plateau["message"]
 

@@ -128,6 +128,21 @@ class TracerConfig(BaseModel):
         " foreach path's values, no illegal address); then the default on CUDA where faster.",
     )
 
+    # Silent training bugs (capture/gradients/probe.py, detection/silent.py; README "What
+    # Tracer checks for silent bugs"): what an optimizer step changed, sampled every N steps.
+    update_check_interval: int = Field(
+        default=10,
+        ge=0,
+        description="Optimizer steps between two samples of the update size per layer, the"
+        " param groups' lrs, the training flag and the batch fingerprint (needs"
+        " watch(model, optimizer=...)); 0 turns the probe off.",
+    )
+    capture_warnings: bool = Field(
+        default=True,
+        description="Record the Python warnings that signal a silent bug (a loss whose"
+        " target broadcasts, a scheduler stepped before the optimizer) as run events.",
+    )
+
     # Performance
     async_writes: bool = True
     write_buffer_size: int = Field(default=100, gt=0)

@@ -60,6 +60,9 @@ class Detector:
     # Calm observations of a subject that close its episode (see `Episodes`); a detector may
     # replace `self.episodes` in `setup` with a gap taken from its settings.
     episode_gap: ClassVar[int] = 1
+    # False: an opt-in detector, run only when TracerConfig.detectors names it (True or a
+    # dict of settings): checks not yet solid enough to be on for everyone.
+    enabled_by_default: ClassVar[bool] = True
 
     def __init__(
         self,

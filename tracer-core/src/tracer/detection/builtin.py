@@ -13,6 +13,17 @@ from tracer.detection.memory import MemoryDetector
 from tracer.detection.nonfinite import NanOrInfDetector
 from tracer.detection.plateau import LossPlateauDetector
 from tracer.detection.ranks import RankDivergenceDetector
+from tracer.detection.silent import (
+    FrozenModelDetector,
+    NormWeightDecayDetector,
+    ParametersNotUpdatedDetector,
+    ParametersOutsideOptimizerDetector,
+    RepeatedBatchDetector,
+    TrainingModeDetector,
+    TrainingWarningDetector,
+    WeightScaleDetector,
+)
+from tracer.detection.streaks import GradientsNotResetDetector, SkippedStepsDetector
 
 BUILTIN_DETECTORS = (
     NanOrInfDetector,
@@ -24,4 +35,15 @@ BUILTIN_DETECTORS = (
     LossPlateauDetector,
     MemoryDetector,
     RankDivergenceDetector,
+    # silent bugs (README "What Tracer checks for silent bugs")
+    FrozenModelDetector,
+    ParametersOutsideOptimizerDetector,
+    ParametersNotUpdatedDetector,
+    SkippedStepsDetector,
+    GradientsNotResetDetector,
+    TrainingModeDetector,
+    RepeatedBatchDetector,
+    TrainingWarningDetector,
+    WeightScaleDetector,
+    NormWeightDecayDetector,
 )

@@ -25,6 +25,17 @@ DEFAULT_HINTS = {
     "memory_leak": "something keeps references every step: tensors appended to a list"
     " (log loss.item(), not loss), or caches that grow",
     "memory_spike": "memory jumped: check the batch size or sequence length of that step",
+    "parameters_not_updated": "check the param group's lr and that the scheduler is stepped"
+    " once per epoch or step as it was written for",
+    "parameters_outside_optimizer": "build the optimizer from this model's parameters, all"
+    " that should train",
+    "frozen_model": "check the requires_grad filter: it froze the layers that should train",
+    "skipped_steps": "gradients overflow at every step: use bf16, lower the lr or the loss scale",
+    "gradients_not_reset": "call optimizer.zero_grad() after each optimizer step",
+    "eval_mode_training": "call model.train() after each evaluation",
+    "evaluation_in_train_mode": "call model.eval() before evaluating",
+    "repeated_batch": "create the DataLoader iterator once per epoch",
+    "training_warning": "read the warning: it names a silent bug",
     "rank_divergence": "one rank differs from the others: check its data shard and its device",
 }
 

@@ -38,7 +38,8 @@ def build_detectors(
 ) -> list[Detector]:
     """Instantiate the registered detectors that `settings` leaves enabled.
 
-    `settings[name]` is False to disable a detector, or a dict of its settings. `only`
+    `settings[name]` is False to disable a detector, True or a dict of its settings to
+    enable it (an opt-in one, `enabled_by_default = False`, runs only then). `only`
     restricts to detectors reporting one of those anomaly types. An unknown name is an error
     when `strict` (a user's typo), else it is skipped with a warning (settings stored with a
     run that used a plugin this machine does not have).
@@ -59,7 +60,8 @@ def build_detectors(
     context = DetectorContext(loss_metrics)
     detectors = []
     for name, cls in registry.items():
-        chosen = settings.get(name, True)  # unknown names were dealt with above
+        # unknown names were dealt with above; an opt-in detector needs True or its settings
+        chosen = settings.get(name, cls.enabled_by_default)
         if chosen is False:
             continue
         if only is not None and not set(cls.anomaly_types) & set(only):

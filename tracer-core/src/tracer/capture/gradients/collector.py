@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.capture.collector import Collector, Contribution
+from tracer.capture.gradients.probe import layer_summary, weight_scales
 from tracer.capture.gradients.ranks import RankSummaries, default_store
 from tracer.capture.gradients.skipping import NonfiniteSkip
 from tracer.capture.gradients.watch import ModelWatch
@@ -64,9 +65,12 @@ class GradientCapture(Collector):
                 "model": type(model).__name__,
                 "prefix": prefix,
                 "layers": watch.names,
+                **layer_summary(model),
             },
         }
         self._run.submit_background(lambda: Collected([], [event]))
+        if self._run.config.update_check_interval:
+            weight_scales(self._run, model)
         logger.info(
             "Tracer watches %d parameters of %s at %s.",
             len(watch.names),

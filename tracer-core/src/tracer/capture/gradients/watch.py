@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.capture.gradients import kernels
 from tracer.capture.gradients.fused import FusedSummary
+from tracer.capture.gradients.probe import StepProbe
 from tracer.capture.transfer import HostCopy, copy_to_host
 from tracer.records import Collected
 
@@ -116,6 +117,7 @@ class ModelWatch:
         # The opt-in one-read Triton kernel for the per-step norms (kernels.step_summary).
         self._fused = FusedSummary() if run.config.fused_gradient_kernel else None
         self._handles: list[Any] = []
+        self.probe: Optional[StepProbe] = None  # the silent-bug probe, with an optimizer
         if not self.params:
             logger.warning(
                 "tracer.watch: no trainable parameter of %s matches"
@@ -133,6 +135,39 @@ class ModelWatch:
         )
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
+            if run.config.update_check_interval and self._shards is None:
+                self._attach_probe(model, optimizer)
+
+    def _attach_probe(self, model: Any, optimizer: Any) -> None:
+        """The silent-bug probe (`probe.py`): its pre-hook runs after the capture's."""
+        probe = StepProbe(self._run, model, optimizer, self.prefix, self.names, self.params)
+        self.probe = probe
+
+        def before(optimizer: Any, args: Any, kwargs: Any) -> None:
+            self._guarded(probe.before_step)
+
+        def after(optimizer: Any, args: Any, kwargs: Any) -> None:
+            self._guarded(probe.after_step)
+
+        def forward(module: Any, args: Any, kwargs: Any) -> None:
+            self._guarded(lambda: probe.on_forward(args, kwargs))
+
+        self._handles.append(optimizer.register_step_pre_hook(before))
+        self._handles.append(optimizer.register_step_post_hook(after))
+        self._handles.append(model.register_forward_pre_hook(forward, with_kwargs=True))
+
+    def _guarded(self, call: Callable[[], None]) -> None:
+        """A probe call from a torch hook: a failure switches the probe off, never training."""
+        if self.probe is None or not self._run.active:
+            return
+        try:
+            call()
+        except Exception:
+            logger.exception(
+                "Tracer's update probe of %s failed and stops; training goes on.",
+                type(self.model).__name__,
+            )
+            self.probe = None
 
     # -- hooks (training thread, inside backward / optimizer.step) -----------------------------
     def _on_first_grad(self, grad: Any) -> None:
@@ -232,6 +267,8 @@ class ModelWatch:
         if captured:  # its row is already in the ring, at index len(_ring_steps)
             self._captured = False
             self._ring_steps.append(step)
+        if self.probe is not None:
+            self.probe.on_step_end(step)
         if self.drain_requested or len(self._ring_steps) == RING_CAPACITY:
             self.drain_requested = False
             self.drain()
@@ -262,7 +299,9 @@ class ModelWatch:
         self._run.submit_background(lambda: Collected([(step, {name: 1.0})], [event]))
 
     def drain(self) -> None:
-        """Send the filled ring rows to the writer (one async copy)."""
+        """Send the filled ring rows to the writer (one async copy), and the probe's samples."""
+        if self.probe is not None:
+            self.probe.drain()
         if not self._ring_steps:
             return
         copy = copy_to_host(self._ring[: len(self._ring_steps)])

@@ -1,0 +1,298 @@
+"""Silent bugs in real small trainings (CPU, real SQLite store): each class Tracer detects is
+reported, with the layer or group named, online and offline alike; the healthy runs of the
+issue (BatchNorm with conv biases, LayerNorm transformer, a frozen backbone under a trainable
+head, small-lr fine-tuning, adapters on a frozen model) report nothing."""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional
+
+import tracer
+from tracer.analysis import AnomalyDetector, QueryEngine
+from tracer.config import TracerConfig
+from tracer.storage import StorageBackend
+
+SHOWN = ("warning", "critical")
+
+
+class Net(nn.Module):
+    def __init__(self, norm: str = "", dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 32)
+        self.norm = nn.LayerNorm(32) if norm == "layer" else nn.BatchNorm1d(32)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden: torch.Tensor = self.drop(torch.relu(self.norm(self.fc1(inputs))))
+        output: torch.Tensor = self.head(hidden)
+        return output
+
+
+class Lora(nn.Module):
+    def __init__(self, base: nn.Linear) -> None:
+        super().__init__()
+        self.base = base
+        self.lora_a = nn.Parameter(0.01 * torch.randn(4, base.in_features))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, 4))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.base(inputs) + inputs @ self.lora_a.T @ self.lora_b.T
+        return out
+
+
+def data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    centers = 2 * torch.randn(3, 8, generator=generator)
+    labels = torch.randint(0, 3, (512,), generator=generator)
+    return centers[labels] + torch.randn(512, 8, generator=generator), labels
+
+
+def train(
+    tmp_path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps: int = 80,
+    zero_grad: bool = True,
+    repeat: bool = False,
+    evaluate: Optional[Callable[[nn.Module, int], None]] = None,
+    loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    **config: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train under a run of its own; (online, offline) shown anomalies."""
+    torch.manual_seed(0)
+    inputs, labels = data()
+    path = str(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        run = tracer.init(project="silent", storage_path=path, **config)
+        tracer.watch(model, optimizer=optimizer)
+        model.train()
+        generator = torch.Generator().manual_seed(1)
+        index = torch.randint(0, 512, (32,), generator=generator)
+        for step in range(steps):
+            if not repeat:
+                index = torch.randint(0, 512, (32,), generator=generator)
+            output = model(inputs[index])
+            loss = (loss_fn or functional.cross_entropy)(output, labels[index])
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            if zero_grad:
+                optimizer.zero_grad()
+            if scheduler is not None:
+                scheduler.step()
+            if evaluate is not None:
+                evaluate(model, step)
+            tracer.log({"loss": loss.detach()})
+            tracer.step()
+        tracer.finish()
+    with QueryEngine(storage_path=path) as query:
+        online = [dict(a) for a in query.get_anomalies(run.run_id)]
+    store = StorageBackend(TracerConfig(project_name="silent", storage_path=path))  # type: ignore[abstract]
+    try:
+        offline = [dict(a) for a in AnomalyDetector(store).detect_all_anomalies(run.run_id)]
+    finally:
+        store.close()
+    return [a for a in online if a["severity"] in SHOWN], [
+        a for a in offline if a["severity"] in SHOWN
+    ]
+
+
+def only(found: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    matches = [a for a in found if a["anomaly_type"] == kind]
+    assert matches, f"no {kind} in {[(a['anomaly_type'], a['step']) for a in found]}"
+    return matches[0]
+
+
+def keys(found: list[dict[str, Any]]) -> set[tuple[str, int, str]]:
+    return {(a["anomaly_type"], int(a["step"]), a["subject"]) for a in found}
+
+
+def adam(model: nn.Module, lr: float = 1e-2) -> torch.optim.Optimizer:
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+
+def test_gradients_never_zeroed(tmp_path: Path) -> None:
+    model = Net()
+    online, offline = train(tmp_path, model, adam(model), zero_grad=False)
+    found = only(online, "gradients_not_reset")
+    assert found["severity"] == "critical" and "zero_grad" in found["hint"]
+    assert found["step"] <= 50 and keys(online) == keys(offline)
+
+
+def test_head_left_out_of_the_optimizer_is_named(tmp_path: Path) -> None:
+    model = Net()
+    body = [p for n, p in model.named_parameters() if not n.startswith("head")]
+    online, offline = train(tmp_path, model, torch.optim.Adam(body, lr=1e-2))
+    found = only(online, "parameters_outside_optimizer")
+    assert found["step"] == 0 and found["severity"] == "warning"
+    assert "`head.weight`" in found["message"] and keys(online) == keys(offline)
+
+
+def test_optimizer_of_another_copy_is_critical(tmp_path: Path) -> None:
+    model = Net()
+    online, _ = train(tmp_path, model, adam(copy.deepcopy(model)))
+    assert only(online, "parameters_outside_optimizer")["severity"] == "critical"
+
+
+def test_layers_frozen_by_a_name_filter(tmp_path: Path) -> None:
+    model = Net()
+    for name, param in model.named_parameters():
+        param.requires_grad = "norm" in name  # meant: "norm" in name or "head" in name
+    online, _ = train(tmp_path, model, adam(model), steps=20)
+    assert only(online, "frozen_model")["severity"] == "critical"
+
+
+def test_warmup_scheduler_never_stepped_leaves_the_lr_at_zero(tmp_path: Path) -> None:
+    model = Net(norm="layer")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, s / 30))  # never stepped
+    online, offline = train(tmp_path, model, optimizer)
+    found = only(online, "parameters_not_updated")
+    assert found["severity"] == "critical" and found["step"] == 20
+    assert "lr: 0" in found["message"] and keys(online) == keys(offline)
+
+
+def test_gradscaler_skipping_every_step(tmp_path: Path) -> None:
+    model = Net()
+    model.head.weight.register_hook(lambda grad: grad * math.inf)  # fp16 overflow, forced
+    scaler = torch.amp.GradScaler("cpu")
+    online, _ = train(tmp_path, model, adam(model), scaler=scaler, steps=40)
+    found = only(online, "skipped_steps")
+    assert found["severity"] == "critical" and found["step"] == 0
+
+
+def test_model_left_in_eval_mode_after_validation(tmp_path: Path) -> None:
+    def validate(model: nn.Module, step: int) -> None:
+        if step == 19:
+            model.eval()  # ... and no model.train() after
+
+    model = Net()
+    online, _ = train(tmp_path, model, adam(model), evaluate=validate, steps=60)
+    assert only(online, "eval_mode_training")["step"] <= 40
+
+
+def test_validation_in_train_mode(tmp_path: Path) -> None:
+    inputs, _ = data(1)
+
+    def validate(model: nn.Module, step: int) -> None:
+        if step % 20 == 19:
+            with torch.no_grad():  # model.eval() forgotten
+                model(inputs[:64])
+
+    model = Net()
+    online, _ = train(tmp_path, model, adam(model), evaluate=validate, steps=40)
+    assert only(online, "evaluation_in_train_mode")["step"] == 19
+
+
+def test_a_loader_repeating_one_batch(tmp_path: Path) -> None:
+    model = Net()
+    online, _ = train(tmp_path, model, adam(model), repeat=True, steps=40)
+    assert only(online, "repeated_batch")["step"] == 20
+
+
+def test_a_broadcasting_mse_is_reported_from_torch_warning(tmp_path: Path) -> None:
+    model = Net()
+
+    def mse(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return functional.mse_loss(output[:, :1], labels.float())  # [B, 1] against [B]
+
+    online, offline = train(tmp_path, model, adam(model), loss_fn=mse, steps=10)
+    found = only(online, "training_warning")
+    assert found["subject"] == "loss_broadcast" and "target" in found["hint"]
+    assert keys(online) == keys(offline)
+
+
+def test_an_init_scale_far_off(tmp_path: Path) -> None:
+    model = Net()
+    with torch.no_grad():
+        model.fc1.weight.mul_(30.0)
+    online, _ = train(tmp_path, model, adam(model), steps=10)
+    assert "fc1.weight" in only(online, "weight_scale")["message"]
+
+
+def test_weight_decay_on_norms(tmp_path: Path) -> None:
+    model = Net(norm="layer")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    online, _ = train(tmp_path, model, optimizer, steps=10)
+    assert only(online, "norm_weight_decay")["step"] == 0
+
+
+def healthy_batchnorm() -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = Net(norm="batch")  # fc1's bias feeds a BatchNorm: its gradient is ~0
+    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+
+def healthy_layernorm_decay_apart() -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = Net(norm="layer")
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
+    return model, torch.optim.AdamW(groups, lr=1e-2, weight_decay=0.1)
+
+
+def healthy_frozen_backbone() -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = Net()
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith("head")
+    return model, adam(model)
+
+
+def healthy_small_lr_finetuning() -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = Net(norm="layer")
+    inputs, labels = data(5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(50):  # "pretraining"
+        functional.cross_entropy(model(inputs[:64]), labels[:64]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model, torch.optim.Adam(model.parameters(), lr=2e-5)
+
+
+def healthy_adapters() -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = Net(norm="layer")
+    model.requires_grad_(False)
+    model.fc1 = Lora(model.fc1)  # type: ignore[assignment]
+    return model, adam(model, 1e-3)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        healthy_batchnorm,
+        healthy_layernorm_decay_apart,
+        healthy_frozen_backbone,
+        healthy_small_lr_finetuning,
+        healthy_adapters,
+    ],
+)
+def test_healthy_runs_report_nothing(tmp_path: Path, make: Callable[[], Any]) -> None:
+    model, optimizer = make()
+
+    def validate(model: nn.Module, step: int) -> None:
+        if step % 40 == 39:
+            model.eval()
+            with torch.no_grad():
+                model(data(2)[0][:64])
+            model.train()
+
+    online, offline = train(tmp_path, model, optimizer, evaluate=validate, steps=120)
+    assert online == [] and offline == []
