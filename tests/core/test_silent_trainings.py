@@ -132,7 +132,9 @@ def adam(model: nn.Module, lr: float = 1e-2) -> torch.optim.Optimizer:
 
 def test_gradients_never_zeroed(tmp_path: Path) -> None:
     model = Net()
-    online, offline = train(tmp_path, model, adam(model), zero_grad=False)
+    online, offline = train(
+        tmp_path, model, adam(model), zero_grad=False, detectors={"gradients_not_reset": True}
+    )
     found = only(online, "gradients_not_reset")
     assert found["severity"] == "critical" and "zero_grad" in found["hint"]
     assert found["step"] <= 50 and keys(online) == keys(offline)
@@ -141,7 +143,12 @@ def test_gradients_never_zeroed(tmp_path: Path) -> None:
 def test_head_left_out_of_the_optimizer_is_named(tmp_path: Path) -> None:
     model = Net()
     body = [p for n, p in model.named_parameters() if not n.startswith("head")]
-    online, offline = train(tmp_path, model, torch.optim.Adam(body, lr=1e-2))
+    online, offline = train(
+        tmp_path,
+        model,
+        torch.optim.Adam(body, lr=1e-2),
+        detectors={"parameters_outside_optimizer": True},
+    )
     found = only(online, "parameters_outside_optimizer")
     assert found["step"] == 0 and found["severity"] == "warning"
     assert "`head.weight`" in found["message"] and keys(online) == keys(offline)
@@ -149,7 +156,12 @@ def test_head_left_out_of_the_optimizer_is_named(tmp_path: Path) -> None:
 
 def test_optimizer_of_another_copy_is_critical(tmp_path: Path) -> None:
     model = Net()
-    online, _ = train(tmp_path, model, adam(copy.deepcopy(model)))
+    online, _ = train(
+        tmp_path,
+        model,
+        adam(copy.deepcopy(model)),
+        detectors={"parameters_outside_optimizer": True},
+    )
     assert only(online, "parameters_outside_optimizer")["severity"] == "critical"
 
 
@@ -205,7 +217,9 @@ def test_validation_in_train_mode(tmp_path: Path) -> None:
 
 def test_a_loader_repeating_one_batch(tmp_path: Path) -> None:
     model = Net()
-    online, _ = train(tmp_path, model, adam(model), repeat=True, steps=40)
+    online, _ = train(
+        tmp_path, model, adam(model), repeat=True, steps=40, detectors={"repeated_batch": True}
+    )
     assert only(online, "repeated_batch")["step"] == 20
 
 
@@ -232,7 +246,7 @@ def test_an_init_scale_far_off(tmp_path: Path) -> None:
 def test_weight_decay_on_norms(tmp_path: Path) -> None:
     model = Net(norm="layer")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    online, _ = train(tmp_path, model, optimizer, steps=10)
+    online, _ = train(tmp_path, model, optimizer, steps=10, detectors={"norm_weight_decay": True})
     assert only(online, "norm_weight_decay")["step"] == 0
 
 

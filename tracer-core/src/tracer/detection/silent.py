@@ -93,6 +93,7 @@ class ParametersNotUpdatedDetector(Detector):
 
 class ParametersOutsideOptimizerDetector(Detector):
     name = "parameters_outside_optimizer"
+    enabled_by_default = False  # opt-in until proven beyond the silent-bug benchmark (README)
     anomaly_types = ("parameters_outside_optimizer",)
     defaults = {}
 
@@ -229,6 +230,7 @@ class TrainingModeDetector(Detector):
 
 class RepeatedBatchDetector(Detector):
     name = "repeated_batch"
+    enabled_by_default = False  # opt-in until proven beyond the silent-bug benchmark (README)
     anomaly_types = ("repeated_batch",)
     defaults = {"samples": 2}
 
@@ -336,6 +338,7 @@ class WeightScaleDetector(Detector):
 
 class NormWeightDecayDetector(Detector):
     name = "norm_weight_decay"
+    enabled_by_default = False  # opt-in until proven beyond the silent-bug benchmark (README)
     anomaly_types = ("norm_weight_decay",)
     defaults = {"min_decay": 0.05}
 

@@ -63,6 +63,7 @@ class SkippedStepsDetector(Detector):
 
 class GradientsNotResetDetector(Detector):
     name = "gradients_not_reset"
+    enabled_by_default = False  # opt-in until proven beyond the silent-bug benchmark (README)
     anomaly_types = ("gradients_not_reset",)
     defaults = {"window": 20, "rises": 0.9, "growth": 4.0}
 
