@@ -83,6 +83,7 @@ def iter_long_batches(
     by_id = {run["run_id"]: run for run in runs}
     asked = None if metrics is None else [*metrics, TIMESTAMP_METRIC]
     times: Optional[_Times] = None
+    texts = {"run_id": _GrowingDictionary(), "metric": _GrowingDictionary()}
     for history in storage.iter_metric_histories(list(by_id), asked):
         steps = _int64_array(pa, history.steps)
         if history.metric == TIMESTAMP_METRIC:
@@ -98,9 +99,9 @@ def iter_long_batches(
         )
         yield pa.RecordBatch.from_arrays(
             [
-                _constant_text(pa, history.run_id, count),
+                texts["run_id"].constant(pa, history.run_id, count),
                 steps,
-                _constant_text(pa, history.metric, count),
+                texts["metric"].constant(pa, history.metric, count),
                 _float64_array(pa, history.values),
                 time,
                 pa.repeat(pa.scalar(rank_of(run, history.metric), pa.int32()), count),
@@ -160,10 +161,23 @@ def _float64_array(pa: Any, values: Sequence[float]) -> Any:
     return pa.Array.from_buffers(pa.float64(), len(buffer), [None, pa.py_buffer(buffer)])
 
 
-def _constant_text(pa: Any, text: str, count: int) -> Any:
-    """`count` copies of one string as a dictionary array: 4 bytes a row."""
-    indices = pa.repeat(pa.scalar(0, pa.int32()), count)
-    return pa.DictionaryArray.from_arrays(indices, pa.array([text], pa.string()))
+class _GrowingDictionary:
+    """A text column as dictionary arrays whose dictionaries only grow from one batch to the
+    next (each the previous plus new strings): what the Arrow IPC file format accepts across
+    batches (as dictionary deltas), and cheap for pandas and polars to unify."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, int] = {}
+        self.dictionary: Any = None
+
+    def constant(self, pa: Any, text: str, count: int) -> Any:
+        """`count` copies of one string: 4 bytes a row."""
+        position = self.positions.get(text)
+        if position is None:
+            position = self.positions[text] = len(self.positions)
+            self.dictionary = pa.array(list(self.positions), pa.string())
+        indices = pa.repeat(pa.scalar(position, pa.int32()), count)
+        return pa.DictionaryArray.from_arrays(indices, self.dictionary)
 
 
 def to_pandas(table: Any, wide: bool = False) -> Any:

@@ -45,7 +45,8 @@ def write_table_file(
     if fmt == "parquet":
         writer: Any = writer_module.ParquetWriter(output, schema)
     else:
-        writer = pa.ipc.new_file(output, schema)
+        options = pa.ipc.IpcWriteOptions(emit_dictionary_deltas=True)
+        writer = pa.ipc.new_file(output, schema, options=options)
     points = 0
     with writer:
         for batch in query.arrow_batches(run_ids, metrics or None):
