@@ -180,41 +180,16 @@ class _GrowingDictionary:
         return pa.DictionaryArray.from_arrays(indices, self.dictionary)
 
 
-def to_pandas(table: Any, wide: bool = False) -> Any:
-    """A long table as a pandas DataFrame (`run_id` and `metric` categorical), or its wide
-    pivot: one row per (run, step), `time`, then one float column per metric (NaN where a
-    metric has no point at that step, so a stored NaN and a missing point look alike there:
-    the long form keeps them apart). The table's buffers are released as columns convert
-    (`self_destruct`), so the conversion never holds both whole."""
-    require("pandas", "to_pandas")
-    frame = table.to_pandas(self_destruct=True, split_blocks=True)
-    del table
-    if not wide:
-        return frame
-    return _pandas_wide(frame)
-
-
-def _pandas_wide(frame: Any) -> Any:
-    pandas = require("pandas", "to_pandas")
-    keys = ["run_id", "step"]
-    if not len(frame):
-        return pandas.DataFrame({"run_id": [], "step": [], "time": []})
-    values = frame.set_index([*keys, "metric"])["value"].unstack("metric")
-    values.columns = [str(name) for name in values.columns]
-    times = frame.groupby(keys, observed=True, sort=False)["time"].first()
-    wide = values.join(times).reset_index()
-    wide["run_id"] = wide["run_id"].astype(str)
-    metrics = sorted(name for name in wide.columns if name not in (*keys, "time"))
-    order = {run: n for n, run in enumerate(dict.fromkeys(frame["run_id"].astype(str)))}
-    wide = wide.sort_values(keys, key=lambda c: c.map(order) if c.name == "run_id" else c)
-    return wide[[*keys, "time", *metrics]].reset_index(drop=True)
-
-
-def to_polars(table: Any, wide: bool = False) -> Any:
-    """A long table as a polars DataFrame, or its wide pivot (as `to_pandas`, but a missing
-    point is null, so it stays apart from a stored NaN)."""
+def polars_frame(
+    storage: StorageBackend,
+    runs: Sequence[RunRecord],
+    metrics: Optional[Sequence[str]] = None,
+    wide: bool = False,
+) -> Any:
+    """The long table as a polars DataFrame, or its wide pivot (as `pandas_frame`, but a
+    missing point is null, so it stays apart from a stored NaN)."""
     polars = require("polars", "to_polars")
-    frame = polars.from_arrow(table)
+    frame = polars.from_arrow(long_table(storage, runs, metrics))
     if not wide:
         return frame
     keys = ["run_id", "step"]

@@ -18,7 +18,7 @@ from itertools import compress, count, islice, repeat
 from operator import le, mul, ne, not_, sub
 from typing import Any, Optional, Union
 
-from tracer.analysis import frames, runs_table
+from tracer.analysis import frames, pandas_frames, runs_table
 from tracer.analysis.anomaly_detector import anomaly_dict, resolve_run
 from tracer.analysis.results import AnomalyList, Comparison, RunSummary
 from tracer.records import MetricSummary, RunRecord
@@ -194,7 +194,7 @@ class QueryEngine:
         """`to_arrow` as a pandas DataFrame, or with `wide` one row per (run, step), `time`,
         and one column per metric. Needs `tracer-core[pandas]`."""
         frames.require("pandas", "to_pandas")
-        return frames.to_pandas(self.to_arrow(runs, metrics), wide)
+        return pandas_frames.pandas_frame(self.storage, self._records(runs), metrics, wide)
 
     def to_polars(
         self, runs: RunNames, metrics: Optional[Sequence[str]] = None, wide: bool = False
@@ -202,7 +202,7 @@ class QueryEngine:
         """`to_arrow` as a polars DataFrame (wide as in `to_pandas`, a missing point null).
         Needs `tracer-core[polars]`."""
         frames.require("polars", "to_polars")
-        return frames.to_polars(self.to_arrow(runs, metrics), wide)
+        return frames.polars_frame(self.storage, self._records(runs), metrics, wide)
 
     def runs_frame(self, project: Optional[str] = None, *, as_: str = "pandas") -> Any:
         """One row per run (of `project`, or every run), newest first: status, duration,

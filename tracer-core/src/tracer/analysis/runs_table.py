@@ -45,6 +45,7 @@ def runs_table(
     summaries = storage.metric_summaries(project)
     logged = storage.events_by_run("summary", project)
     now = time.time()
+    directions: dict[str, Optional[str]] = {}  # a sweep's runs share their metric names
     rows: list[dict[str, Any]] = []
     for run in runs:
         rid = run["run_id"]
@@ -73,7 +74,9 @@ def runs_table(
             if name.startswith("_"):
                 continue
             row[f"final.{name}"] = metric["last_value"]
-            direction = best_direction(name)
+            if name not in directions:
+                directions[name] = best_direction(name)
+            direction = directions[name]
             if direction is not None:
                 row[f"best.{name}"] = metric["min_value" if direction == "min" else "max_value"]
         by_severity = counts.get(rid, {})
