@@ -5,8 +5,10 @@ Needs no optional library (the HTML is written by hand)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import pickle
 import re
 import time
 from collections.abc import Iterator
@@ -130,3 +132,13 @@ def test_a_closed_engine_still_renders_without_curves(query: QueryEngine) -> Non
     html = summary._repr_html_()
     check_safe(html)
     assert "<svg" not in html and "acc" in html
+
+
+def test_copies_and_pickles_carry_the_data_only(query: QueryEngine) -> None:
+    """A deep copy or a pickle must not try to copy the engine's open store."""
+    summary = query.get_run_summary("r2")
+    anomalies = query.get_anomalies("r2")
+    for original in (summary, anomalies, query.compare_runs("r1", "r2", ["acc"])):
+        for copied in (copy.deepcopy(original), pickle.loads(pickle.dumps(original))):
+            assert repr(copied) == repr(original) and type(copied) is type(original)
+            assert "<svg" not in copied._repr_html_()

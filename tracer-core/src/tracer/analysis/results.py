@@ -15,7 +15,18 @@ from typing import Any
 from tracer.analysis.notebook import Histories, anomalies_html, comparison_html, run_html
 
 
-class RunSummary(dict[str, Any]):
+class _Displayed:
+    """What the three share: the history loader is the engine's, not data. A copy, a deep
+    copy or a pickle carries the data only (a loader would drag the open store along), and
+    shows its table without curves."""
+
+    _histories: Histories = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+
+class RunSummary(_Displayed, dict[str, Any]):
     """`QueryEngine.get_run_summary`'s dict, displayed as the run's table in a notebook."""
 
     def __init__(self, summary: dict[str, Any], histories: Histories = None) -> None:
@@ -26,7 +37,7 @@ class RunSummary(dict[str, Any]):
         return run_html(self, self._histories)
 
 
-class Comparison(dict[str, Any]):
+class Comparison(_Displayed, dict[str, Any]):
     """`QueryEngine.compare_runs`'s dict, displayed as a per-metric table with both curves."""
 
     def __init__(self, comparison: dict[str, Any], histories: Histories = None) -> None:
@@ -37,7 +48,7 @@ class Comparison(dict[str, Any]):
         return comparison_html(self, self._histories)
 
 
-class AnomalyList(list[dict[str, Any]]):
+class AnomalyList(_Displayed, list[dict[str, Any]]):
     """`QueryEngine.get_anomalies`'s list, displayed as one row per episode."""
 
     def __init__(self, anomalies: list[dict[str, Any]], histories: Histories = None) -> None:
