@@ -30,6 +30,8 @@ ENVIRONMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("lightning", ("lightning", "tracer_lightning", "LightningCallback", "TracerFabricLogger")),
     ("accelerate", ("accelerate", "tracer_accelerate", "AccelerateTracker")),
 )
+FRAME_LIBRARIES = ("pyarrow", "pandas", "polars")
+FRAME_CALLS = re.compile(r"\.(to_arrow|to_pandas|to_polars|runs_frame)\(")
 _IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import\s+(.+)|import\s+(.+))$")
 
 
@@ -68,6 +70,15 @@ class Snippet:
     @property
     def needs_torch(self) -> bool:
         return "torch" in self.imported()
+
+    @property
+    def frame_libraries(self) -> set[str]:
+        """The optional frame libraries it needs (`tracer-core[pandas]`): those it imports,
+        and pyarrow and pandas when it calls the frame API."""
+        needed = self.imported() & set(FRAME_LIBRARIES)
+        if FRAME_CALLS.search(self.code):
+            needed |= {"pyarrow", "pandas"}
+        return needed
 
 
 def _modules(text: str) -> list[str]:

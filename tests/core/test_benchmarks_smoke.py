@@ -53,3 +53,26 @@ def test_bench_ui_quick_runs_and_prints_the_table() -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     assert UI_HEADER in done.stdout, done.stdout[-4000:]
     assert "| spike and NaN kept at every zoom | 0 misses |" in done.stdout, done.stdout
+
+
+FRAMES_SCRIPT = SCRIPT.parent / "bench_frames.py"
+FRAMES_HEADER = "| measurement | Tracer | baseline | ratio | target | pass/fail |"
+
+
+@pytest.mark.slow
+def test_bench_frames_quick_runs_and_prints_the_table() -> None:
+    """The runs-as-data benchmark's smoke version (skipped without `tracer-core[pandas]`)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None or importlib.util.find_spec("pandas") is None:
+        pytest.skip("needs tracer-core[pandas] (pyarrow, pandas)")
+    done = subprocess.run(
+        [sys.executable, str(FRAMES_SCRIPT), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert FRAMES_HEADER in done.stdout, done.stdout[-4000:]
+    assert "runs_frame" in done.stdout and "peak memory" in done.stdout

@@ -29,6 +29,9 @@ def test_snippet_runs_as_copied(snippet: Snippet, tmp_path: Path) -> None:
         pytest.skip(f"{snippet.name} is marked {FRAGMENT_MARKER}")
     if snippet.needs_torch and importlib.util.find_spec("torch") is None:
         pytest.skip(f"{snippet.name} needs torch")
+    missing = sorted(m for m in snippet.frame_libraries if importlib.util.find_spec(m) is None)
+    if missing:
+        pytest.skip(f"{snippet.name} needs {', '.join(missing)} (tracer-core[pandas])")
     run_snippet(snippet, tmp_path)
 
 

@@ -27,10 +27,14 @@ class TestSQLiteThroughSchemeConformance(StorageConformance):
 
 
 class _DefaultReaders(SQLiteStorage):
-    """SQLite with the interface's own window and anomaly counts (built on the rest)."""
+    """SQLite with the interface's own reader methods (built on the rest): the window,
+    anomaly counts, and the frame API's histories, summaries and events of many runs."""
 
     get_metric_window = StorageBackend.get_metric_window
     anomaly_counts = StorageBackend.anomaly_counts
+    iter_metric_histories = StorageBackend.iter_metric_histories
+    metric_summaries = StorageBackend.metric_summaries
+    events_by_run = StorageBackend.events_by_run
 
 
 class TestDefaultReaderMethodsConformance(StorageConformance):

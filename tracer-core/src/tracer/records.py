@@ -15,6 +15,9 @@ TERMINAL_STATUSES = ("finished", "failed", "killed", "crashed")
 # How serious an anomaly is, least first: detectors report one of these, settings that pick
 # anomalies by severity (`pin_on`) compare by this order.
 SEVERITIES = ("info", "warning", "critical")
+# The series holding each step's wall time (seconds since the epoch), written by the run's
+# writer beside the user's metrics; readers join it to every metric's steps.
+TIMESTAMP_METRIC = "_timestamp"
 
 
 def severity_rank(severity: str) -> int:
@@ -138,6 +141,18 @@ class MetricSummary(TypedDict):
     last_value: float
     min_value: float
     max_value: float
+
+
+class MetricHistory(NamedTuple):
+    """One metric's whole history in one run, as the frame readers stream it
+    (`StorageBackend.iter_metric_histories`): steps ascending (a `range` or an int64 `array`),
+    values a float64 sequence (an `array("d")` from the built-in backends, whose buffer Arrow
+    takes without a copy), NaN and +-Inf bit for bit."""
+
+    run_id: str
+    metric: str
+    steps: Sequence[int]
+    values: Sequence[float]
 
 
 # One flush of the writer: {metric: (steps, values)}; steps ascend within a batch.

@@ -13,12 +13,14 @@ import os
 import re
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import compress, count, islice, repeat
 from operator import le, mul, ne, not_, sub
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from tracer.analysis import frames, pandas_frames, runs_table
 from tracer.analysis.anomaly_detector import anomaly_dict, resolve_run
+from tracer.analysis.results import AnomalyList, Comparison, RunSummary
 from tracer.records import MetricSummary, RunRecord
 from tracer.storage.base import StorageBackend
 from tracer.storage.registry import open_storage
@@ -33,6 +35,7 @@ HIGHER_IS_BETTER = (
     "map", "top1", "top5", "score", "reward", "return", "r2", "dice", "exact_match", "em",
 )  # fmt: skip
 MODEL_SAVED_EVENT = "model_saved"
+RunNames = Union[str, Sequence[str]]  # one run or several, by id or name
 PINNED_EVENT = "checkpoint_pinned"  # written by tracer.actions.pinning
 
 
@@ -95,8 +98,9 @@ class QueryEngine:
         return {"steps": list(series["steps"]), "values": list(series["values"])}
 
     # -- summaries --------------------------------------------------------------------------
-    def get_run_summary(self, run_id: str) -> dict[str, Any]:
-        """Status, steps, duration, final and best metrics, anomaly counts, config, tags."""
+    def get_run_summary(self, run_id: str) -> RunSummary:
+        """Status, steps, duration, final and best metrics, anomaly counts, config, tags (a
+        dict; in a notebook, a table with a sparkline per metric)."""
         run = self.resolve_run(run_id)
         rid = run["run_id"]
         metrics = [m for m in self.storage.list_metrics(rid) if not m["name"].startswith("_")]
@@ -111,7 +115,7 @@ class QueryEngine:
         )
         checkpoints = self.storage.get_checkpoints(rid)
         checkpoint_steps = sorted({c["step"] for c in checkpoints})
-        return {
+        summary = {
             "run_id": rid,
             "run_name": run["run_name"],
             "project_name": run["project_name"],
@@ -140,12 +144,14 @@ class QueryEngine:
             "tags": run["tags"],
             "notes": run["notes"],
         }
+        return RunSummary(summary, self.storage.get_metric_arrays)
 
     def compare_runs(
         self, run_id1: str, run_id2: str, metrics: Sequence[str], tolerance: float = 0.05
-    ) -> dict[str, Any]:
+    ) -> Comparison:
         """Per metric: final, min, max and mean of each run, the final delta (run2 - run1),
-        and the first common step where they differ by more than `tolerance` (relative)."""
+        and the first common step where they differ by more than `tolerance` (relative): a
+        dict, in a notebook a table with both curves."""
         if not tolerance >= 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         first, second = self.resolve_run(run_id1), self.resolve_run(run_id2)
@@ -165,15 +171,65 @@ class QueryEngine:
                 "delta": stats_b["final"] - stats_a["final"],
                 "first_divergence_step": _first_divergence(a, b, tolerance),
             }
-        return result
+        return Comparison(result, self.storage.get_metric_arrays)
+
+    # -- runs as data (analysis/frames.py) --------------------------------------------------
+    def to_arrow(self, runs: RunNames, metrics: Optional[Sequence[str]] = None) -> Any:
+        """Every point of these runs' metrics (all but Tracer's `_` series when `metrics` is
+        None), unsampled, as a pyarrow Table in long form: `run_id`, `step`, `metric`,
+        `value`, `time`, `rank` (see `tracer.analysis.frames`). Needs
+        `tracer-core[frames]`."""
+        return frames.long_table(self.storage, self._records(runs), metrics)
+
+    def arrow_batches(
+        self, runs: RunNames, metrics: Optional[Sequence[str]] = None
+    ) -> Iterator[Any]:
+        """`to_arrow`'s table as a stream of record batches, one per (run, metric) history,
+        for results too large to hold (writing Parquet batch by batch)."""
+        return frames.iter_long_batches(self.storage, self._records(runs), metrics)
+
+    def to_pandas(
+        self, runs: RunNames, metrics: Optional[Sequence[str]] = None, wide: bool = False
+    ) -> Any:
+        """`to_arrow` as a pandas DataFrame, or with `wide` one row per (run, step), `time`,
+        and one column per metric. Needs `tracer-core[pandas]`."""
+        frames.require("pandas", "to_pandas")
+        return pandas_frames.pandas_frame(self.storage, self._records(runs), metrics, wide)
+
+    def to_polars(
+        self, runs: RunNames, metrics: Optional[Sequence[str]] = None, wide: bool = False
+    ) -> Any:
+        """`to_arrow` as a polars DataFrame (wide as in `to_pandas`, a missing point null).
+        Needs `tracer-core[polars]`."""
+        frames.require("polars", "to_polars")
+        return frames.polars_frame(self.storage, self._records(runs), metrics, wide)
+
+    def runs_frame(self, project: Optional[str] = None, *, as_: str = "pandas") -> Any:
+        """One row per run (of `project`, or every run), newest first: status, duration,
+        config values flattened as `config.<key>` columns, logged summary, final and best
+        values, anomaly counts (`tracer.analysis.runs_table`): a pandas DataFrame, or with
+        `as_="arrow"` a pyarrow Table, with `as_="polars"` a polars DataFrame."""
+        if as_ not in runs_table.FORMATS:
+            raise ValueError(f"as_ must be one of {', '.join(runs_table.FORMATS)}, got {as_!r}")
+        if as_ != "arrow":
+            frames.require(as_, "runs_frame")
+        table = runs_table.runs_table(self.storage, project, best_direction)
+        return runs_table.convert(table, as_)
+
+    def _records(self, runs: RunNames) -> list[RunRecord]:
+        """The runs named (ids or names), in the order given, each once."""
+        names = [runs] if isinstance(runs, str) else list(runs)
+        records = [self.resolve_run(name) for name in names]
+        return list({record["run_id"]: record for record in records}.values())
 
     # -- anomalies and checkpoints ----------------------------------------------------------
-    def get_anomalies(
-        self, run: str, anomaly_types: Optional[Sequence[str]] = None
-    ) -> list[dict[str, Any]]:
+    def get_anomalies(self, run: str, anomaly_types: Optional[Sequence[str]] = None) -> AnomalyList:
+        """The run's anomaly episodes in step order (a list of dicts; in a notebook, a table
+        with each subject's curve and the episode's start marked)."""
         rid = self.resolve_run(run)["run_id"]
         steps = sorted({c["step"] for c in self.storage.get_checkpoints(rid)})
-        return [anomaly_dict(a, steps) for a in self.storage.get_anomalies(rid, anomaly_types)]
+        found = [anomaly_dict(a, steps) for a in self.storage.get_anomalies(rid, anomaly_types)]
+        return AnomalyList(found, self.storage.get_metric_arrays)
 
     def find_anomalous_checkpoints(
         self, run_id: str, anomaly_types: Optional[Sequence[str]] = None

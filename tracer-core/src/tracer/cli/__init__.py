@@ -2,7 +2,8 @@
 
     tracer runs [--project P] [--status S] [--tag T]     tracer show RUN
     tracer compare RUN1 RUN2 [--metric M]                tracer anomalies RUN [--detect]
-    tracer export RUN --format csv|json [-o FILE]        tracer gc [--days N] [--pins] [--dry-run]
+    tracer export RUN... --format csv|json|parquet|arrow [-o FILE]
+    tracer gc [--days N] [--pins] [--dry-run]
     tracer plot RUN METRIC... [-o file.svg|png]          tracer report RUN [RUN2] -o r.html
     tracer ui [--host H] [--port N] [--token T] [--open] (the live dashboard)
     tracer copy SRC DST [RUN...]                         (between stores, e.g. to PostgreSQL)

@@ -14,9 +14,9 @@ from collections.abc import Collection, Mapping, Sequence
 from operator import itemgetter, lt
 from typing import Any, Optional
 
-logger = logging.getLogger(__name__)
+from tracer.records import TIMESTAMP_METRIC
 
-TIMESTAMP_METRIC = "_timestamp"
+logger = logging.getLogger(__name__)
 
 Points = dict[str, tuple[list[int], list[float]]]
 

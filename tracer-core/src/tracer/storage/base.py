@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import abc
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Optional
 
 from tracer.config import TracerConfig
 from tracer.records import (  # re-exported: the names were defined here before
     RUN_STATUSES,
     TERMINAL_STATUSES,
+    TIMESTAMP_METRIC,
     AnomalyWrite,
     CheckpointRecord,
     CheckpointWrite,
     EventRecord,
     EventWrite,
+    MetricHistory,
     MetricSeries,
     MetricSummary,
     PointBatch,
@@ -40,6 +42,7 @@ __all__ = [
     "CheckpointWrite",
     "EventRecord",
     "EventWrite",
+    "MetricHistory",
     "MetricSeries",
     "MetricSummary",
     "PointBatch",
@@ -189,6 +192,51 @@ class StorageBackend(abc.ABC):
     def list_metrics(self, run_id: str) -> list[MetricSummary]:
         """One summary per metric of the run, by name."""
 
+    def iter_metric_histories(
+        self, run_ids: Sequence[str], metrics: Optional[Sequence[str]] = None
+    ) -> Iterator[MetricHistory]:
+        """The whole histories of many runs and metrics, one `MetricHistory` at a time, for
+        the frame API (`QueryEngine.to_arrow`): runs in the order given, and within a run
+        `_timestamp` first (so a reader can join wall times to what follows), then the other
+        metrics by name (code point order); only `metrics` when given (every stored series,
+        `_`-prefixed ones included, when None); a metric a run lacks is skipped. Yielding one
+        history at a time keeps a reader's memory at its result plus one history.
+
+        The default asks `list_metrics` and `get_metric_arrays` per run and metric; a backend
+        that can stream every chunk in one query overrides it (SQLite does)."""
+        wanted = None if metrics is None else set(metrics)
+        for run_id in run_ids:
+            names = [m["name"] for m in self.list_metrics(run_id)]
+            chosen = [n for n in names if wanted is None or n in wanted]
+            for name in sorted(chosen, key=_timestamp_first):
+                steps, values = self.get_metric_arrays(run_id, name)
+                if len(steps):
+                    yield MetricHistory(run_id, name, steps, values)
+
+    def metric_summaries(
+        self, project_name: Optional[str] = None
+    ) -> dict[str, list[MetricSummary]]:
+        """`list_metrics` of every run at once, `{run_id: [...]}` (runs without metrics may be
+        missing), optionally of one project's runs: for the runs table of a sweep, which must
+        not cost a query per run. The default asks each run; SQLite answers in one query."""
+        return {
+            run["run_id"]: self.list_metrics(run["run_id"]) for run in self.list_runs(project_name)
+        }
+
+    def events_by_run(
+        self, kind: str, project_name: Optional[str] = None
+    ) -> dict[str, list[EventRecord]]:
+        """`get_events(run, kind)` of every run at once, `{run_id: [...]}` in step order
+        (runs without such events may be missing), optionally of one project's runs: how the
+        runs table reads every run's "summary" events. The default asks each run; SQLite
+        answers in one query."""
+        found: dict[str, list[EventRecord]] = {}
+        for run in self.list_runs(project_name):
+            events = self.get_events(run["run_id"], kind)
+            if events:
+                found[run["run_id"]] = events
+        return found
+
     # -- checkpoints ------------------------------------------------------------------------
     @abc.abstractmethod
     def write_checkpoint(
@@ -279,3 +327,8 @@ class StorageBackend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 (optional: backends without connections skip it)
         """Release connections. Safe to call twice."""
+
+
+def _timestamp_first(name: str) -> tuple[bool, str]:
+    """The order `iter_metric_histories` yields a run's metrics in."""
+    return (name != TIMESTAMP_METRIC, name)

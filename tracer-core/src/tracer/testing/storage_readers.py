@@ -77,3 +77,75 @@ class StorageReaderConformance:
         assert everything == {"r1": {"critical": 1, "warning": 2}, "r2": {"info": 1}}
         of_p = {run: counts for run, counts in storage.anomaly_counts("p").items() if counts}
         assert of_p == {"r1": {"critical": 1, "warning": 2}}
+
+    def test_metric_histories_stream_whole_histories_in_order(
+        self, storage: StorageBackend
+    ) -> None:
+        """`iter_metric_histories` (the frame API's read): runs in the order asked, then
+        `_timestamp`, then metrics by name; each history equals `get_metric_arrays`, bit for
+        bit, chunks rewritten by a resumed run included; a metric filter; unknown runs and
+        metrics are skipped."""
+        _run(storage, "r1", "p")
+        _run(storage, "r2", "p")
+        special = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308]
+        storage.write_metrics(
+            "r1",
+            {
+                "loss": (list(range(6)), special),
+                "_timestamp": (list(range(6)), [100.0 + i for i in range(6)]),
+                "Acc": ([0, 5], [0.5, 0.6]),
+            },
+        )
+        storage.write_metrics("r1", {"loss": ([2, 6, 9], [7.0, 8.0, 9.0])})  # a rewrite
+        storage.write_metrics("r2", {"b": (list(range(0, 30, 3)), [1.0] * 10)})
+        storage.write_metrics("r2", {"a": ([4], [2.0])})
+        found = list(storage.iter_metric_histories(["r2", "r1", "missing"]))
+        assert [(h.run_id, h.metric) for h in found] == [
+            ("r2", "a"), ("r2", "b"), ("r1", "_timestamp"), ("r1", "Acc"), ("r1", "loss"),
+        ]  # fmt: skip
+        for history in found:
+            steps, values = storage.get_metric_arrays(history.run_id, history.metric)
+            assert list(history.steps) == list(steps)
+            packed = [struct.pack("<d", v) for v in history.values]
+            assert packed == [struct.pack("<d", v) for v in values]
+        loss = found[-1]
+        assert list(loss.steps) == [0, 1, 2, 3, 4, 5, 6, 9]
+        assert struct.pack("<d", loss.values[2]) == struct.pack("<d", 7.0)
+        only = list(storage.iter_metric_histories(["r1", "r2"], ["loss", "a", "nothing"]))
+        assert [(h.run_id, h.metric) for h in only] == [("r1", "loss"), ("r2", "a")]
+        assert list(storage.iter_metric_histories([])) == []
+
+    def test_metric_summaries_and_events_of_every_run(self, storage: StorageBackend) -> None:
+        """The runs table's reads: `metric_summaries` and `events_by_run` agree with
+        `list_metrics` and `get_events` run by run, of every run or one project's."""
+        _run(storage, "r1", "p")
+        _run(storage, "r2", "q")
+        _run(storage, "r3", "p")
+        storage.write_metrics("r1", {"loss": ([0, 1], [1.0, math.nan]), "acc": ([1], [0.5])})
+        storage.write_metrics("r2", {"loss": ([0], [3.0])})
+        storage.write_events("r1", [{"step": 1, "kind": "summary", "data": {"best": 0.5}}])
+        storage.write_events("r1", [{"step": 0, "kind": "other", "data": {}}])
+        storage.write_events("r2", [{"step": 4, "kind": "summary", "data": {"x": "y"}}])
+        for project in (None, "p"):
+            runs = [r["run_id"] for r in storage.list_runs(project)]
+            summaries = storage.metric_summaries(project)
+            for run_id in runs:
+                expected = storage.list_metrics(run_id)
+                got = summaries.get(run_id, [])
+                assert [m["name"] for m in got] == [m["name"] for m in expected]
+                for mine, theirs in zip(got, expected, strict=True):
+                    assert struct.pack("<d", mine["last_value"]) == struct.pack(
+                        "<d", theirs["last_value"]
+                    )
+                    assert (mine["count"], mine["last_step"]) == (
+                        theirs["count"],
+                        theirs["last_step"],
+                    )
+            assert set(summaries) <= set(runs)
+            events = storage.events_by_run("summary", project)
+            assert {run: len(found) for run, found in events.items() if found} == {
+                run_id: len(storage.get_events(run_id, "summary"))
+                for run_id in runs
+                if storage.get_events(run_id, "summary")
+            }
+        assert storage.events_by_run("summary", "p")["r1"][0]["data"] == {"best": 0.5}

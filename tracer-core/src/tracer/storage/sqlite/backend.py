@@ -28,6 +28,7 @@ from tracer.records import (
 from tracer.storage.base import StorageBackend
 from tracer.storage.liveness import effective_status
 from tracer.storage.sqlite import rewind
+from tracer.storage.sqlite.bulk_reads import BulkReads
 from tracer.storage.sqlite.metrics import MetricTables
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _float(value: Optional[float]) -> float:
     return float("nan") if value is None else float(value)
 
 
-class SQLiteStorage(MetricTables, StorageBackend):
+class SQLiteStorage(BulkReads, MetricTables, StorageBackend):
     """SQLite storage for one `storage_path`; thread-safe, one connection per instance."""
 
     def __init__(self, config: Union[TracerConfig, str], *, read_only: bool = False) -> None:

@@ -108,14 +108,14 @@ class MetricTables(SQLiteConnection):
     def get_metric_arrays(self, run_id: str, metric: str) -> tuple[Sequence[int], Sequence[float]]:
         """Steps as one `range` when every chunk continues the last with the same stride (the
         usual case), else an int64 array; values as one float64 array. No per-point objects."""
-        return _assemble(self._chunks(run_id, metric, None, None))
+        return assemble_chunks(self._chunks(run_id, metric, None, None))
 
     def get_metric_window(
         self, run_id: str, metric: str, start: Optional[int] = None, end: Optional[int] = None
     ) -> tuple[Sequence[int], Sequence[float]]:
         """Only the chunks overlapping [start, end] are read and decoded (the SQL filters on
         their first and last steps), then cut to the window."""
-        steps, values = _assemble(self._chunks(run_id, metric, start, end))
+        steps, values = assemble_chunks(self._chunks(run_id, metric, start, end))
         low = 0 if start is None else bisect_left(steps, start)
         high = len(steps) if end is None else bisect_right(steps, end)
         if (low, high) == (0, len(steps)):
@@ -157,7 +157,7 @@ class MetricTables(SQLiteConnection):
         ]
 
 
-def _assemble(rows: Sequence[Any]) -> tuple[Sequence[int], Sequence[float]]:
+def assemble_chunks(rows: Sequence[Any]) -> tuple[Sequence[int], Sequence[float]]:
     """Chunk rows (in write order) laid end to end: a `range` or int64 array of steps and a
     float64 array of values, sorted by step (a later write of a step wins) when they are not."""
     values = array("d")
