@@ -173,10 +173,10 @@ class PostgresStorage(MetricTables, StorageBackend):
             delete_points(self._transaction, series_id)
         with self._transaction() as connection:
             connection.execute(
-                "DELETE FROM metric_points WHERE series_id IN"
+                "DELETE FROM metric_chunks WHERE series_id IN"
                 " (SELECT id FROM series WHERE run_id = %s)",
                 (run_id,),
-            )  # points a late writer added meanwhile
+            )  # chunks a late writer added meanwhile
             connection.execute("DELETE FROM runs WHERE id = %s", (run_id,))
         self._series_ids = {k: v for k, v in self._series_ids.items() if k[0] != run_id}
 
