@@ -103,6 +103,12 @@ def make_chunk(steps: Sequence[int], values: Sequence[float]) -> Chunk:
     values = array("d", values)  # ints become floats, as stored
     total = sum(values)
     nonfinite = 0
+    low: Optional[float]
+    high: Optional[float]
+    lowest: Optional[float]
+    highest: Optional[float]
+    low_at: Optional[int]
+    high_at: Optional[int]
     if total - total == 0.0:  # every value finite (the usual chunk): C-level passes only
         low = lowest = min(values)
         high = highest = max(values)
