@@ -18,9 +18,11 @@ The result is the one `reduce_points` gives for the same window, bit for bit:
 from __future__ import annotations
 
 import math
+import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Optional
 
 from tracer.storage.reduction import Reduced, bucket_starts, reduce_points
@@ -30,15 +32,14 @@ Read = Callable[..., list[Any]]
 
 # Per chunk overlapping the window, in step order, each column packed into one bytea.
 _SUMMARIES = (
-    "SELECT s.id, {columns} FROM series s LEFT JOIN metric_chunks c ON c.series_id = s.id{bounds}"
-    " WHERE s.run_id = %s AND s.name = %s GROUP BY s.id"
+    "SELECT min(c.series_id), {columns} FROM (SELECT * FROM metric_chunks WHERE series_id ="
+    " (SELECT id FROM series WHERE run_id = %s AND name = %s){bounds} ORDER BY first_step) AS c"
 )
 _COLUMNS = (
-    "int8send(c.first_step)", "int8send(c.last_step)", "int4send(c.count)",
-    "int4send(c.nonfinite)", "float8send(coalesce(c.low, 'NaN'))",
-    "int4send(coalesce(c.low_at, -1))", "int8send(coalesce(c.low_step, 0))",
-    "float8send(coalesce(c.high, 'NaN'))", "int4send(coalesce(c.high_at, -1))",
-    "int8send(coalesce(c.high_step, 0))",
+    "int8send(first_step)", "int8send(last_step)", "int4send(count)", "int4send(nonfinite)",
+    "float8send(coalesce(low, 'NaN'))", "int4send(coalesce(low_at, -1))",
+    "int8send(coalesce(low_step, 0))", "float8send(coalesce(high, 'NaN'))",
+    "int4send(coalesce(high_at, -1))", "int8send(coalesce(high_step, 0))",
 )  # fmt: skip
 _RAW = (
     "SELECT first_step, last_step, count, steps, vals FROM metric_chunks"
@@ -76,27 +77,25 @@ def reduced_window(
     """`reduce_points` of the window [start, end] of a series (`window` reads it whole, for
     windows short enough to keep whole)."""
     points = max(points, 2)
-    bounds, params = "", []
+    bounds = ""
+    params: list[Any] = [run_id, metric]
     if start is not None:
-        bounds += " AND c.last_step >= %s"
+        bounds += " AND last_step >= %s"
         params.append(start)
     if end is not None:
-        bounds += " AND c.first_step <= %s"
+        bounds += " AND first_step <= %s"
         params.append(end)
-    columns = ", ".join(f"string_agg({c}, '' ORDER BY c.first_step)" for c in _COLUMNS)
-    query = _SUMMARIES.format(columns=columns, bounds=bounds)
-    rows = read(query, [*params, run_id, metric], binary=True)
-    if not rows or rows[0][1] is None:
+    row = _summaries(read, bounds, params)
+    if row is None:
         return reduce_points([], [], points)
-    series_id = rows[0][0]
-    firsts, lasts = unpack("q", rows[0][1]), unpack("q", rows[0][2])
-    counts, nonfinite = unpack("i", rows[0][3]), unpack("i", rows[0][4])
+    series_id = row[0]
+    firsts, lasts = unpack("q", row[1]), unpack("q", row[2])
+    counts, nonfinite = unpack("i", row[3]), unpack("i", row[4])
     if sum(counts) <= points:
         steps, values = window()  # short enough to keep whole
         return reduce_points(steps, values, points)
-    lows, low_ats, low_steps = unpack("d", rows[0][5]), unpack("i", rows[0][6]), rows[0][7]
-    highs, high_ats, high_steps = unpack("d", rows[0][8]), unpack("i", rows[0][9]), rows[0][10]
-    low_steps, high_steps = unpack("q", low_steps), unpack("q", high_steps)
+    lows, low_ats, low_steps = unpack("d", row[5]), unpack("i", row[6]), unpack("q", row[7])
+    highs, high_ats, high_steps = unpack("d", row[8]), unpack("i", row[9]), unpack("q", row[10])
 
     raw = _raw_chunks(read, series_id, [firsts[0], firsts[-1]], start, end)
     first_steps, last_steps = raw[firsts[0]][0], raw[firsts[-1]][0]
@@ -109,11 +108,12 @@ def reduced_window(
     def bucket_of(step: int) -> int:  # buckets 1.. start at `starts`; the step is in the last
         return bisect_right(starts, step)  # whose start it reaches
 
-    summarized = [
-        nonfinite[i] == 0 and bucket_of(firsts[i]) == bucket_of(lasts[i])
-        for i in range(len(firsts))
-    ]
+    summarized = [bad == 0 for bad in nonfinite]  # NaN or Inf inside: read the points
     summarized[0] = summarized[-1] = False
+    for bound in starts:  # the chunk reaching a bucket's start from below straddles it
+        straddling = bisect_left(lasts, bound)
+        if straddling < len(firsts) and firsts[straddling] < bound:
+            summarized[straddling] = False
     wanted = [firsts[i] for i, whole in enumerate(summarized) if not whole and firsts[i] not in raw]
     raw.update(_raw_chunks(read, series_id, wanted, start, end))
 
@@ -134,6 +134,23 @@ def reduced_window(
     ends = ((0, first_steps[0], raw[firsts[0]][1][0]),
             (count - 1, last_steps[-1], raw[firsts[-1]][1][-1]))  # fmt: skip
     return _assemble(buckets, ends, count)
+
+
+def _summaries(read: Read, bounds: str, params: Sequence[Any]) -> Optional[Sequence[Any]]:
+    """The packed summaries of the chunks in the window: the series id, then one bytea per
+    `_COLUMNS` in step order; None when no chunk is there. The aggregates read an ordered
+    subquery (twice as fast as ordering inside each); PostgreSQL does not promise that order
+    to an aggregate, so it is checked, and asked for explicitly if ever broken."""
+    plain = ", ".join(f"string_agg({c}, '')" for c in _COLUMNS)
+    rows = read(_SUMMARIES.format(columns=plain, bounds=bounds), params, binary=True)
+    if not rows or rows[0][1] is None:
+        return None
+    firsts = unpack("q", rows[0][1])
+    if all(map(operator.lt, firsts, islice(firsts, 1, None))):
+        return rows[0]  # type: ignore[no-any-return]
+    ordered = ", ".join(f"string_agg({c}, '' ORDER BY first_step)" for c in _COLUMNS)
+    rows = read(_SUMMARIES.format(columns=ordered, bounds=bounds), params, binary=True)
+    return rows[0]  # type: ignore[no-any-return]
 
 
 def _raw_chunks(
