@@ -8,7 +8,7 @@ only finite values contributes exactly its summary (lowest and highest finite va
 offset and step of the first point holding each), so only these chunks' points are read:
 the first and last chunk of the window (they hold its first and last point, and may reach
 past it), chunks that straddle a bucket's bound, and chunks that hold a NaN or an Inf. For
-10 runs of a million points reduced to 1,000 each, that is about a sixth of the points, and
+10 runs of a million points reduced to 1,000 each, that is about an eighth of the points, and
 the summaries come back packed (one `bytea` per column, see `_SUMMARIES`).
 
 The result is the one `reduce_points` gives for the same window, bit for bit:

@@ -1,8 +1,8 @@
 """The PostgreSQL schema, Tracer's mark on it, its version and the migrations.
 
 Built for 10^9 points: `metric_chunks` holds each series as packed chunks of up to 256 points
-keyed `(series_id, first_step)` (8 to 16 bytes a point plus about 130 a chunk, see
-`tracer_postgres.chunks`), with series names interned in `series` (one row per run and metric,
+keyed `(series_id, first_step)` (about 11 bytes a point with evenly spaced steps, index
+and page space included; see `tracer_postgres.chunks`), with series names interned in `series` (one row per run and metric,
 which also keeps the summaries `list_metrics` answers from). Values are float64 bit for bit, so
 NaN and +-Inf stay exact. `metric_chunks` has no foreign key (a check per row would cost more
 than the write); deleting a run deletes its chunks first (`PostgresStorage.delete_run`).
