@@ -11,14 +11,22 @@ wins) and puts them back re-cut, then recomputes the series' summary.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import psycopg
 
-from tracer_postgres.chunks import COLUMN_TYPES, COLUMNS, Chunk, decode_steps, make_chunks, unpack
+from tracer_postgres.chunks import (
+    CHUNK_POINTS,
+    COLUMN_TYPES,
+    COLUMNS,
+    Chunk,
+    decode_steps,
+    make_chunks,
+    unpack,
+)
 
 _COPY_CHUNKS = f"COPY metric_chunks ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_RAW = "first_step, last_step, count, steps, vals"
+_RAW = "c.first_step, c.last_step, c.count, c.steps, c.vals"
 
 
 def insert_chunks(cursor: psycopg.Cursor[Any], rows: Iterable[tuple[int, Chunk]]) -> None:
@@ -27,6 +35,34 @@ def insert_chunks(cursor: psycopg.Cursor[Any], rows: Iterable[tuple[int, Chunk]]
         copy.set_types(list(COLUMN_TYPES))
         for series_id, chunk in rows:
             copy.write_row(chunk.row(series_id))
+
+
+def lock_series(
+    cursor: psycopg.Cursor[Any], series_ids: Sequence[int]
+) -> dict[int, tuple[Optional[int], Optional[tuple[Any, ...]]]]:
+    """Lock these series until commit (a concurrent writer of one waits here) and return, by
+    id, the last stored step and the raw last chunk when it holds fewer than `CHUNK_POINTS`
+    (`first_step, last_step, count, steps, vals`; None when full or absent)."""
+    cursor.execute(
+        f"SELECT s.id, s.last_step, {_RAW} FROM series s LEFT JOIN LATERAL"
+        " (SELECT * FROM metric_chunks m WHERE m.series_id = s.id"
+        "   ORDER BY m.first_step DESC LIMIT 1) AS c ON c.count < %s"
+        " WHERE s.id = ANY(%s) FOR NO KEY UPDATE OF s",
+        (CHUNK_POINTS, list(series_ids)),
+        binary=True,
+    )
+    return {
+        row[0]: (row[1], None if row[2] is None else tuple(row[2:])) for row in cursor.fetchall()
+    }
+
+
+def delete_chunks(cursor: psycopg.Cursor[Any], keys: Sequence[tuple[int, int]]) -> None:
+    """Delete the chunks named by (series id, first step)."""
+    cursor.execute(
+        "DELETE FROM metric_chunks m USING unnest(%s::integer[], %s::bigint[]) AS d(id, first)"
+        " WHERE m.series_id = d.id AND m.first_step = d.first",
+        ([key[0] for key in keys], [key[1] for key in keys]),
+    )
 
 
 def points_of(rows: Sequence[Sequence[Any]]) -> tuple[list[int], list[float]]:
@@ -45,7 +81,7 @@ def merge_points(
     """Write points (ascending, unique steps) over a series' stored ones: the chunks their
     step range overlaps come out and go back merged, the new value of a step winning."""
     cursor.execute(
-        f"DELETE FROM metric_chunks WHERE series_id = %s AND last_step >= %s"
+        f"DELETE FROM metric_chunks c WHERE series_id = %s AND last_step >= %s"
         f" AND first_step <= %s RETURNING {_RAW}",
         (series_id, int(steps[0]), int(steps[-1])),
         binary=True,
@@ -61,7 +97,7 @@ def merge_points(
 def cut_after(cursor: psycopg.Cursor[Any], series_ids: Sequence[int], after_step: int) -> None:
     """Delete the points after `after_step` of these series (a chunk across it is re-cut)."""
     cursor.execute(
-        f"DELETE FROM metric_chunks WHERE series_id = ANY(%s) AND last_step > %s"
+        f"DELETE FROM metric_chunks c WHERE series_id = ANY(%s) AND last_step > %s"
         f" RETURNING series_id, {_RAW}",
         (list(series_ids), after_step),
         binary=True,

@@ -1,18 +1,20 @@
 """Metric histories in PostgreSQL: packed chunks in (binary COPY), chunks out.
 
 Writing a flush: the series are interned (one statement for the new ones), locked with their
-last stored step in one statement, and each series' points are cut into chunks
-(`tracer_postgres.chunks`) copied into `metric_chunks` in one binary COPY: a row per 256
-points, not a row per point. A series whose points reach back into its stored steps (a
-resumed run writing its steps again, a flush retried after its commit landed) has the
-overlapped chunks merged instead (`chunk_writes.merge_points`): a later write of a step wins,
-nothing is stored twice. The series' summaries (count, last point, min, max) are updated in
-the same transaction.
+last stored step (and their last chunk, when it holds fewer than 256 points) in one statement,
+and each series' points are cut into chunks (`tracer_postgres.chunks`) copied into
+`metric_chunks` in one binary COPY: a row per 256 points, not a row per point. A series whose
+last chunk is not full has it filled up first (taken out and copied back with the new points
+after its own), so a run that flushes a few steps a second still reads back in full chunks. A
+series whose points reach back into its stored steps (a resumed run writing its steps again, a
+flush retried after its commit landed) has the overlapped chunks merged instead
+(`chunk_writes.merge_points`): a later write of a step wins, nothing is stored twice. The
+series' summaries (count, last point, min, max) are updated in the same transaction.
 
-Reading a history: the chunks overlapping the asked steps come back in binary, a few
-thousand rows for a million points; their values become one float64 `array` and their steps
-one `range` (evenly spaced chunks that continue one another, the usual case) or an int64
-`array`. NaN and +-Inf come back bit for bit.
+Reading a history: the chunks overlapping the asked steps come back in binary, a few thousand
+rows for a million points; their values become one float64 `array` and their steps one `range`
+(evenly spaced chunks that continue one another, the usual case) or an int64 `array`. NaN and
++-Inf come back bit for bit.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from tracer.storage import MetricSeries, MetricSummary
 from tracer.storage.base import PointBatch
 from tracer.storage.reduction import DEFAULT_POINTS, Reduced
 from tracer_postgres.chunk_writes import (
+    delete_chunks,
     insert_chunks,
+    lock_series,
     merge_points,
+    points_of,
     refresh_summaries,
 )
 from tracer_postgres.chunks import Chunk, decode_steps, make_chunks, unpack
@@ -119,19 +124,23 @@ class MetricTables(PostgresConnection):
             (self._series_ids[(run_id, name)], steps, values) for name, steps, values in batch
         ]
         with connection.cursor() as cursor:
-            cursor.execute(  # locked until commit: a concurrent writer of a series waits here
-                "SELECT id, last_step FROM series WHERE id = ANY(%s) FOR NO KEY UPDATE",
-                ([series_id for series_id, _, _ in series],),
-            )
-            stored_last = dict(cursor.fetchall())
+            tails = lock_series(cursor, [series_id for series_id, _, _ in series])
             appended = []
             overlapping = []
+            refilled: list[tuple[int, int]] = []
             for series_id, steps, values in series:
-                last = stored_last.get(series_id)
-                if last is None or last < steps[0]:
-                    appended.append((series_id, steps, values, make_chunks(steps, values)))
-                else:
+                last, tail = tails.get(series_id, (None, None))
+                if last is not None and last >= steps[0]:
                     overlapping.append((series_id, steps, values))
+                    continue
+                chunks = make_chunks(steps, values)
+                if tail is not None:  # the last chunk is not full: fill it up first
+                    tail_steps, tail_values = points_of([tail])
+                    chunks = make_chunks([*tail_steps, *steps], [*tail_values, *values])
+                    refilled.append((series_id, tail[0]))
+                appended.append((series_id, steps, values, chunks))
+            if refilled:
+                delete_chunks(cursor, refilled)
             if appended:
                 insert_chunks(
                     cursor, ((sid, chunk) for sid, _, _, chunks in appended for chunk in chunks)

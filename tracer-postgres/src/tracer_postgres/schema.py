@@ -1,14 +1,15 @@
 """The PostgreSQL schema, Tracer's mark on it, its version and the migrations.
 
 Built for 10^9 points: `metric_chunks` holds each series as packed chunks of up to 256 points
-keyed `(series_id, first_step)` (about 11 bytes a point with evenly spaced steps, index
-and page space included; see `tracer_postgres.chunks`), with series names interned in `series` (one row per run and metric,
-which also keeps the summaries `list_metrics` answers from). Values are float64 bit for bit, so
-NaN and +-Inf stay exact. `metric_chunks` has no foreign key (a check per row would cost more
-than the write); deleting a run deletes its chunks first (`PostgresStorage.delete_run`).
+keyed `(series_id, first_step)` (about 11 bytes a point with evenly spaced steps, index and page
+space included; see `tracer_postgres.chunks`), with series names interned in `series` (one row
+per run and metric, which also keeps the summaries `list_metrics` answers from). Values are
+float64 bit for bit, so NaN and +-Inf stay exact. `metric_chunks` has no foreign key (a check
+per row would cost more than the write); deleting a run deletes its chunks first
+(`PostgresStorage.delete_run`).
 
-`tracer_schema` is the positive mark: one row, application "tracer", the schema version.
-A schema that holds other tables but no mark is refused untouched; one from a newer Tracer is
+`tracer_schema` is the positive mark: one row, application "tracer", the schema version. A
+schema that holds other tables but no mark is refused untouched; one from a newer Tracer is
 refused too. Each migration moves the schema up one version inside the transaction that opens
 it, under an advisory lock, so processes starting together migrate once. Add a migration by
 appending to `MIGRATIONS`; never edit a released one.
