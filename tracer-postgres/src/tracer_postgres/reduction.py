@@ -9,7 +9,7 @@ offset and step of the first point holding each), so only these chunks' points a
 the first and last chunk of the window (they hold its first and last point, and may reach
 past it), chunks that straddle a bucket's bound, and chunks that hold a NaN or an Inf. For
 10 runs of a million points reduced to 1,000 each, that is about an eighth of the points, and
-the summaries come back packed (one `bytea` per column, see `_SUMMARIES`).
+the summaries come back packed (one `bytea` of fixed-size records, see `_SUMMARIES`).
 
 The result is the one `reduce_points` gives for the same window, bit for bit:
 `StorageConformance` checks it on awkward histories.
@@ -18,11 +18,10 @@ The result is the one `reduce_points` gives for the same window, bit for bit:
 from __future__ import annotations
 
 import math
-import operator
+import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any, Optional
 
 from tracer.storage.reduction import Reduced, bucket_starts, reduce_points
@@ -30,17 +29,19 @@ from tracer_postgres.chunks import decode_steps, unpack
 
 Read = Callable[..., list[Any]]
 
-# Per chunk overlapping the window, in step order, each column packed into one bytea.
+# Per chunk overlapping the window, in step order: one fixed-size binary record (`_RECORD`)
+# of its summary, all of them concatenated into one bytea by one ordered aggregate.
 _SUMMARIES = (
-    "SELECT min(c.series_id), {columns} FROM (SELECT * FROM metric_chunks WHERE series_id ="
-    " (SELECT id FROM series WHERE run_id = %s AND name = %s){bounds} ORDER BY first_step) AS c"
+    "SELECT min(series_id), string_agg({record}, '' ORDER BY first_step) FROM metric_chunks"
+    " WHERE series_id = (SELECT id FROM series WHERE run_id = %s AND name = %s){bounds}"
 )
-_COLUMNS = (
+_FIELDS = (
     "int8send(first_step)", "int8send(last_step)", "int4send(count)", "int4send(nonfinite)",
     "float8send(coalesce(low, 'NaN'))", "int4send(coalesce(low_at, -1))",
     "int8send(coalesce(low_step, 0))", "float8send(coalesce(high, 'NaN'))",
     "int4send(coalesce(high_at, -1))", "int8send(coalesce(high_step, 0))",
 )  # fmt: skip
+_RECORD = struct.Struct(">qqiidiqdiq")  # the fields above, big-endian as PostgreSQL sends
 _RAW = (
     "SELECT first_step, last_step, count, steps, vals FROM metric_chunks"
     " WHERE series_id = %s AND first_step = ANY(%s) ORDER BY first_step"
@@ -85,17 +86,15 @@ def reduced_window(
     if end is not None:
         bounds += " AND first_step <= %s"
         params.append(end)
-    row = _summaries(read, bounds, params)
-    if row is None:
+    found = _summaries(read, bounds, params)
+    if found is None:
         return reduce_points([], [], points)
-    series_id = row[0]
-    firsts, lasts = unpack("q", row[1]), unpack("q", row[2])
-    counts, nonfinite = unpack("i", row[3]), unpack("i", row[4])
+    series_id, summaries = found
+    firsts, lasts, counts, nonfinite = summaries[:4]
     if sum(counts) <= points:
         steps, values = window()  # short enough to keep whole
         return reduce_points(steps, values, points)
-    lows, low_ats, low_steps = unpack("d", row[5]), unpack("i", row[6]), unpack("q", row[7])
-    highs, high_ats, high_steps = unpack("d", row[8]), unpack("i", row[9]), unpack("q", row[10])
+    lows, low_ats, low_steps, highs, high_ats, high_steps = summaries[4:]
 
     raw = _raw_chunks(read, series_id, [firsts[0], firsts[-1]], start, end)
     first_steps, last_steps = raw[firsts[0]][0], raw[firsts[-1]][0]
@@ -136,21 +135,16 @@ def reduced_window(
     return _assemble(buckets, ends, count)
 
 
-def _summaries(read: Read, bounds: str, params: Sequence[Any]) -> Optional[Sequence[Any]]:
-    """The packed summaries of the chunks in the window: the series id, then one bytea per
-    `_COLUMNS` in step order; None when no chunk is there. The aggregates read an ordered
-    subquery (twice as fast as ordering inside each); PostgreSQL does not promise that order
-    to an aggregate, so it is checked, and asked for explicitly if ever broken."""
-    plain = ", ".join(f"string_agg({c}, '')" for c in _COLUMNS)
-    rows = read(_SUMMARIES.format(columns=plain, bounds=bounds), params, binary=True)
+def _summaries(
+    read: Read, bounds: str, params: Sequence[Any]
+) -> Optional[tuple[int, list[tuple[Any, ...]]]]:
+    """The series id and the summaries of the chunks in the window, one tuple per `_FIELDS`
+    (first steps, last steps, counts, ...), in step order; None when no chunk is there."""
+    query = _SUMMARIES.format(record=" || ".join(_FIELDS), bounds=bounds)
+    rows = read(query, params, binary=True)
     if not rows or rows[0][1] is None:
         return None
-    firsts = unpack("q", rows[0][1])
-    if all(map(operator.lt, firsts, islice(firsts, 1, None))):
-        return rows[0]  # type: ignore[no-any-return]
-    ordered = ", ".join(f"string_agg({c}, '' ORDER BY first_step)" for c in _COLUMNS)
-    rows = read(_SUMMARIES.format(columns=ordered, bounds=bounds), params, binary=True)
-    return rows[0]  # type: ignore[no-any-return]
+    return int(rows[0][0]), list(zip(*_RECORD.iter_unpack(rows[0][1]), strict=True))
 
 
 def _raw_chunks(
