@@ -20,6 +20,7 @@ import tracer_postgres.removal
 from tests.postgres.helpers import schema_url, server_url
 from tracer.storage import open_storage
 from tracer_postgres import PostgresStorage
+from tracer_postgres.chunks import COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +97,7 @@ def test_sixteen_processes_write_one_database_and_lose_no_row(tmp_path: Path) ->
         reader.close()
     with psycopg.connect(server_url()) as connection:
         stored = connection.execute(
-            f"SELECT count(*) FROM {_schema(url)}.metric_points p"
+            f"SELECT sum(p.count)::bigint FROM {_schema(url)}.metric_chunks p"
             f" JOIN {_schema(url)}.series s ON s.id = p.series_id"
             " WHERE s.name = ANY(%s)",
             (list(METRICS),),
@@ -146,7 +147,7 @@ class _CountingTransactions(PostgresStorage):
 
 
 def test_deleting_a_run_goes_in_batches_beside_a_writer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tracer_postgres.removal, "DELETE_BATCH", 1000)
+    monkeypatch.setattr(tracer_postgres.removal, "DELETE_BATCH", 4)  # chunks of 256 points
     url = schema_url("delete")
     storage = _CountingTransactions(url)
     try:
@@ -159,15 +160,16 @@ def test_deleting_a_run_goes_in_batches_beside_a_writer(monkeypatch: pytest.Monk
         writer = psycopg.connect(server_url())  # a writer of "live", mid-transaction
         try:
             writer.execute(
-                f"INSERT INTO {schema}.metric_points (series_id, step, value)"
-                f" SELECT id, 1, 2.0 FROM {schema}.series WHERE run_id = 'live'"
+                f"INSERT INTO {schema}.metric_chunks ({COLUMNS}) SELECT id, 1, 1, 1, '',"
+                " float8send(2.0), 2.0, 2.0, 2.0, 2.0, 0, 1, 2.0, 0, 1, 0"
+                f" FROM {schema}.series WHERE run_id = 'live'"
             )
             before = storage.transactions
             deleting = threading.Thread(target=storage.delete_run, args=("old",))
             deleting.start()
             deleting.join(timeout=120)
             assert not deleting.is_alive()  # it never waited for the open transaction
-            assert storage.transactions - before >= 6  # 5500 points, 1000 per transaction
+            assert storage.transactions - before >= 6  # 22 chunks, 4 per transaction
             writer.commit()
         finally:
             writer.close()
@@ -175,7 +177,9 @@ def test_deleting_a_run_goes_in_batches_beside_a_writer(monkeypatch: pytest.Monk
         assert storage.get_metric_timeseries("old", "loss") == {"steps": [], "values": []}
         assert storage.get_metric_timeseries("live", "loss")["steps"] == [0, 1]
         with psycopg.connect(server_url()) as connection:
-            left = connection.execute(f"SELECT count(*) FROM {schema}.metric_points").fetchone()
+            left = connection.execute(
+                f"SELECT sum(count)::bigint FROM {schema}.metric_chunks"
+            ).fetchone()
         assert left == (2,)
     finally:
         storage.close()

@@ -4,6 +4,9 @@ answers slowly (a write blocked on a lock) never holds up the training loop."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -64,6 +67,14 @@ def test_a_server_gone_at_finish_is_reported_as_loss_not_raised() -> None:
     assert _stored_steps(url, run.run_id) == list(range(100))
 
 
+def _a_write_waits(session: psycopg.Connection[Any]) -> bool:
+    waiting = session.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE NOT l.granted AND a.pid <> pg_backend_pid()"
+    ).fetchone()
+    return waiting is not None and waiting[0] >= 1
+
+
 def test_a_blocked_write_never_holds_up_training() -> None:
     """Another session holds the run's row locked: the writer's transaction waits on it, and
     the loop still runs all its steps meanwhile; once the lock goes, everything lands."""
@@ -77,12 +88,13 @@ def test_a_blocked_write_never_holds_up_training() -> None:
     blocker = psycopg.connect(server_url())
     try:
         blocker.execute(f"SELECT 1 FROM {schema}.runs WHERE id = %s FOR UPDATE", (run.run_id,))
-        _steps(50, 5000)  # the writer is stuck behind the lock all along
-        held = blocker.execute(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-            " WHERE NOT l.granted AND a.pid <> pg_backend_pid()"
-        ).fetchone()
-        assert held is not None and held[0] >= 1  # a write was waiting when the loop ended
+        _steps(50, 100)
+        deadline = time.monotonic() + 60  # until the writer's next flush is stuck on the lock
+        while time.monotonic() < deadline and not _a_write_waits(blocker):
+            time.sleep(0.05)
+        assert _a_write_waits(blocker)
+        _steps(100, 5000)  # the loop runs on while the writer is stuck
+        assert _a_write_waits(blocker)
         assert _stored_steps(url, run.run_id) == list(range(50))
     finally:
         blocker.rollback()

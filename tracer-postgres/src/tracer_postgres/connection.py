@@ -13,12 +13,21 @@ pool, and the transactions and reads every method goes through.
   and retries it (`tracer.core.writer`), and reports at finish what it could not write.
 - **Never an endless wait.** Getting a connection waits at most `CONNECT_WAIT_S`; connecting
   at most `CONNECT_TIMEOUT_S` (unless the URL sets `connect_timeout`).
+- **Closed at exit.** A store nobody closed (a notebook's `QueryEngine`, a script that ends)
+  has its pool closed by an `atexit` hook, while the interpreter still runs the pool's
+  threads; closed later, at teardown, the pool could only log that it couldn't stop them.
+  The hook is registered when this module is imported, which is when Tracer's plugin manager
+  loads this package, before any run starts; atexit runs hooks last-registered first, so
+  Tracer's own hook (which finishes runs nobody finished, writing through their stores) has
+  run by the time this one closes the pools.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Optional
@@ -38,6 +47,17 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10
 CONNECT_WAIT_S = 5.0
 POOL_SIZE = 4  # the training thread, the writer thread, and a reader's few threads
+
+_open: weakref.WeakSet[PostgresConnection] = weakref.WeakSet()  # closed at exit if still open
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for connection in list(_open):
+        try:
+            connection.close()
+        except Exception:  # the interpreter is ending: nothing to report to
+            logger.debug("closing %r at exit failed", connection, exc_info=True)
 
 
 def describe(error: BaseException, location: Location) -> str:
@@ -82,6 +102,7 @@ class PostgresConnection:
             open=False,
         )
         self._pool.open(wait=False)
+        _open.add(self)
 
     # -- opening ----------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection[Any]:

@@ -13,7 +13,7 @@ from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from tracer.analysis.downsample import kind_of, reduce_points
+from tracer.analysis.downsample import Reduced, kind_of, reduce_points
 from tracer.analysis.encode import marked, nulled, number, numbers, spelled
 from tracer.analysis.query import MODEL_SAVED_EVENT, QueryEngine
 from tracer.analysis.run_view import (
@@ -207,7 +207,18 @@ def series_of(
     window: tuple[Optional[int], Optional[int]] = (None, None),
 ) -> dict[str, Any]:
     """The series object of the API for points already read (`steps`, `values`)."""
-    reduced = reduce_points(steps, values, points)
+    return reduced_series(storage, run_id, metric, reduce_points(steps, values, points), window)
+
+
+def reduced_series(
+    storage: StorageBackend,
+    run_id: str,
+    metric: str,
+    reduced: Reduced,
+    window: tuple[Optional[int], Optional[int]] = (None, None),
+) -> dict[str, Any]:
+    """The series object of the API for a reduction already made (by the storage, with
+    `get_metric_reduced`, or by `series_of`)."""
     start, end = window
     return {
         "run_id": run_id,

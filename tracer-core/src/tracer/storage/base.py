@@ -31,6 +31,7 @@ from tracer.records import (  # re-exported: the names were defined here before
     SampleRecord,
     SampleWrite,
 )
+from tracer.storage.reduction import DEFAULT_POINTS, Reduced, reduce_points
 
 READER_PROJECT = "reader"  # the project name of a config made only to open a location
 
@@ -187,6 +188,22 @@ class StorageBackend(abc.ABC):
         low = 0 if start is None else bisect_left(steps, start)
         high = len(steps) if end is None else bisect_right(steps, end)
         return steps[low:high], values[low:high]
+
+    def get_metric_reduced(
+        self,
+        run_id: str,
+        metric: str,
+        start: Optional[int] = None,
+        end: Optional[int] = None,
+        points: int = DEFAULT_POINTS,
+    ) -> Reduced:
+        """The window `get_metric_window` gives, reduced to about `points` points by the rule
+        of `tracer.storage.reduction.reduce_points` (min and max per bucket, first and last,
+        every NaN/Inf kept): what a chart draws. The default reads the window and reduces it
+        here; a backend that keeps summaries of its chunks overrides it to read only what the
+        reduction needs (PostgreSQL), and must return exactly what the default returns."""
+        steps, values = self.get_metric_window(run_id, metric, start, end)
+        return reduce_points(steps, values, points)
 
     @abc.abstractmethod
     def list_metrics(self, run_id: str) -> list[MetricSummary]:

@@ -1,23 +1,64 @@
 """The reading side of `StorageConformance`: what the dashboard and other readers of long
 histories ask of a backend (a window of a history, anomaly counts of every run at once).
 
-`StorageConformance` includes these tests; a backend that overrides `get_metric_window` or
-`anomaly_counts` must agree with the defaults built on the rest of the interface.
+`StorageConformance` includes these tests; a backend that overrides `get_metric_window`,
+`get_metric_reduced` or `anomaly_counts` must agree with the defaults built on the rest of the
+interface, bit for bit (NaN, +-Inf and -0.0 included).
 """
 
 from __future__ import annotations
 
 import math
+import random
 import struct
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from tracer.records import AnomalyWrite
 from tracer.storage.base import StorageBackend
+from tracer.storage.reduction import Reduced, reduce_points
 
 
 def _run(storage: StorageBackend, run_id: str, project: str) -> None:
     storage.create_run(run_id, project, f"name-{run_id}", time.time(), {})
+
+
+def _bits(values: Sequence[float]) -> list[bytes]:
+    return [struct.pack("<d", v) for v in values]
+
+
+def _comparable(reduced: Reduced) -> tuple[Any, ...]:
+    return (
+        list(reduced.steps), _bits(reduced.values), _bits(reduced.mins), _bits(reduced.maxs),
+        list(reduced.indices), reduced.count, reduced.reduced, list(reduced.nonfinite),
+    )  # fmt: skip
+
+
+def _awkward_history(storage: StorageBackend, run_id: str) -> None:
+    """About 7,000 points of "x" written in flushes of many sizes, with every case the rule
+    must get right: NaN and +-Inf (alone and in stretches), ties of the lowest and highest
+    value (the first one is kept), 0.0 beside -0.0, values whose sum overflows, a stretch of
+    uneven steps, single-point flushes, and steps written again (a resumed job)."""
+    rng = random.Random(23)
+    step = 0
+    sizes = [1, 1, 7, 300, 1000, 3, 256, 257, 511, 2000, 5, 64, 900, 1, 1200]
+    for size in sizes:
+        stride = 3 if size == 511 else 1
+        steps = [step + stride * i for i in range(size)]
+        if size == 257:
+            steps = sorted(rng.sample(range(step, step + 4 * size), size))
+        values = [rng.choice((1.0, 2.0, 0.5)) * rng.random() for _ in steps]
+        for i in range(0, size, 97):
+            values[i] = rng.choice((math.nan, math.inf, -math.inf, 5.0, -5.0, 0.0, -0.0))
+        if size == 2000:
+            values[100:140] = [math.nan] * 40
+            values[700:703] = [1e308, 1e308, -1e308]
+        storage.write_metrics(run_id, {"x": (steps, values)})
+        step = steps[-1] + 1
+    storage.write_metrics(run_id, {"x": (list(range(1500, 1600)), [-7.0] * 100)})  # rewritten
+    storage.write_metrics(run_id, {"x": ([3000, 3001], [math.nan, 99.0])})
 
 
 def _episode(run_id: str, step: int, severity: str, anomaly_type: str) -> AnomalyWrite:
@@ -60,6 +101,27 @@ class StorageReaderConformance:
             expected = [struct.pack("<d", v) for v in full["values"][low:high]]
             assert [struct.pack("<d", v) for v in values] == expected, (start, end)
         assert list(storage.get_metric_window("r1", "missing", 0, 10)[0]) == []
+
+    def test_metric_reduced_is_the_window_reduced(self, storage: StorageBackend) -> None:
+        _run(storage, "r1", "p")
+        _awkward_history(storage, "r1")
+        rng = random.Random(5)
+        steps = list(storage.get_metric_window("r1", "x")[0])
+        windows: list[tuple[Optional[int], Optional[int]]] = [
+            (None, None), (0, None), (None, 3000), (1500, 1599), (2999, 3002), (-10, 2),
+            (steps[-1], None), (steps[-1] + 1, None), (None, -1),
+        ]  # fmt: skip
+        for _ in range(40):
+            low, high = sorted(rng.sample(range(-5, steps[-1] + 5), 2))
+            windows.append((low, high))
+        for start, end in windows:
+            window_steps, window_values = storage.get_metric_window("r1", "x", start, end)
+            for points in (2, 3, 10, 41, 400, 1000, 20_000):
+                expected = reduce_points(window_steps, window_values, points)
+                got = storage.get_metric_reduced("r1", "x", start, end, points)
+                assert _comparable(got) == _comparable(expected), (start, end, points)
+        empty = storage.get_metric_reduced("r1", "missing")
+        assert (empty.count, empty.steps) == (0, [])
 
     def test_anomaly_counts_per_run_and_severity(self, storage: StorageBackend) -> None:
         _run(storage, "r1", "p")

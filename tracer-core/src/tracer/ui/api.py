@@ -24,6 +24,7 @@ from tracer.analysis.payloads import (
     SEVERITIES,
     TIMESTAMP_SERIES,
     anomaly_row,
+    reduced_series,
     run_payload,
     run_row,
     series_of,
@@ -117,10 +118,10 @@ def series_payload(
         window = _steps_of_times(storage, run_id, start, end)
     else:
         window = (None if start is None else int(start), None if end is None else int(end))
-    steps, values = storage.get_metric_window(run_id, metric, *window)
-    if not steps and metric not in {m["name"] for m in storage.list_metrics(run_id)}:
+    reduced = storage.get_metric_reduced(run_id, metric, *window, points=points)
+    if not reduced.count and metric not in {m["name"] for m in storage.list_metrics(run_id)}:
         raise NotFound(f"run {run_id} has no metric {metric!r}")
-    payload = series_of(storage, run_id, metric, steps, values, points, window)
+    payload = reduced_series(storage, run_id, metric, reduced, window)
     if x == "time":
         payload["x"] = "time"
     return payload

@@ -16,7 +16,8 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
 from urllib.parse import parse_qs
@@ -61,11 +62,15 @@ PLACEHOLDER = (
 
 class Store:
     """The store, opened read-only on first use; until it exists (training not started
-    yet), `get` returns None and the API answers as for an empty store."""
+    yet), `get` returns None and the API answers as for an empty store. A store opened here
+    is closed when the app shuts down (`_closing_the_store`), so a backend with a connection
+    pool (PostgreSQL) stops its threads then, not at interpreter exit; a backend handed in
+    stays its caller's to close."""
 
     def __init__(self, location: Union[str, StorageBackend]) -> None:
         self.location = location if isinstance(location, str) else ""
         self._backend = location if isinstance(location, StorageBackend) else None
+        self.owned = isinstance(location, str)
         self._lock = threading.Lock()
 
     def get(self) -> Optional[StorageBackend]:
@@ -81,6 +86,21 @@ class Store:
         with self._lock:
             if self._backend is not None:
                 self._backend.close()
+
+
+def _closing_the_store(store: Store) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: nothing at startup; at shutdown, close the store if it was opened
+    here. (`tracer ui` runs uvicorn without lifespan and closes the store itself.)"""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if store.owned:
+                store.close()
+
+    return lifespan
 
 
 class Guard:
@@ -257,6 +277,7 @@ def create_app(
         return HTMLResponse(PLACEHOLDER)
 
     app = Starlette(
+        lifespan=_closing_the_store(store),
         exception_handlers={404: _not_found, 405: _not_allowed},
         routes=[
             Route("/", index),
