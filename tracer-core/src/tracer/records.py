@@ -67,6 +67,29 @@ class CheckpointWrite(TypedDict):
     extra: dict[str, Any]
 
 
+def checkpoint_write(
+    step: int,
+    timestamp: float,
+    metrics: Mapping[str, float],
+    gradient_stats: Mapping[str, Mapping[str, float]],
+    system_metrics: Mapping[str, float],
+    *,
+    reason: str = "interval",
+    extra: Optional[Mapping[str, Any]] = None,
+) -> CheckpointWrite:
+    """The `CheckpointWrite` that `StorageBackend.write_checkpoint`'s arguments describe, with
+    its own copies of the sections (a backend turns the one call into its batched write)."""
+    return {
+        "step": step,
+        "timestamp": timestamp,
+        "reason": reason,
+        "metrics": dict(metrics),
+        "gradient_stats": {name: dict(stats) for name, stats in gradient_stats.items()},
+        "system_metrics": dict(system_metrics),
+        "extra": dict(extra or {}),
+    }
+
+
 class CheckpointRecord(CheckpointWrite):
     """A stored checkpoint, as read back."""
 

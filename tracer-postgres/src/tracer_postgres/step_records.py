@@ -14,7 +14,13 @@ from typing import Any, Optional
 import psycopg
 
 from tracer.storage import CheckpointRecord, EventRecord, SampleRecord
-from tracer.storage.base import AnomalyWrite, CheckpointWrite, EventWrite, SampleWrite
+from tracer.storage.base import (
+    AnomalyWrite,
+    CheckpointWrite,
+    EventWrite,
+    SampleWrite,
+    checkpoint_write,
+)
 from tracer_postgres.connection import PostgresConnection
 from tracer_postgres.runs import as_json
 
@@ -42,15 +48,9 @@ class StepRecordTables(PostgresConnection):
         reason: str = "interval",
         extra: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        checkpoint: CheckpointWrite = {
-            "step": step,
-            "timestamp": timestamp,
-            "reason": reason,
-            "metrics": dict(metrics),
-            "gradient_stats": {k: dict(v) for k, v in gradient_stats.items()},
-            "system_metrics": dict(system_metrics),
-            "extra": dict(extra or {}),
-        }
+        checkpoint = checkpoint_write(
+            step, timestamp, metrics, gradient_stats, system_metrics, reason=reason, extra=extra
+        )
         with self._transaction() as connection:
             self._write_checkpoints(connection, run_id, [checkpoint])
 

@@ -30,6 +30,7 @@ from tracer.records import (  # re-exported: the names were defined here before
     RunRecord,
     SampleRecord,
     SampleWrite,
+    checkpoint_write,
 )
 from tracer.storage.reduction import DEFAULT_POINTS, Reduced, reduce_points
 
@@ -51,6 +52,7 @@ __all__ = [
     "SampleRecord",
     "SampleWrite",
     "StorageBackend",
+    "checkpoint_write",
 ]
 
 

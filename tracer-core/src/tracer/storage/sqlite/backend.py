@@ -24,6 +24,7 @@ from tracer.records import (
     RunRecord,
     SampleRecord,
     SampleWrite,
+    checkpoint_write,
 )
 from tracer.storage.base import StorageBackend
 from tracer.storage.liveness import effective_status
@@ -207,15 +208,9 @@ class SQLiteStorage(BulkReads, MetricTables, StorageBackend):
         reason: str = "interval",
         extra: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        checkpoint: CheckpointWrite = {
-            "step": step,
-            "timestamp": timestamp,
-            "reason": reason,
-            "metrics": dict(metrics),
-            "gradient_stats": {k: dict(v) for k, v in gradient_stats.items()},
-            "system_metrics": dict(system_metrics),
-            "extra": dict(extra or {}),
-        }
+        checkpoint = checkpoint_write(
+            step, timestamp, metrics, gradient_stats, system_metrics, reason=reason, extra=extra
+        )
         with self._transaction() as conn:
             self._write_checkpoints(conn, run_id, [checkpoint])
 
