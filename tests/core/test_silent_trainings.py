@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-import torch
-from torch import nn
-from torch.nn import functional
 
 import tracer
 from tracer.analysis import AnomalyDetector, QueryEngine
 from tracer.config import TracerConfig
 from tracer.storage import StorageBackend
+
+pytest.importorskip("torch")  # core-notorch runs tests/core without it
+
+import torch
+from torch import nn
+from torch.nn import functional
 
 SHOWN = ("warning", "critical")
 
@@ -143,26 +146,50 @@ def test_gradients_never_zeroed(tmp_path: Path) -> None:
 def test_head_left_out_of_the_optimizer_is_named(tmp_path: Path) -> None:
     model = Net()
     body = [p for n, p in model.named_parameters() if not n.startswith("head")]
-    online, offline = train(
-        tmp_path,
-        model,
-        torch.optim.Adam(body, lr=1e-2),
-        detectors={"parameters_outside_optimizer": True},
-    )
+    online, offline = train(tmp_path, model, torch.optim.Adam(body, lr=1e-2))
     found = only(online, "parameters_outside_optimizer")
-    assert found["step"] == 0 and found["severity"] == "warning"
+    # at the second sample (update_check_interval=10): the head has not moved since the first
+    assert found["step"] == 10 and found["severity"] == "warning"
     assert "`head.weight`" in found["message"] and keys(online) == keys(offline)
 
 
 def test_optimizer_of_another_copy_is_critical(tmp_path: Path) -> None:
     model = Net()
-    online, _ = train(
-        tmp_path,
-        model,
-        adam(copy.deepcopy(model)),
-        detectors={"parameters_outside_optimizer": True},
-    )
+    online, _ = train(tmp_path, model, adam(copy.deepcopy(model)))
     assert only(online, "parameters_outside_optimizer")["severity"] == "critical"
+
+
+def test_parameters_another_optimizer_trains_are_not_outside(tmp_path: Path) -> None:
+    """A GAN watched as one module with the generator's optimizer: the discriminator's
+    parameters get gradients and are in no group of that optimizer, but its own optimizer
+    moves them, so nothing is left out."""
+    torch.manual_seed(0)
+    gan = nn.ModuleDict(
+        {"g": nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 4)),
+         "d": nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1))}
+    )  # fmt: skip
+    g_opt = torch.optim.Adam(gan["g"].parameters(), lr=1e-3)
+    d_opt = torch.optim.Adam(gan["d"].parameters(), lr=1e-3)
+    run = tracer.init(project="silent", storage_path=str(tmp_path))
+    tracer.watch(gan, optimizer=g_opt)
+    softplus = nn.functional.softplus
+    for _ in range(60):
+        fake = gan["g"](torch.randn(32, 4))
+        d_loss = softplus(-gan["d"](torch.randn(32, 4) + 2)).mean()
+        d_loss = d_loss + softplus(gan["d"](fake.detach())).mean()
+        d_opt.zero_grad()
+        d_loss.backward()
+        d_opt.step()
+        g_loss = softplus(-gan["d"](fake)).mean()
+        g_opt.zero_grad()
+        g_loss.backward()
+        g_opt.step()
+        tracer.log({"d_loss": d_loss.item(), "g_loss": g_loss.item()})
+        tracer.step()
+    tracer.finish()
+    with QueryEngine(str(tmp_path)) as query:
+        kinds = {a["anomaly_type"] for a in query.get_anomalies(run.run_id)}
+    assert "parameters_outside_optimizer" not in kinds
 
 
 def test_layers_frozen_by_a_name_filter(tmp_path: Path) -> None:

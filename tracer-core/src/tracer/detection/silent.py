@@ -93,7 +93,6 @@ class ParametersNotUpdatedDetector(Detector):
 
 class ParametersOutsideOptimizerDetector(Detector):
     name = "parameters_outside_optimizer"
-    enabled_by_default = False  # opt-in until proven beyond the silent-bug benchmark (README)
     anomaly_types = ("parameters_outside_optimizer",)
     defaults = {}
 

@@ -140,12 +140,15 @@ def weight_scales(run: RunHandle, model: Any) -> None:
 @dataclass
 class _Sample:
     step: int
-    row: Any  # device: [fingerprint (NaN if none), ratio per layer]
+    row: Any  # device: [fingerprint (NaN if none), ratio per layer, moved per layer]
     lrs: list[Any]
     training: bool
     with_grad: list[bool]
     in_optimizer: list[bool]
     norm_decay: float  # the largest weight decay a normalisation layer's parameter gets
+    # device, per layer: 1 if its weights changed since the last sample's (by any optimizer),
+    # 0 if not, NaN on the first sample
+    moved: Any = None
 
 
 class StepProbe:
@@ -173,6 +176,7 @@ class StepProbe:
         self._steps = 0  # optimizer steps seen
         self._sampling = False
         self._before: Any = None
+        self._previous: Any = None  # the last sample's weights before its step
         self._fingerprint: Any = None
         self._pending: list[_Sample] = []
         self._open: Optional[_Sample] = None
@@ -238,7 +242,15 @@ class StepProbe:
             return
         import torch
 
-        self._before = torch.cat(self._samples_of())
+        now = self._before = torch.cat(self._samples_of())
+        # Parameters outside this optimizer that still change were trained by another one
+        # (a GAN's second optimizer), not left out: compare with the last sample's weights.
+        moved = torch.full((len(self._params),), math.nan, device=now.device)
+        previous, self._previous = self._previous, now
+        if previous is not None and previous.shape == now.shape:
+            change = torch.zeros(len(self._params), dtype=torch.float32, device=now.device)
+            change.index_add_(0, self._segment_ids(now.device), (now - previous).float().square())
+            moved = (change > 0).float()
         groups = self._optimizer.param_groups
         in_optimizer = {id(p) for group in groups for p in group["params"]}
         decays = [
@@ -255,6 +267,7 @@ class StepProbe:
             with_grad=[p.grad is not None for p in self._params],
             in_optimizer=[id(p) in in_optimizer for p in self._params],
             norm_decay=max(decays, default=0.0),
+            moved=moved,
         )
 
     def after_step(self) -> None:
@@ -265,22 +278,29 @@ class StepProbe:
 
         self._sampling = False
         after = torch.cat(self._samples_of())
-        if self._segments is None or self._segments.device != after.device:
-            sizes = [v.numel() for v in self._samples_of()]
-            self._segments = torch.repeat_interleave(
-                torch.arange(len(sizes), device=after.device),
-                torch.tensor(sizes, device=after.device),
-            )
+        segments = self._segment_ids(after.device)
         sums = torch.zeros((2, len(self._params)), dtype=torch.float32, device=after.device)
-        sums[0].index_add_(0, self._segments, (after - self._before).float().square())
-        sums[1].index_add_(0, self._segments, after.float().square())
+        sums[0].index_add_(0, segments, (after - self._before).float().square())
+        sums[1].index_add_(0, segments, after.float().square())
         ratios = sums[0].sqrt() / sums[1].sqrt().clamp_min(1e-30)
         fingerprint = self._fingerprint
         if fingerprint is None:
             fingerprint = torch.tensor(math.nan, device=after.device)
-        self._open.row = torch.cat([fingerprint.reshape(1).to(ratios.dtype), ratios])
+        moved = self._open.moved.to(ratios.dtype)
+        self._open.row = torch.cat([fingerprint.reshape(1).to(ratios.dtype), ratios, moved])
         self._before = None
         self._fingerprint = None
+
+    def _segment_ids(self, device: Any) -> Any:
+        """For each sampled value, the index of its parameter (for per-parameter sums)."""
+        if self._segments is None or self._segments.device != device:
+            import torch
+
+            sizes = [v.numel() for v in self._samples_of()]
+            self._segments = torch.repeat_interleave(
+                torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device)
+            )
+        return self._segments
 
     def on_step_end(self, step: int) -> None:
         sample, self._open = self._open, None
@@ -306,7 +326,9 @@ class StepProbe:
         rows: list[tuple[int, dict[str, float]]] = []
         events: list[EventWrite] = []
         for sample, values in zip(samples, table, strict=True):
-            fingerprint, ratios = values[0], values[1:]
+            count = len(self._params)
+            fingerprint, ratios = values[0], values[1 : 1 + count]
+            moved = values[1 + count :]
             lrs = [float(lr) for lr in sample.lrs]
             moving = [
                 r
@@ -318,7 +340,7 @@ class StepProbe:
             if moving:
                 point[prefix + "optimizer/update_ratio_median"] = sorted(moving)[len(moving) // 2]
             rows.append((sample.step, point))
-            data = self._judge(sample, ratios, fingerprint, lrs)
+            data = self._judge(sample, ratios, moved, fingerprint, lrs)
             if data is not None:
                 events.append({"step": sample.step, "kind": "optimizer_update", "data": data})
             if sample.norm_decay != self._norm_decay_sent:  # sent when it changes
@@ -332,16 +354,24 @@ class StepProbe:
         return Collected(rows, events)
 
     def _judge(
-        self, sample: _Sample, ratios: list[float], fingerprint: float, lrs: list[float]
+        self,
+        sample: _Sample,
+        ratios: list[float],
+        moved: list[float],
+        fingerprint: float,
+        lrs: list[float],
     ) -> Optional[dict[str, object]]:
-        """Update the streaks with one sample; the event's data when something is off."""
+        """Update the streaks with one sample; the event's data when something is off. A
+        parameter outside the optimizer counts once it is known not to have moved since the
+        last sample (from the second sample on): one that moved has another optimizer."""
         unchanged: dict[str, int] = {}
         outside: list[str] = []
-        for name, ratio, grad, inside in zip(
-            self._names, ratios, sample.with_grad, sample.in_optimizer, strict=True
+        for name, ratio, grad, inside, changed in zip(
+            self._names, ratios, sample.with_grad, sample.in_optimizer, moved, strict=True
         ):
             if grad and not inside:
-                outside.append(name)
+                if changed == 0.0:
+                    outside.append(name)
             elif grad and ratio == 0.0 and not name.endswith("bias"):
                 # a bias feeding a normalisation layer has a gradient of ~0 by construction
                 unchanged[name] = self._unchanged.get(name, 0) + 1
