@@ -138,6 +138,18 @@ def test_a_plugin_registered_after_the_first_run_is_still_seen(tmp_path: Path) -
         tracer.init(project="p", storage_path=f"alt://{tmp_path / 'alt'}")
 
 
+def test_a_missing_project_backend_is_named_with_its_package_and_no_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRACER_DISABLE_PLUGIN_AUTOLOAD", "1")  # as if tracer-postgres were absent
+    reset_plugin_manager()
+    with pytest.raises(StorageError) as raised:
+        tracer.init(project="p", storage_path="postgresql://alice:s3cret@db.example/tracer")
+    message = str(raised.value)
+    assert "pip install tracer-postgres" in message
+    assert "s3cret" not in message and "alice:***@db.example" in message
+
+
 def test_autoload_can_be_switched_off(
     alt_plugin: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -24,6 +24,9 @@ DEFAULT_SCHEME = "sqlite"
 
 _backends: Optional[Callable[[], Mapping[str, type[StorageBackend]]]] = None
 
+# Backends published by the Tracer project itself, by scheme: named when one is missing.
+KNOWN_PACKAGES = {"postgresql": "tracer-postgres", "postgres": "tracer-postgres"}
+
 
 def install_lookup(backends: Callable[[], Mapping[str, type[StorageBackend]]]) -> None:
     """Called by the plugin layer: `backends()` returns the registered classes by scheme."""
@@ -51,9 +54,11 @@ def backend_class_for(storage_path: str) -> type[StorageBackend]:
         return backends[scheme]
     except KeyError:
         known = ", ".join(sorted(backends)) or "none"
+        package = KNOWN_PACKAGES.get(scheme)
+        hint = f"; pip install {package} adds it" if package else ""
         raise StorageError(
             f"no storage backend handles {scheme}:// (storage_path="
-            f"{mask_password(storage_path)!r}); installed: {known}"
+            f"{mask_password(storage_path)!r}); installed: {known}{hint}"
         ) from None
 
 
