@@ -24,6 +24,7 @@ from tracer.records import CheckpointWrite, EventWrite
 
 TARGET_US = 5.0
 ALL = "every built-in detector"
+DEFAULTS = "the built-in detectors on by default"
 NONE = "baseline: the same loop, no detector"
 FLUSH_STEPS = 100
 CHECKPOINT_EVERY = 1_000
@@ -108,6 +109,7 @@ def cost_table(stream_steps: int, repeats: int) -> tuple[list[str], bool]:
     steps = stream_steps
     variants: dict[str, Callable[[], list[Detector]]] = {
         ALL: lambda: [cls() for cls in BUILTIN_DETECTORS],
+        DEFAULTS: lambda: [cls() for cls in BUILTIN_DETECTORS if cls.enabled_by_default],
         NONE: lambda: [],
     }
     singles = {f"only {cls.name}": _only(cls) for cls in BUILTIN_DETECTORS}
@@ -141,6 +143,8 @@ def cost_table(stream_steps: int, repeats: int) -> tuple[list[str], bool]:
         "|---|---|---|---|---|",
         f"| {ALL} | {show(samples[ALL])} | {every - floor:.2f} | < {TARGET_US:g} us"
         f" | {'PASS' if ok else 'FAIL'} |",
+        f"| {DEFAULTS} | {show(samples[DEFAULTS])}"
+        f" | {statistics.median(samples[DEFAULTS]) - floor:.2f} | info | info |",
         f"| {NONE} | {show(samples[NONE])} | - | info | info |",
     ]
     for name in singles:

@@ -185,7 +185,8 @@ def _vanishing(name: str, model: str) -> Scenario:
 
 
 def _dead(name: str, fault: Fault, **setup: Any) -> Scenario:
-    types: tuple[str, ...] = ("dead_layer",)
+    # A dead layer's weights stop changing: parameters_not_updated names the same layers.
+    types: tuple[str, ...] = ("dead_layer", "parameters_not_updated")
     if fault.kind == "dead_relu":  # the loss jumps, then stays flat: a destroyed layer
         types += ("loss_spike", "loss_plateau", "loss_divergence", "gradient_explosion")
     return Scenario(
@@ -219,8 +220,9 @@ def _plateau(name: str, fault: Fault, **setup: Any) -> Scenario:
         "plateau",
         fault=fault,
         expect_types=("loss_plateau",),
-        # an lr of 0 leaves every parameter unchanged: parameters_not_updated names the cause
-        explains=(Explains(("loss_plateau", "parameters_not_updated"), None),),
+        # an lr of 0 leaves every parameter unchanged: parameters_not_updated names the cause;
+        # an optimizer that stops stepping is recorded as skipped steps: skipped_steps does
+        explains=(Explains(("loss_plateau", "parameters_not_updated", "skipped_steps"), None),),
         window=150,
         **{"steps": 450, **setup},
     )
