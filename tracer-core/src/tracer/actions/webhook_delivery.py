@@ -3,20 +3,22 @@
 Runs on the notifier's own thread only. Every attempt has a timeout, the attempts are
 counted, and the waits between them end early when the run is ending. What it says about a
 failure never holds the URL (a webhook's path is its password): the reasons are built from
-the status code or the socket error, and anything else is scrubbed of the URL.
+the status code or the socket error, and anything else is scrubbed of the URL. The HTTP
+modules (with `ssl`, about 15 ms) are imported on that thread at the first POST, not at
+every `tracer.init`, which loads this module whether or not a webhook is set.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
-import urllib.error
-import urllib.request
-from typing import Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from tracer.version import __version__
+
+if TYPE_CHECKING:
+    import urllib.error
 
 REQUEST_TIMEOUT_S = 5.0  # per attempt: connecting, sending and reading the answer
 ATTEMPTS = 3
@@ -56,6 +58,10 @@ def _retry_after(error: urllib.error.HTTPError) -> Optional[float]:
 
 def post_json(url: str, body: bytes, timeout_s: float) -> None:
     """POST `body` once; raises `_Failed` with a URL-free reason unless the answer is 2xx."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(
         url,
         data=body,
