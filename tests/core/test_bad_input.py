@@ -171,3 +171,18 @@ def test_a_setting_without_effect_warns(caplog: pytest.LogCaptureFixture) -> Non
     with caplog.at_level("WARNING"):
         tracer.init(project="p", max_workers=8)
     assert "max_workers has no effect" in caplog.text
+
+
+def test_record_model_save_refuses_what_is_not_a_path_or_a_step() -> None:
+    run = tracer.init(project="p")
+    for bad_path in (None, 123, ""):
+        with pytest.raises(TypeError, match="checkpoint's path"):
+            tracer.record_model_save(bad_path)  # type: ignore[arg-type]
+    for bad_step in (-1, 1.5, "3", True):
+        with pytest.raises(ValueError, match="step must be an int"):
+            tracer.record_model_save("ckpt.pt", step=bad_step)  # type: ignore[arg-type]
+    tracer.record_model_save(Path("ckpt.pt"), step=2)  # type: ignore[arg-type]
+    tracer.finish()
+    with open_store() as store:
+        saves = [e["data"]["path"] for e in store.get_events(run.run_id, "model_saved")]
+    assert saves == ["ckpt.pt"]

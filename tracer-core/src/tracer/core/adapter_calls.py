@@ -11,6 +11,8 @@ the abandoned history to drop (`rewind`) or a failed resume to undo (`end_untouc
 from __future__ import annotations
 
 import logging
+import operator
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -118,13 +120,20 @@ class AdapterCalls:
         one), so queries can name the last healthy save before an anomaly. Call it once the
         files are written: with `pin_checkpoints=True` they are hard-linked here, before a
         framework's rotation may delete them (links only; no data is copied)."""
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise TypeError(f"record_model_save needs the checkpoint's path, got {path!r}")
+        if step is not None:
+            if isinstance(step, bool) or not hasattr(step, "__index__") or operator.index(step) < 0:
+                raise ValueError(f"record_model_save: step must be an int >= 0, got {step!r}")
+            step = operator.index(step)
         if self._state != ACTIVE:
             return
-        step = self._step if step is None else int(step)
-        event: EventWrite = {"step": step, "kind": "model_saved", "data": {"path": str(path)}}
+        saved = str(os.fspath(path))
+        step = self._step if step is None else step
+        event: EventWrite = {"step": step, "kind": "model_saved", "data": {"path": saved}}
         self.submit_background(Collected([], [event]))
         if self._saves is not None:
-            self._saves.recorded(str(path), step)
+            self._saves.recorded(saved, step)
 
     def rewind(self, after_step: int) -> None:
         """Forget what this resumed run stored after `after_step`, and continue from there.
