@@ -13,7 +13,6 @@ import re
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any, Literal, Optional
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -290,7 +289,7 @@ class TracerConfig(BaseModel):
         if value is None:
             return None
         try:
-            parts = urlsplit(value.strip())
+            parts = urllib.parse.urlsplit(value.strip())
             valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
         except ValueError:  # a malformed host; the parser's message would show the URL
             valid = False
