@@ -7,6 +7,10 @@ use, the caching allocator's allocated bytes) every `PROBE_STEPS` steps on the t
 thread, at the cost of one `pread` of /proc/self/statm (about 2 us, so well under 1 us a
 step), and stores them as `system/step/rss_mb` and `system/step/cuda_allocated_mb`.
 Elsewhere than Linux it reads psutil's `memory_info()` (slower, still every `PROBE_STEPS`).
+With glibc it also stores `system/step/heap_in_use_mb`, what the C allocator has handed out
+and not taken back (`malloc_stats.py`), read again only when resident memory moved: the
+series the leak detector reads where it exists, because a fragmented heap grows the resident
+figure alone.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
 from tracer.capture.collector import Collector
+from tracer.capture.malloc_stats import heap_in_use_reader
 from tracer.records import Collected
 
 if TYPE_CHECKING:
@@ -30,6 +35,8 @@ PROBE_STEPS = 10
 MB = 1024.0 * 1024.0
 RSS_SERIES = "system/step/rss_mb"
 CUDA_SERIES = "system/step/cuda_allocated_mb"
+HEAP_SERIES = "system/step/heap_in_use_mb"
+HEAP_REREAD_MB = 1.0
 
 
 def _statm_reader() -> Optional[Callable[[], float]]:
@@ -62,17 +69,32 @@ class MemoryProbe(Collector):
 
             process = psutil.Process(os.getpid())
             self._read_rss = lambda: process.memory_info().rss / MB
+        self._read_heap = heap_in_use_reader()
+        self._heap = 0.0  # the last heap reading, and the resident MB it was taken at
+        self._heap_at: Optional[float] = None
 
     def on_step_end(self, step: int) -> None:
         if self._countdown:
             self._countdown -= 1
             return
         self._countdown = PROBE_STEPS - 1
-        reading = {RSS_SERIES: self._read_rss()}  # type: ignore[misc]
+        resident = self._read_rss()  # type: ignore[misc]
+        reading = {RSS_SERIES: resident}
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_initialized():
             reading[CUDA_SERIES] = torch.cuda.memory_allocated() / MB  # host counter, no sync
+        if self._read_heap is not None:
+            reading[HEAP_SERIES] = self._heap_in_use(resident)
         self._run.submit_background(Collected([(step, reading)], snapshot=False))
+
+    def _heap_in_use(self, resident: float) -> float:
+        """The heap in use, read again only when resident memory moved by `HEAP_REREAD_MB`
+        since the last reading: `mallinfo2` costs tens of microseconds, and the heap cannot
+        grow for long without resident memory growing too."""
+        if self._heap_at is None or abs(resident - self._heap_at) >= HEAP_REREAD_MB:
+            self._heap = self._read_heap()  # type: ignore[misc]
+            self._heap_at = resident
+        return self._heap
 
     def close(self) -> None:
         descriptor = getattr(self._read_rss, "descriptor", None)

@@ -4,8 +4,11 @@
   and at least `min_mb` above it; or, for a GPU, used memory above `capacity` of its total.
 - `memory_leak`: steady growth: over the last `window` samples a least-squares line with
   R^2 >= `min_r2` that rose by more than `min_growth` (relative) and `min_mb`.
-- `memory_leak` at the step cadence, on `system/step/rss_mb` and `system/step/cuda_allocated_mb`
-  (read every 10 steps by the memory probe): a least-squares line over the last
+- `memory_leak` at the step cadence, on `system/step/heap_in_use_mb` (what the C allocator
+  has handed out: tensors, arrays; `system/step/rss_mb` where there is none, since a
+  fragmented heap grows resident memory for a hundred steps without a leak) and
+  `system/step/cuda_allocated_mb` (read every 10 steps by the memory probe): a least-squares
+  line over the last
   `probe_window` (8) readings with R^2 >= `min_r2`, rising by `probe_min_mb` (32) and
   `probe_min_mb_per_step` (0.25); a leak of 1 MB a step is found about 80 steps in.
 Series fed in name order, so a GPU's memory_total_mb is known before its memory_used_mb.
@@ -31,7 +34,9 @@ _MEMORY = re.compile(
     r"^system/(process_rss_mb|torch/(allocated|reserved)_mb|gpu\d+/memory_used_mb)$"
 )
 _GPU_TOTAL = re.compile(r"^system/(gpu\d+)/memory_total_mb$")
-_PROBE = re.compile(r"^system/step/(rss|cuda_allocated)_mb$")
+_PROBE = re.compile(r"^system/step/(rss|cuda_allocated|heap_in_use)_mb$")
+_HEAP = "system/step/heap_in_use_mb"
+_RSS = "system/step/rss_mb"
 
 
 class MemoryDetector(Detector):
@@ -57,6 +62,7 @@ class MemoryDetector(Detector):
         self._flagged: set[tuple[str, str]] = set()
         self._held: dict[str, tuple[int, float]] = {}  # per series: the latest step's sample
         self._probes: dict[str, deque[tuple[int, float]]] = {}
+        self._heap = False  # the probe stores the heap series: rss_mb is not judged
         self.episodes = Episodes(2)  # step-cadence leaks: two calm readings end one
 
     def wants(self, series: str) -> bool:
@@ -64,6 +70,10 @@ class MemoryDetector(Detector):
 
     def observe(self, series: str, steps: Sequence[int], values: Sequence[float]) -> list[Finding]:
         if _PROBE.match(series):
+            if series == _HEAP:  # named before rss_mb: seen first in every batch
+                self._heap = True
+            elif series == _RSS and self._heap:
+                return []
             for step, value in zip(steps, values, strict=True):
                 self._probe(series, step, value)
             return self.episodes.drain()
@@ -190,7 +200,13 @@ class MemoryDetector(Detector):
             self.episodes.calm(series)
             return
         first = recent[0][0]
-        what = "process memory" if "rss" in series else "CUDA memory allocated"
+        what = (
+            "process memory"
+            if "rss" in series
+            else "memory in use on the C heap (tensors, arrays)"
+            if "heap" in series
+            else "CUDA memory allocated"
+        )
         self.episodes.hit(
             "memory_leak",
             series,
