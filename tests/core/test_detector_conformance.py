@@ -76,6 +76,24 @@ class TestGradientExplosion(DetectorConformance):
         )
 
 
+def explosion_findings(norm: list[float]) -> list[object]:
+    detector = GradientExplosionDetector()
+    steps = list(range(len(norm)))
+    return detector.observe("grad/global_norm", steps, norm) + detector.finish()
+
+
+def test_a_converged_run_bumping_under_its_first_norms_is_no_explosion() -> None:
+    """Full-batch Adam near its minimum: the norm fell from ~1 to 0.02 and bumps to 0.5 for a
+    few steps (25x its median), still under where the run started."""
+    start = [1.5 * 0.95**i for i in range(32)]  # the first captures, peak 1.5
+    norm = start + [0.02] * 60 + [0.05, 0.14, 0.27, 0.5, 0.3, 0.05] + [0.02] * 20
+    assert explosion_findings(norm) == []
+    norm[95] = 3.0  # above the first captures' peak too: an explosion
+    found = explosion_findings(norm)  # the episode as opened, then as closed
+    assert {f["step"] for f in found} == {95}  # type: ignore[index]
+    assert "peak of the first captures 1.5" in found[0]["message"]  # type: ignore[index]
+
+
 class TestVanishingGradient(DetectorConformance):
     detector_class = VanishingGradientDetector
     fault_types = ("vanishing_gradient",)

@@ -3,8 +3,13 @@
 - `gradient_explosion`: a global gradient norm (`grad/global_norm`, and `m1.grad/...` for
   further watched models) above `factor` (8) x its running median over `window` (64)
   captures, or above `ceiling` (1e6; not when the capture point is "backward_end", where
-  values are loss-scaled under AMP). One report per episode: another needs `cooldown` (100)
-  captures below the limit first, so a regime change is not reported over and over; and, at each
+  values are loss-scaled under AMP), and (`above_start`) above the largest of its first
+  `min_count` (32) captures: a converged run's norm falls 10-50x below where it started,
+  and a bump of Adam near its minimum (full-batch regression: 0.02 to 1.07 in 10 steps, back
+  to 0.09 two steps later) or a hard batch of a classifier at loss ~0.01 is then 8-25x its
+  median while still under the norms of the run's first steps. One report per episode:
+  another needs `cooldown` (100) captures below the limit first, so a regime change is not
+  reported over and over; and, at each
   checkpoint, a layer whose largest norm since the previous checkpoint is `factor` x the
   median of its last 16 checkpoints and at least `min_share` (1%) of the large layers' (the
   90th percentile of that checkpoint), so a layer recovering from a vanished gradient is not
@@ -62,10 +67,12 @@ class GradientExplosionDetector(Detector):
         "cooldown": 100,
         "layer_cooldown": 3,
         "min_share": 0.01,
+        "above_start": True,
     }
 
     def setup(self) -> None:
         self._baselines: dict[str, RobustBaseline] = {}
+        self._start_peaks: dict[str, float] = {}  # the largest norm before the baseline was ready
         self._layer_history: dict[str, list[float]] = {}
         self._scaled = False
         # A global-norm episode ends after `cooldown` calm captures; a layer's after
@@ -97,9 +104,19 @@ class GradientExplosionDetector(Detector):
                 self.settings["window"], min_count=self.settings["min_count"]
             )
         episodes = self.episodes
+        above_start = self.settings["above_start"]
         for start, end in segments(baseline, len(values)):
             segment = values[start:end]
-            limit = factor * baseline.median if baseline.ready else math.inf
+            if baseline.ready:
+                limit = factor * baseline.median
+                if above_start:
+                    limit = max(limit, self._start_peaks.get(series, 0.0))
+            else:
+                limit = math.inf
+                finite = [v for v in segment if math.isfinite(v)]
+                if finite:
+                    peak = max(self._start_peaks.get(series, 0.0), max(finite))
+                    self._start_peaks[series] = peak
             if not self._scaled:
                 limit = min(limit, ceiling)
             if all_finite(segment) and max(segment) <= limit * SAFETY:
@@ -131,7 +148,8 @@ class GradientExplosionDetector(Detector):
             "critical",
             series,
             f"{series} {value:.4g} at step {step}, {value / baseline.median:.1f}x its running"
-            f" median {baseline.median:.4g}"
+            f" median {baseline.median:.4g} and above its peak of the first captures"
+            f" {self._start_peaks.get(series, 0.0):.4g}"
             if relative
             else f"{series} {value:.4g} at step {step} is above {limit:g}",
             value=value,
