@@ -55,6 +55,8 @@ class Scenario:
     schedule: str = ""  # "", "warmup" (from 0, per step), "epoch_step" (StepLR per epoch)
     accumulation: int = 1
     weight_decay: float = 0.0
+    data: str = "index"  # "index" (random rows), "loader" (a DataLoader in order), "full"
+    zero_grad: str = "after_step"  # or "before_backward", "to_zeros" (set_to_none=False)
     setup: str = ""
     onset: int = 0
     split: str = ""
@@ -111,13 +113,14 @@ def bugs() -> list[Scenario]:
             lr=0.02,
             onset=EPOCH,
         ),
-        Scenario("repeated_batch_mlp", "repeated_batch"),
+        Scenario("repeated_batch_mlp", "repeated_batch", data="loader"),
         Scenario(
             "repeated_batch_transformer",
             "repeated_batch",
             model="transformer",
             optimizer="adamw",
             lr=2e-3,
+            data="loader",
         ),
         Scenario(
             "scheduler_never_stepped_transformer",
@@ -191,6 +194,26 @@ def clean() -> list[Scenario]:
         Scenario("clean_finetune_small_lr", lr=3e-5, setup="finetune"),
         Scenario("clean_peft", model="lora_mlp", lr=2e-3, setup="peft"),
         Scenario("clean_amp_mlp", setup="amp"),
+        # loops that bend the usual order: the whole dataset at each step (a DataLoader of
+        # batches beside it), zero_grad between forward and backward, accumulation with
+        # gradients zeroed in place
+        Scenario("clean_full_batch_regression", model="regression", data="full", lr=0.01),
+        Scenario(
+            "clean_loader_accumulate_transformer",
+            model="transformer",
+            optimizer="adamw",
+            lr=2e-3,
+            data="loader",
+            accumulation=2,
+            zero_grad="to_zeros",
+        ),
+        Scenario(
+            "clean_zero_grad_first_cnn",
+            model="bn_cnn",
+            optimizer="sgd_momentum",
+            lr=0.02,
+            zero_grad="before_backward",
+        ),
     ]
     return [run.replace(name=f"{run.name}_s{seed}", seed=seed) for run in runs for seed in (1, 2)]
 

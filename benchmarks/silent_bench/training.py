@@ -150,19 +150,34 @@ def train(scenario: Scenario, result: RunResult) -> None:
     batches = torch.Generator().manual_seed(scenario.seed)
     size = task.inputs.shape[0]
     held = torch.arange(min(256, size))
-    first: Optional[torch.Tensor] = None
+    dataset = torch.utils.data.TensorDataset(task.inputs, task.targets)
+    # in order, as a user who forgot shuffle=True has it: the bug's new iterator at each step
+    # then starts at the same first batch (a shuffled one would draw a new first batch)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=scenario.batch_size)
+    stream = iter(loader)
     for step in range(scenario.steps):
         for _ in range(scenario.accumulation):
-            index = torch.randint(0, size, (scenario.batch_size,), generator=batches)
-            if bug == "repeated_batch":  # the loader's iterator is rebuilt at every step
-                first = index if first is None else first
-                index = first
-            targets = task.targets[index]
+            if bug == "repeated_batch":  # a new iterator at each step: its first batch
+                inputs, targets = next(iter(loader))
+            elif scenario.data == "loader":
+                batch = next(stream, None)
+                if batch is None:  # a new epoch
+                    stream = iter(loader)
+                    batch = next(stream)
+                inputs, targets = batch
+            elif scenario.data == "full":
+                inputs, targets = task.inputs, task.targets
+            else:
+                index = torch.randint(0, size, (scenario.batch_size,), generator=batches)
+                inputs, targets = task.inputs[index], task.targets[index]
             if bug == "shuffled_labels":  # labels permuted on their own
-                targets = task.targets[torch.randint(0, size, index.shape, generator=batches)]
-            output = model(task.inputs[index])
+                shuffled = torch.randint(0, size, (targets.shape[0],), generator=batches)
+                targets = task.targets[shuffled]
+            output = model(inputs)
             loss = _loss(task, output, targets, bug)
             backward = loss if bug == "accumulate_undivided" else loss / scenario.accumulation
+            if scenario.zero_grad == "before_backward":
+                optimizer.zero_grad()
             if scaler is not None:
                 scaler.scale(backward).backward()
             else:
@@ -172,8 +187,8 @@ def train(scenario: Scenario, result: RunResult) -> None:
             scaler.update()
         else:
             optimizer.step()
-        if bug != "no_zero_grad":
-            optimizer.zero_grad()
+        if bug != "no_zero_grad" and scenario.zero_grad != "before_backward":
+            optimizer.zero_grad(set_to_none=scenario.zero_grad != "to_zeros")
         if schedule is not None and (
             (scenario.schedule == "warmup" and bug != "scheduler_never_stepped")
             or (scenario.schedule == "epoch_step" and bug == "scheduler_per_batch")

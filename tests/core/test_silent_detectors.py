@@ -9,15 +9,17 @@ from typing import Any
 
 from tracer.detection.silent import (
     FrozenModelDetector,
-    NormWeightDecayDetector,
+    GradientsNotResetDetector,
     ParametersNotUpdatedDetector,
     ParametersOutsideOptimizerDetector,
-    RepeatedBatchDetector,
-    TrainingModeDetector,
+)
+from tracer.detection.silent_inputs import RepeatedBatchDetector, TrainingModeDetector
+from tracer.detection.silent_setup import (
+    NormWeightDecayDetector,
     TrainingWarningDetector,
     WeightScaleDetector,
 )
-from tracer.detection.streaks import GradientsNotResetDetector, SkippedStepsDetector
+from tracer.detection.streaks import SkippedStepsDetector
 from tracer.testing import DetectorConformance, DetectorStream, make_event
 
 
@@ -103,13 +105,14 @@ def test_a_frozen_backbone_under_a_trainable_head_is_no_frozen_model() -> None:
 
 class TestTrainingMode(DetectorConformance):
     detector_class = TrainingModeDetector
-    fault_types = ("eval_mode_training", "evaluation_in_train_mode")
+    fault_types = ("eval_mode_training", "evaluation_in_train_mode", "dropout_in_eval")
 
     def fault_stream(self) -> DetectorStream:
         return DetectorStream(
             events=[
                 make_event(49, "evaluation_in_train_mode", {"model": "Net"}),
                 *[update(50 + 10 * i, eval_streak=i + 1) for i in range(3)],
+                make_event(99, "dropout_in_eval", {"model": "Net", "function": "dropout"}),
             ]
         )
 
@@ -119,7 +122,24 @@ class TestRepeatedBatch(DetectorConformance):
     fault_types = ("repeated_batch",)
 
     def fault_stream(self) -> DetectorStream:
-        return DetectorStream(events=[update(10 * i, repeated_batch_streak=i) for i in range(1, 4)])
+        loaders = [{"batches": 30, "batch_size": 32}]
+        return DetectorStream(
+            events=[
+                update(10 * i, repeated_batch_streak=i, batch_rows=32, loaders=loaders)
+                for i in range(1, 4)
+            ]
+        )
+
+
+def test_a_repeated_batch_without_a_loader_of_more_batches_is_full_batch_training() -> None:
+    """The whole dataset at each step (no DataLoader, a loader of one batch, or a loader of
+    other batches such as a validation loader) is not a repeated batch."""
+    for loaders in ([], [{"batches": 1, "batch_size": 512}], [{"batches": 8, "batch_size": 64}]):
+        events = [
+            update(10 * i, repeated_batch_streak=i, batch_rows=512, loaders=loaders)
+            for i in range(1, 6)
+        ]
+        assert feed(RepeatedBatchDetector(), DetectorStream(events=events)) == []
 
 
 class TestTrainingWarning(DetectorConformance):
@@ -180,14 +200,14 @@ class TestGradientsNotReset(DetectorConformance):
     fault_types = ("gradients_not_reset",)
 
     def fault_stream(self) -> DetectorStream:
-        steps = list(range(60))
-        noise = [1.0 + 0.3 * ((i * 7919) % 11 - 5) / 5 for i in steps]
-        values = noise[:20] + [float(i) for i in range(1, 41)]  # a sum that only grows
-        return DetectorStream(series={"grad/global_norm": (steps, values)})
+        streaks = [0, 1, 2, 3]
+        return DetectorStream(
+            events=[
+                update(10 * i, not_reset_streak=n, reset_gap=4.0) for i, n in enumerate(streaks)
+            ]
+        )
 
 
-def test_a_noisy_gradient_norm_is_not_a_sum() -> None:
-    steps = list(range(200))
-    values = [1.0 + 0.5 * ((i * 7919) % 11 - 5) / 5 + i / 100 for i in steps]
-    stream = DetectorStream(series={"grad/global_norm": (steps, values)})
-    assert feed(GradientsNotResetDetector(), stream) == []
+def test_one_sample_of_gradients_not_reset_is_not_yet_a_report() -> None:
+    events = [update(10, not_reset_streak=1, reset_gap=0.5), update(20, not_reset_streak=0)]
+    assert feed(GradientsNotResetDetector(), DetectorStream(events=events)) == []

@@ -67,17 +67,26 @@ def train(
     optimizer: torch.optim.Optimizer,
     *,
     steps: int = 80,
-    zero_grad: bool = True,
-    repeat: bool = False,
+    zero_grad: str = "after_step",
+    batches: str = "random",
+    accumulation: int = 1,
     evaluate: Optional[Callable[[nn.Module, int], None]] = None,
     loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     scheduler: Any = None,
     scaler: Any = None,
     **config: Any,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Train under a run of its own; (online, offline) shown anomalies."""
+    """Train under a run of its own; (online, offline) shown anomalies. `zero_grad`:
+    "after_step", "before_backward" (after the forward), "to_zeros" (set_to_none=False) or
+    "never". `batches`: "random" (indexed), "loader" (a DataLoader iterated), "restarted"
+    (next(iter(loader)) at each step: its first batch every time) or "full" (the whole
+    dataset at each step)."""
     torch.manual_seed(0)
     inputs, labels = data()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(inputs, labels), batch_size=32, shuffle=batches == "loader"
+    )
+    stream = iter(loader)
     path = str(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("default")
@@ -85,21 +94,33 @@ def train(
         tracer.watch(model, optimizer=optimizer)
         model.train()
         generator = torch.Generator().manual_seed(1)
-        index = torch.randint(0, 512, (32,), generator=generator)
         for step in range(steps):
-            if not repeat:
-                index = torch.randint(0, 512, (32,), generator=generator)
-            output = model(inputs[index])
-            loss = (loss_fn or functional.cross_entropy)(output, labels[index])
+            for _ in range(accumulation):
+                if batches == "restarted":
+                    x, y = next(iter(loader))
+                elif batches == "loader":
+                    batch = next(stream, None)
+                    if batch is None:
+                        stream = iter(loader)
+                        batch = next(stream)
+                    x, y = batch
+                elif batches == "full":
+                    x, y = inputs, labels
+                else:
+                    index = torch.randint(0, 512, (32,), generator=generator)
+                    x, y = inputs[index], labels[index]
+                output = model(x)
+                loss = (loss_fn or functional.cross_entropy)(output, y) / accumulation
+                if zero_grad == "before_backward":
+                    optimizer.zero_grad()
+                (scaler.scale(loss) if scaler is not None else loss).backward()
             if scaler is not None:
-                scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()
                 optimizer.step()
-            if zero_grad:
-                optimizer.zero_grad()
+            if zero_grad in ("after_step", "to_zeros"):
+                optimizer.zero_grad(set_to_none=zero_grad == "after_step")
             if scheduler is not None:
                 scheduler.step()
             if evaluate is not None:
@@ -129,18 +150,26 @@ def keys(found: list[dict[str, Any]]) -> set[tuple[str, int, str]]:
     return {(a["anomaly_type"], int(a["step"]), a["subject"]) for a in found}
 
 
+def validate(model: nn.Module, step: int) -> None:
+    """An evaluation pass every 40 steps, as it should be written."""
+    if step % 40 == 39:
+        model.eval()
+        with torch.no_grad():
+            model(data(2)[0][:64])
+        model.train()
+
+
 def adam(model: nn.Module, lr: float = 1e-2) -> torch.optim.Optimizer:
     return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
 
 
 def test_gradients_never_zeroed(tmp_path: Path) -> None:
     model = Net()
-    online, offline = train(
-        tmp_path, model, adam(model), zero_grad=False, detectors={"gradients_not_reset": True}
-    )
+    online, offline = train(tmp_path, model, adam(model), zero_grad="never")
     found = only(online, "gradients_not_reset")
     assert found["severity"] == "critical" and "zero_grad" in found["hint"]
-    assert found["step"] <= 50 and keys(online) == keys(offline)
+    # reset checked after the steps sampled at 0 and 10, read at the samples 10 and 20
+    assert found["step"] == 20 and keys(online) == keys(offline)
 
 
 def test_head_left_out_of_the_optimizer_is_named(tmp_path: Path) -> None:
@@ -242,12 +271,26 @@ def test_validation_in_train_mode(tmp_path: Path) -> None:
     assert only(online, "evaluation_in_train_mode")["step"] == 19
 
 
-def test_a_loader_repeating_one_batch(tmp_path: Path) -> None:
+def test_a_loader_restarted_at_each_step_repeats_its_first_batch(tmp_path: Path) -> None:
     model = Net()
-    online, _ = train(
-        tmp_path, model, adam(model), repeat=True, steps=40, detectors={"repeated_batch": True}
-    )
-    assert only(online, "repeated_batch")["step"] == 20
+    online, offline = train(tmp_path, model, adam(model), batches="restarted", steps=40)
+    found = only(online, "repeated_batch")
+    assert found["step"] == 20 and "16 batches" in found["message"]
+    assert keys(online) == keys(offline)
+
+
+def test_a_functional_dropout_left_on_in_eval(tmp_path: Path) -> None:
+    class FunctionalDropout(Net):
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            hidden = functional.dropout(torch.relu(self.norm(self.fc1(inputs))), 0.2)
+            output: torch.Tensor = self.head(hidden)
+            return output
+
+    model = FunctionalDropout()
+    online, offline = train(tmp_path, model, adam(model), evaluate=validate, steps=50)
+    found = only(online, "dropout_in_eval")
+    assert found["step"] == 39 and "training=self.training" in found["hint"]
+    assert keys(online) == keys(offline)
 
 
 def test_a_broadcasting_mse_is_reported_from_torch_warning(tmp_path: Path) -> None:
@@ -273,7 +316,7 @@ def test_an_init_scale_far_off(tmp_path: Path) -> None:
 def test_weight_decay_on_norms(tmp_path: Path) -> None:
     model = Net(norm="layer")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    online, _ = train(tmp_path, model, optimizer, steps=10, detectors={"norm_weight_decay": True})
+    online, _ = train(tmp_path, model, optimizer, steps=10)
     assert only(online, "norm_weight_decay")["step"] == 0
 
 
@@ -326,14 +369,25 @@ def healthy_adapters() -> tuple[nn.Module, torch.optim.Optimizer]:
     ],
 )
 def test_healthy_runs_report_nothing(tmp_path: Path, make: Callable[[], Any]) -> None:
+    torch.manual_seed(0)  # the init must not depend on the tests run before
     model, optimizer = make()
-
-    def validate(model: nn.Module, step: int) -> None:
-        if step % 40 == 39:
-            model.eval()
-            with torch.no_grad():
-                model(data(2)[0][:64])
-            model.train()
-
     online, offline = train(tmp_path, model, optimizer, evaluate=validate, steps=120)
+    assert online == [] and offline == []
+
+
+@pytest.mark.parametrize(
+    "loop",
+    [
+        {"zero_grad": "before_backward"},  # zero_grad between the forward and the backward
+        {"zero_grad": "to_zeros"},  # zero_grad(set_to_none=False)
+        {"accumulation": 4},  # gradient accumulation, reset after each optimizer step
+        {"batches": "loader"},  # a DataLoader iterated as it should be
+        {"batches": "full"},  # full-batch training (a DataLoader of batches exists beside)
+    ],
+    ids=lambda loop: "-".join(f"{k}={v}" for k, v in loop.items()),
+)
+def test_healthy_loops_report_nothing(tmp_path: Path, loop: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    model = Net()
+    online, offline = train(tmp_path, model, adam(model), evaluate=validate, steps=60, **loop)
     assert online == [] and offline == []

@@ -15,15 +15,17 @@ from tracer.detection.plateau import LossPlateauDetector
 from tracer.detection.ranks import RankDivergenceDetector
 from tracer.detection.silent import (
     FrozenModelDetector,
-    NormWeightDecayDetector,
+    GradientsNotResetDetector,
     ParametersNotUpdatedDetector,
     ParametersOutsideOptimizerDetector,
-    RepeatedBatchDetector,
-    TrainingModeDetector,
+)
+from tracer.detection.silent_inputs import RepeatedBatchDetector, TrainingModeDetector
+from tracer.detection.silent_setup import (
+    NormWeightDecayDetector,
     TrainingWarningDetector,
     WeightScaleDetector,
 )
-from tracer.detection.streaks import GradientsNotResetDetector, SkippedStepsDetector
+from tracer.detection.streaks import SkippedStepsDetector
 
 BUILTIN_DETECTORS = (
     NanOrInfDetector,

@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.capture.collector import Collector, Contribution
-from tracer.capture.gradients.probe import layer_summary, weight_scales
+from tracer.capture.gradients.model_survey import layer_summary, weight_scales
 from tracer.capture.gradients.ranks import RankSummaries, default_store
 from tracer.capture.gradients.skipping import NonfiniteSkip
 from tracer.capture.gradients.watch import ModelWatch

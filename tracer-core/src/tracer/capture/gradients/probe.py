@@ -11,9 +11,11 @@ post-hook `after_step`; a forward pre-hook on the watched model calls `on_forwar
 - the model's `training` flag while the optimizer steps (only reported when the model holds
   a module whose behaviour depends on it: dropout with p > 0, batch normalisation);
 - a fingerprint of the batch (a weighted sum of a strided sample of the forward's first tensor
-  input), to see one batch repeated.
-Every forward (not only sampled ones) also checks for an evaluation (gradients disabled) run
-in train() mode; that costs two attribute reads.
+  input) and its rows, to see one batch repeated; when it repeats, the data loaders alive in
+  the process (`data_loaders.py`) say whether more than one batch was there to be had;
+- whether the gradients were reset before the next backward (`resets.py`).
+Every forward with gradients disabled (not only sampled ones) goes to the evaluation checks
+(`evaluation.py`): an evaluation in train() mode, a functional dropout left on in eval().
 
 The samples go to the host in batches (`copy_to_host`, like the gradient ring) and are turned
 on the writer thread into the series `optimizer/update_ratio_median` and `optimizer/lr/<group>`, and
@@ -30,6 +32,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
+from tracer.capture.data_loaders import multi_batch_loaders
+from tracer.capture.gradients.evaluation import EvaluationChecks
+from tracer.capture.gradients.model_survey import mode_sensitive_modules, normalisation_weights
+from tracer.capture.gradients.resets import RESET_TOLERANCE, GradientResetCheck, reset_parameter
 from tracer.capture.transfer import HostCopy, copy_to_host
 from tracer.records import Collected
 
@@ -42,110 +48,20 @@ logger = logging.getLogger(__name__)
 SAMPLE_ELEMENTS = 1024  # values of each parameter whose change is measured
 FINGERPRINT_ELEMENTS = 512
 PENDING_SAMPLES = 8  # samples sent to the writer together
-EVAL_EVENT_GAP = 100  # optimizer steps between two "evaluation_in_train_mode" events
-
-
-def mode_sensitive_modules(model: Any) -> list[str]:
-    """Names of the submodules whose output depends on `training`: dropout with p > 0 and
-    batch normalisation. Without any, train() / eval() changes nothing worth reporting."""
-    import torch
-
-    kinds = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd)
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, kinds) and getattr(module, "p", 1.0) > 0:
-            found.append(name or type(module).__name__)
-    return found
-
-
-def layer_summary(model: Any) -> dict[str, object]:
-    """What is trainable, for the "gradient_capture" event: weight matrices (ndim >= 2)
-    trainable and frozen, and the trainable 1-D tensors (norms, biases)."""
-    trainable = frozen = vectors = 0
-    for _, param in model.named_parameters():
-        if param.ndim >= 2:
-            if param.requires_grad:
-                trainable += 1
-            else:
-                frozen += 1
-        elif param.requires_grad:
-            vectors += 1
-    return {
-        "trainable_matrices": trainable,
-        "frozen_matrices": frozen,
-        "trainable_vectors": vectors,
-    }
-
-
-def normalisation_weights(model: Any) -> set[int]:
-    """Ids of the scale and shift parameters of the model's normalisation layers."""
-    import torch
-
-    kinds: tuple[type, ...] = (
-        torch.nn.modules.batchnorm._BatchNorm,
-        torch.nn.LayerNorm,
-        torch.nn.GroupNorm,
-    )
-    rms = getattr(torch.nn, "RMSNorm", None)
-    if rms is not None:
-        kinds = (*kinds, rms)
-    return {
-        id(param)
-        for module in model.modules()
-        if isinstance(module, kinds) or type(module).__name__.endswith(("Norm", "RMSNorm"))
-        for param in module.parameters(recurse=False)
-    }
-
-
-def weight_scales(run: RunHandle, model: Any) -> None:
-    """Send the event "weight_scale": each Linear / convolution weight's rms x sqrt(fan-in)
-    (~0.6 under torch's default init, ~1 to 2 for trained transformers), for the layers
-    outside [0.05, 5]. Reduced on the device now, read on the writer thread."""
-    import torch
-
-    kinds = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
-    names, scales = [], []
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            weight = getattr(module, "weight", None)
-            if not isinstance(module, kinds) or weight is None or weight.numel() == 0:
-                continue
-            if hasattr(weight, "to_local"):
-                continue  # sharded: a shard's rms is not the layer's
-            fan_in = weight[0].numel()
-            rms = torch.linalg.vector_norm(weight.detach().float()) / math.sqrt(weight.numel())
-            names.append(f"{name}.weight")
-            scales.append(rms * math.sqrt(fan_in))
-    if not scales:
-        return
-    copy = copy_to_host(torch.stack(scales))
-    step = run.current_step
-    kind = type(model).__name__
-
-    def collected() -> Collected:
-        values = copy.get().tolist()
-        off = {n: v for n, v in zip(names, values, strict=True) if not 0.05 <= v <= 5.0}
-        if not off:
-            return Collected([], [])
-        event: EventWrite = {
-            "step": step,
-            "kind": "weight_scale",
-            "data": {"model": kind, "layers": off},
-        }
-        return Collected([], [event])
-
-    run.submit_background(collected)
 
 
 @dataclass
 class _Sample:
     step: int
-    row: Any  # device: [fingerprint (NaN if none), ratio per layer, moved per layer]
+    # device: [fingerprint (NaN if none), reset gap (NaN if none), ratio per layer, moved per
+    # layer]
+    row: Any
     lrs: list[Any]
     training: bool
     with_grad: list[bool]
     in_optimizer: list[bool]
     norm_decay: float  # the largest weight decay a normalisation layer's parameter gets
+    batch_rows: int  # the fingerprinted input's first dimension (0: none)
     # device, per layer: 1 if its weights changed since the last sample's (by any optimizer),
     # 0 if not, NaN on the first sample
     moved: Any = None
@@ -171,6 +87,10 @@ class StepProbe:
         self._prefix = prefix
         self.interval = run.config.update_check_interval
         self._sensitive = bool(mode_sensitive_modules(model))
+        self.evaluation = EvaluationChecks(run, model, self._sensitive, lambda: self._steps)
+        groups = optimizer.param_groups
+        watched = reset_parameter(params, {id(p) for group in groups for p in group["params"]})
+        self.resets = GradientResetCheck(watched) if watched is not None else None
         self._norms = normalisation_weights(model)
         self._norm_decay_sent = 0.0
         self._steps = 0  # optimizer steps seen
@@ -178,17 +98,19 @@ class StepProbe:
         self._before: Any = None
         self._previous: Any = None  # the last sample's weights before its step
         self._fingerprint: Any = None
+        self._batch_rows = 0
         self._pending: list[_Sample] = []
         self._open: Optional[_Sample] = None
         self._segments: Any = None
         self._weights: Any = None
-        self._last_eval_event = -EVAL_EVENT_GAP
         # writer-thread state: streaks in samples
         self._unchanged: dict[str, int] = {}
         self._outside = 0
         self._eval_streak = 0
         self._repeat_streak = 0
         self._last_fingerprint: Optional[float] = None
+        self._loaders: Optional[list[dict[str, int]]] = None  # looked up once per repeat streak
+        self._not_reset_streak = 0
 
     # -- training thread --------------------------------------------------------------------
     def _samples_of(self) -> list[Any]:
@@ -203,20 +125,8 @@ class StepProbe:
         """The watched model's forward pre-hook."""
         import torch
 
-        model = self._model
         if not torch.is_grad_enabled():
-            if (
-                model.training
-                and self._sensitive
-                and (self._steps - self._last_eval_event >= EVAL_EVENT_GAP)
-            ):
-                self._last_eval_event = self._steps
-                event: EventWrite = {
-                    "step": self._run.current_step,
-                    "kind": "evaluation_in_train_mode",
-                    "data": {"model": type(model).__name__},
-                }
-                self._run.submit_background(lambda: Collected([], [event]))
+            self.evaluation.on_forward()
             return
         if self._fingerprint is not None or self._steps % self.interval:
             return
@@ -232,6 +142,7 @@ class StepProbe:
             weights = torch.linspace(1.0, 2.0, FINGERPRINT_ELEMENTS, device=values.device)
             self._weights = weights
         self._fingerprint = torch.dot(values, weights[: values.numel()])
+        self._batch_rows = int(tensor.shape[0]) if tensor.ndim else 1
 
     def before_step(self) -> None:
         """The optimizer's step pre-hook, after the gradient capture."""
@@ -267,6 +178,7 @@ class StepProbe:
             with_grad=[p.grad is not None for p in self._params],
             in_optimizer=[id(p) in in_optimizer for p in self._params],
             norm_decay=max(decays, default=0.0),
+            batch_rows=self._batch_rows,
             moved=moved,
         )
 
@@ -287,9 +199,16 @@ class StepProbe:
         if fingerprint is None:
             fingerprint = torch.tensor(math.nan, device=after.device)
         moved = self._open.moved.to(ratios.dtype)
-        self._open.row = torch.cat([fingerprint.reshape(1).to(ratios.dtype), ratios, moved])
+        if self.resets is not None:
+            gap = self.resets.take(after.device)
+            self.resets.arm()  # measured at the next backward, read at the next sample
+        else:
+            gap = torch.full((1,), math.nan, device=after.device)
+        head = torch.cat([fingerprint.reshape(1), gap.reshape(1)]).to(ratios.dtype)
+        self._open.row = torch.cat([head, ratios, moved])
         self._before = None
         self._fingerprint = None
+        self._batch_rows = 0
 
     def _segment_ids(self, device: Any) -> Any:
         """For each sampled value, the index of its parameter (for per-parameter sums)."""
@@ -311,6 +230,13 @@ class StepProbe:
         if len(self._pending) >= PENDING_SAMPLES:
             self.drain()
 
+    def close(self) -> None:
+        """The run ends or the probe failed: take its hooks off the parameter and end a
+        dropout watch left open."""
+        if self.resets is not None:
+            self.resets.disarm()
+        self.evaluation.after_forward()
+
     def drain(self) -> None:
         if not self._pending:
             return
@@ -327,8 +253,8 @@ class StepProbe:
         events: list[EventWrite] = []
         for sample, values in zip(samples, table, strict=True):
             count = len(self._params)
-            fingerprint, ratios = values[0], values[1 : 1 + count]
-            moved = values[1 + count :]
+            fingerprint, gap = values[0], values[1]
+            ratios, moved = values[2 : 2 + count], values[2 + count :]
             lrs = [float(lr) for lr in sample.lrs]
             moving = [
                 r
@@ -340,7 +266,7 @@ class StepProbe:
             if moving:
                 point[prefix + "optimizer/update_ratio_median"] = sorted(moving)[len(moving) // 2]
             rows.append((sample.step, point))
-            data = self._judge(sample, ratios, moved, fingerprint, lrs)
+            data = self._judge(sample, ratios, moved, fingerprint, gap, lrs)
             if data is not None:
                 events.append({"step": sample.step, "kind": "optimizer_update", "data": data})
             if sample.norm_decay != self._norm_decay_sent:  # sent when it changes
@@ -359,6 +285,7 @@ class StepProbe:
         ratios: list[float],
         moved: list[float],
         fingerprint: float,
+        gap: float,
         lrs: list[float],
     ) -> Optional[dict[str, object]]:
         """Update the streaks with one sample; the event's data when something is off. A
@@ -381,7 +308,19 @@ class StepProbe:
         repeated = fingerprint == fingerprint and fingerprint == self._last_fingerprint
         self._repeat_streak = self._repeat_streak + 1 if repeated else 0
         self._last_fingerprint = fingerprint if fingerprint == fingerprint else None
-        if not (unchanged or outside or self._eval_streak or self._repeat_streak):
+        if not self._repeat_streak:
+            self._loaders = None
+        elif self._loaders is None:  # is there more than this one batch? (once per streak)
+            self._loaders = multi_batch_loaders()
+        if gap == gap:  # NaN: not measured (no backward reached the parameter)
+            self._not_reset_streak = self._not_reset_streak + 1 if gap > RESET_TOLERANCE else 0
+        if not (
+            unchanged
+            or outside
+            or self._eval_streak
+            or self._repeat_streak
+            or self._not_reset_streak
+        ):
             return None
         with_grad = sum(sample.with_grad)
         return {
@@ -399,5 +338,9 @@ class StepProbe:
             "lrs": lrs,
             "eval_streak": self._eval_streak,
             "repeated_batch_streak": self._repeat_streak,
+            "batch_rows": sample.batch_rows,
+            "loaders": self._loaders or [],
+            "not_reset_streak": self._not_reset_streak,
+            "reset_gap": gap if math.isfinite(gap) else None,
             "interval": self.interval,
         }

@@ -152,9 +152,14 @@ class ModelWatch:
         def forward(module: Any, args: Any, kwargs: Any) -> None:
             self._guarded(lambda: probe.on_forward(args, kwargs))
 
+        def forward_done(module: Any, args: Any, output: Any) -> None:
+            self._guarded(probe.evaluation.after_forward)
+
         self._handles.append(optimizer.register_step_pre_hook(before))
         self._handles.append(optimizer.register_step_post_hook(after))
         self._handles.append(model.register_forward_pre_hook(forward, with_kwargs=True))
+        # always_call: a forward that raises must still end a dropout watch (evaluation.py)
+        self._handles.append(model.register_forward_hook(forward_done, always_call=True))
 
     def _guarded(self, call: Callable[[], None]) -> None:
         """A probe call from a torch hook: a failure switches the probe off, never training."""
@@ -167,7 +172,9 @@ class ModelWatch:
                 "Tracer's update probe of %s failed and stops; training goes on.",
                 type(self.model).__name__,
             )
-            self.probe = None
+            probe, self.probe = self.probe, None
+            if probe is not None:
+                probe.close()
 
     # -- hooks (training thread, inside backward / optimizer.step) -----------------------------
     def _on_first_grad(self, grad: Any) -> None:
@@ -328,6 +335,8 @@ class ModelWatch:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        if self.probe is not None:
+            self.probe.close()
 
     # -- writer thread ----------------------------------------------------------------------
     def _rows(self, copy: HostCopy, steps: list[int]) -> Collected:
