@@ -3,7 +3,9 @@
 argv: mode steps. Modes: "ddp" (every rank traces a DDP model), "fsdp" (every rank traces a
 model sharded with fully_shard), "rank0" (only rank 0 calls tracer: the job must neither hang
 nor wait), "halt" (DDP with halt_on, a NaN in rank 0's batch of step 10: every rank must stop
-at the same step). Each rank takes its half of every batch. Writes rank-<r>.json with what it saw.
+at the same step), "bypass" (DDP whose forward calls `trained.module(x)`, bypassing the wrapper:
+no gradient all-reduce, the ranks' weights drift apart). Each rank takes its half of every
+batch. Writes rank-<r>.json with what it saw.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def main() -> None:
         if mode == "halt" and rank == 0 and step == 10:
             x = x.clone()
             x[0, 0] = float("nan")
-        loss = torch.nn.functional.mse_loss(trained(x), y)
+        forward = trained.module if mode == "bypass" else trained
+        loss = torch.nn.functional.mse_loss(forward(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
