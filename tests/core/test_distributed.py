@@ -118,6 +118,19 @@ def test_forward_bypassing_ddp_is_reported_critical(tmp_path: Path) -> None:
     assert [{k: a[k] for k in keys} for a in offline] == [{k: a[k] for k in keys} for a in online]
 
 
+def test_ranks_holding_other_parameters_are_not_compared(tmp_path: Path) -> None:
+    """Rank 1 trains a wider model (as a pipeline stage holds other parameters than rank 0):
+    its fingerprints are left out, so no divergence is reported for what is no replica."""
+    launch(tmp_path, "stages", steps=REPLICA_STEPS)
+    run, history = stored(tmp_path)
+    assert run["status"] == "finished"
+    assert history["rank/0/weight_fingerprint"]["steps"] == [0, 50]
+    assert "rank/1/weight_fingerprint" not in history
+    assert history["rank/1/grad_norm"]["steps"] == list(range(REPLICA_STEPS))
+    online, offline = anomalies(tmp_path, "replica_divergence")
+    assert online == offline == []
+
+
 def test_fsdp_sharded_gradients_give_the_global_norm(tmp_path: Path) -> None:
     """fully_shard leaves each rank half of every parameter: the stored norm is still the
     whole gradient's (sum of squares all-reduced), equal to one process's reference."""
