@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from tracer.capture.gradients.replicas import (  # noqa: E402
     SAMPLE_ELEMENTS,
     WeightFingerprints,
+    like_rank_zero,
     replicated_parameters,
 )
 
@@ -86,3 +87,16 @@ def test_a_model_without_replicated_parameters_is_not_fingerprinted() -> None:
     prints = WeightFingerprints(50)
     prints.add("", torch.nn.Identity())
     assert prints.elements() == {} and not prints.due(0)
+
+
+def test_rank_zero_keeps_only_the_models_like_its_own() -> None:
+    """Model m1 of the other rank holds another number of values (a pipeline stage): its
+    fingerprints are left out and named; the first model's are kept."""
+    marks = [(0, ["", "m1."], [100, 64], [1.5, 2.5]), (50, ["", "m1."], [100, 64], [1.6, 2.6])]
+    kept, unlike = like_rank_zero({"": 100, "m1.": 32}, marks)
+    assert kept == [(0, [""], [100], [1.5]), (50, [""], [100], [1.6])]
+    assert unlike == {"m1.": "64 values against 32"}
+    assert like_rank_zero({}, marks) == (
+        [],
+        {"model": "100 values against 0", "m1.": "64 values against 0"},
+    )

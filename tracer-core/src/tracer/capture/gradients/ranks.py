@@ -37,7 +37,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from tracer.capture.gradients.replicas import Fingerprint, WeightFingerprints
+from tracer.capture.gradients.replicas import (
+    Fingerprint,
+    Mark,
+    WeightFingerprints,
+    fingerprint_series,
+    host_marks,
+    like_rank_zero,
+)
 from tracer.capture.transfer import HostCopy, copy_to_host
 from tracer.records import Collected
 
@@ -84,15 +91,6 @@ def series_names(rank: int) -> tuple[str, str, str]:
     return (f"rank/{rank}/grad_norm", f"rank/{rank}/grad_nonfinite", f"rank/{rank}/peak_memory_mb")
 
 
-def fingerprint_series(rank: int, prefix: str) -> str:
-    """The series of rank `rank`'s fingerprint of the watched model with name prefix `prefix`."""
-    return f"rank/{rank}/{prefix}weight_fingerprint"
-
-
-# A fingerprint as it travels: [step, model prefixes, their element counts, their values].
-Mark = tuple[int, list[str], list[int], list[float]]
-
-
 @dataclass
 class _Block:
     """A block of rows on its way to the host: the norms, and the fingerprints taken."""
@@ -105,16 +103,7 @@ class _Block:
     values: Optional[HostCopy]  # the marks' values, concatenated
 
     def host_marks(self) -> list[Mark]:
-        if self.values is None:
-            return []
-        flat = self.values.get().tolist()
-        marks: list[Mark] = []
-        start = 0
-        for step, taken in self.marks:
-            end = start + len(taken.prefixes)
-            marks.append((step, taken.prefixes, taken.elements, flat[start:end]))
-            start = end
-        return marks
+        return host_marks(self.marks, self.values)
 
 
 class RankSummaries:
@@ -281,30 +270,17 @@ class RankSummaries:
         return True
 
     def _comparable(self, rank: int, marks: list[Mark]) -> list[Mark]:
-        """Rank `rank`'s fingerprints of the models that hold as many values as rank 0's: the
-        others are not replicas of rank 0's (pipeline stages), and comparing them would cry
-        wolf."""
+        """Rank `rank`'s fingerprints of the models like rank 0's (`like_rank_zero`)."""
         ours = self.weights.elements() if self.weights is not None else {}
-        kept: list[Mark] = []
-        for step, prefixes, elements, values in marks:
-            same = [
-                (prefix, count, value)
-                for prefix, count, value in zip(prefixes, elements, values, strict=True)
-                if ours.get(prefix) == count
-            ]
-            if len(same) < len(prefixes) and rank not in self._unlike:
-                self._unlike.add(rank)
-                logger.info(
-                    "Tracer: rank %d's watched models hold other parameters than rank 0's"
-                    " (%s values against %s); their weights are not compared.",
-                    rank,
-                    elements,
-                    [ours.get(prefix) for prefix in prefixes],
-                )
-            if same:
-                kept.append(
-                    (step, [s[0] for s in same], [s[1] for s in same], [s[2] for s in same])
-                )
+        kept, unlike = like_rank_zero(ours, marks)
+        if unlike and rank not in self._unlike:
+            self._unlike.add(rank)
+            logger.info(
+                "Tracer: rank %d's watched models hold other parameters than rank 0's (%s);"
+                " their weights are not compared.",
+                rank,
+                unlike,
+            )
         return kept
 
     def _publish(self, key: str, value: str) -> None:

@@ -33,9 +33,19 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from tracer.capture.transfer import HostCopy
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_ELEMENTS = 2048  # values of each parameter in the fingerprint
+
+# A fingerprint as it travels to rank 0: (step, model prefixes, their element counts, values).
+Mark = tuple[int, list[str], list[int], list[float]]
+
+
+def fingerprint_series(rank: int, prefix: str) -> str:
+    """The series of rank `rank`'s fingerprint of the watched model with name prefix `prefix`."""
+    return f"rank/{rank}/{prefix}weight_fingerprint"
 
 
 def is_sharded(param: Any) -> bool:
@@ -151,3 +161,38 @@ class WeightFingerprints:
             part = torch.dot(values, weights)
             total = part if total is None else total + part.to(total.device)
         return total
+
+
+def host_marks(taken: list[tuple[int, Fingerprint]], values: Optional[HostCopy]) -> list[Mark]:
+    """The fingerprints taken in a block, from the one host copy of their values (writer
+    thread or block hand-on: long since copied)."""
+    if values is None:
+        return []
+    flat = values.get().tolist()
+    marks: list[Mark] = []
+    start = 0
+    for step, fingerprint in taken:
+        end = start + len(fingerprint.prefixes)
+        marks.append((step, fingerprint.prefixes, fingerprint.elements, flat[start:end]))
+        start = end
+    return marks
+
+
+def like_rank_zero(ours: dict[str, int], marks: list[Mark]) -> tuple[list[Mark], dict[str, str]]:
+    """Another rank's fingerprints of the models holding as many values as rank 0's model of
+    the same prefix (`ours`), and those left out ("prefix": "theirs vs ours"): a pipeline
+    stage is no replica of rank 0's, and comparing it would cry wolf."""
+    kept: list[Mark] = []
+    unlike: dict[str, str] = {}
+    for step, prefixes, elements, values in marks:
+        same = [
+            (prefix, count, value)
+            for prefix, count, value in zip(prefixes, elements, values, strict=True)
+            if ours.get(prefix) == count
+        ]
+        for prefix, count in zip(prefixes, elements, strict=True):
+            if ours.get(prefix) != count:
+                unlike[prefix or "model"] = f"{count} values against {ours.get(prefix, 0)}"
+        if same:
+            kept.append((step, [s[0] for s in same], [s[1] for s in same], [s[2] for s in same]))
+    return kept, unlike
