@@ -85,6 +85,10 @@ def test_one_run_with_both_ranks_summaries_and_the_reference_global_norm(tmp_pat
     # Measured before the all-reduce: each rank's own half-batch, so the two differ.
     assert history["rank/0/grad_norm"]["values"] != history["rank/1/grad_norm"]["values"]
     assert [a for a in anomalies if a["anomaly_type"] == "rank_divergence"] == []
+    # Each rank's weight fingerprint at the first capture, equal: the replicas agree.
+    assert history["rank/0/weight_fingerprint"]["steps"] == [1]
+    assert history["rank/0/weight_fingerprint"] == history["rank/1/weight_fingerprint"]
+    assert [a for a in anomalies if a["anomaly_type"] == "replica_divergence"] == []
 
 
 def test_nan_on_rank_one_is_named(tmp_path: Path) -> None:
@@ -119,5 +123,8 @@ def test_two_rank_job_resumed_from_save_state_continues_one_run(tmp_path: Path) 
     assert history["grad/global_norm"]["values"] == pytest.approx(
         reference_norms(STEPS, ACCUMULATION, LR), rel=1e-5
     )
+    # Each job fingerprints the weights at its first capture; the resumed ranks agree too.
+    assert history["rank/0/weight_fingerprint"]["steps"] == [1, half + 1]
+    assert history["rank/0/weight_fingerprint"] == history["rank/1/weight_fingerprint"]
     for rank in (0, 1):
         assert history[f"rank/{rank}/grad_norm"]["steps"] == expected_steps

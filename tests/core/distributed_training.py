@@ -3,7 +3,10 @@
 argv: mode steps. Modes: "ddp" (every rank traces a DDP model), "fsdp" (every rank traces a
 model sharded with fully_shard), "rank0" (only rank 0 calls tracer: the job must neither hang
 nor wait), "halt" (DDP with halt_on, a NaN in rank 0's batch of step 10: every rank must stop
-at the same step). Each rank takes its half of every batch. Writes rank-<r>.json with what it saw.
+at the same step), "bypass" (DDP whose forward calls `trained.module(x)`, bypassing the wrapper:
+no gradient all-reduce, the ranks' weights drift apart), "stages" (no DDP; rank 1 trains a
+wider model, as a pipeline stage holds other parameters: its weights are not rank 0's
+replica). Each rank takes its half of every batch. Writes rank-<r>.json with what it saw.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import tracer
 FEATURES, BATCH, LR = 6, 8, 0.05
 
 
-def make_model() -> torch.nn.Module:
+def make_model(hidden: int = 16) -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Linear(FEATURES, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+        torch.nn.Linear(FEATURES, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
     )
 
 
@@ -54,8 +57,11 @@ def main() -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model = make_model()
-    if mode == "fsdp":
+    model = make_model(32 if mode == "stages" and rank == 1 else 16)
+    trained: torch.nn.Module
+    if mode == "stages":
+        trained = model
+    elif mode == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
@@ -80,7 +86,8 @@ def main() -> None:
         if mode == "halt" and rank == 0 and step == 10:
             x = x.clone()
             x[0, 0] = float("nan")
-        loss = torch.nn.functional.mse_loss(trained(x), y)
+        forward = trained.module if mode == "bypass" else trained
+        loss = torch.nn.functional.mse_loss(forward(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

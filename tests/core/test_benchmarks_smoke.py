@@ -76,3 +76,23 @@ def test_bench_frames_quick_runs_and_prints_the_table() -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     assert FRAMES_HEADER in done.stdout, done.stdout[-4000:]
     assert "runs_frame" in done.stdout and "peak memory" in done.stdout
+
+
+REPLICAS_SCRIPT = SCRIPT.parent / "bench_replicas.py"
+REPLICAS_HEADER = "| model | training step | one fingerprint | amortised per step"
+
+
+@pytest.mark.slow
+def test_bench_replicas_quick_runs_and_prints_the_table() -> None:
+    """The weight fingerprint's cost benchmark, smoke version (needs torch)."""
+    pytest.importorskip("torch")
+    done = subprocess.run(
+        [sys.executable, str(REPLICAS_SCRIPT), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert REPLICAS_HEADER in done.stdout, done.stdout[-4000:]
+    assert "| MLP 8 x 512, CPU" in done.stdout, done.stdout[-4000:]

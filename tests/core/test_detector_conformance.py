@@ -18,6 +18,7 @@ from tracer.detection.memory import MemoryDetector
 from tracer.detection.nonfinite import NanOrInfDetector
 from tracer.detection.plateau import LossPlateauDetector
 from tracer.detection.ranks import RankDivergenceDetector
+from tracer.detection.replicas import ReplicaDivergenceDetector
 from tracer.testing import DetectorConformance, DetectorStream, make_checkpoint, make_event
 
 
@@ -196,6 +197,24 @@ class TestRankDivergence(DetectorConformance):
         return DetectorStream(
             series={f"rank/{rank}/grad_norm": (steps, values) for rank, values in norms.items()},
             events=[make_event(1, "rank_summaries", {"world_size": 3, "grad_norm": "local"})],
+        )
+
+
+class TestReplicaDivergence(DetectorConformance):
+    detector_class = ReplicaDivergenceDetector
+    fault_types = ("replica_divergence",)
+
+    def fault_stream(self) -> DetectorStream:
+        steps = list(range(0, 1000, 50))
+        same = noisy(5.0, len(steps), scale=0.5, seed=3)
+        apart = [v if i < 8 else v * 1.01 for i, v in enumerate(same)]  # ranks 1 and 2 drift
+        return DetectorStream(
+            series={
+                "rank/0/weight_fingerprint": (steps, same),
+                "rank/1/weight_fingerprint": (steps, apart),
+                "rank/2/weight_fingerprint": (steps, apart),
+            },
+            events=[make_event(0, "rank_summaries", {"world_size": 3, "grad_norm": "local"})],
         )
 
 

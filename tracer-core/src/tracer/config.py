@@ -142,6 +142,16 @@ class TracerConfig(BaseModel):
         " target broadcasts, a scheduler stepped before the optimizer) as run events.",
     )
 
+    # Replicas of a distributed job (capture/gradients/replicas.py, detection/replicas.py):
+    # each rank fingerprints its weights now and then, rank 0 compares them.
+    rank_weight_check_interval: int = Field(
+        default=50,
+        ge=0,
+        description="Optimizer steps between two fingerprints of each rank's weights in a"
+        " distributed job (world size > 1), compared across ranks by the replica_divergence"
+        " detector; 0 turns them off.",
+    )
+
     # Performance
     async_writes: bool = True
     write_buffer_size: int = Field(default=100, gt=0)

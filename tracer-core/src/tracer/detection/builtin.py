@@ -13,6 +13,7 @@ from tracer.detection.memory import MemoryDetector
 from tracer.detection.nonfinite import NanOrInfDetector
 from tracer.detection.plateau import LossPlateauDetector
 from tracer.detection.ranks import RankDivergenceDetector
+from tracer.detection.replicas import ReplicaDivergenceDetector
 from tracer.detection.silent import (
     FrozenModelDetector,
     GradientsNotResetDetector,
@@ -37,6 +38,7 @@ BUILTIN_DETECTORS = (
     LossPlateauDetector,
     MemoryDetector,
     RankDivergenceDetector,
+    ReplicaDivergenceDetector,
     # silent bugs (README "What Tracer checks for silent bugs")
     FrozenModelDetector,
     ParametersOutsideOptimizerDetector,

@@ -37,6 +37,8 @@ DEFAULT_HINTS = {
     "repeated_batch": "create the DataLoader iterator once per epoch",
     "training_warning": "read the warning: it names a silent bug",
     "rank_divergence": "one rank differs from the others: check its data shard and its device",
+    "replica_divergence": "call the DDP-wrapped model (ddp_model(x), not ddp_model.module(x));"
+    " every rank must load the same checkpoint",
 }
 
 

@@ -1,5 +1,6 @@
 """The built-in gradient collector: one `ModelWatch` per `tracer.watch()` call, plus the
-per-rank summaries of a distributed job (`tracer.capture.gradients.ranks`), created at the first
+per-rank summaries of a distributed job (`tracer.capture.gradients.ranks`, with the weight
+fingerprints of every watched model, `replicas.py`), created at the first
 `watch()` of a process whose world size is above 1 (the rank is looked up then, never at
 import, so a process group set up after `tracer.init()` is still found), and with
 `on_nonfinite="skip"` the run's skip decisions (`tracer.capture.gradients.skipping`).
@@ -88,6 +89,8 @@ class GradientCapture(Collector):
                 )
         if len(self._watches) == 1:
             self._start_rank_summaries()
+        if self.ranks is not None and self.ranks.weights is not None:
+            self.ranks.weights.add(prefix, model)
         if is_data_parallel(model):
             self.attach_data_parallel(model)
 

@@ -3,7 +3,11 @@
 Every rank that traces keeps one tiny row per captured optimizer step: its gradient norm and
 its peak memory. Rank 0 stores them in the run as the series `rank/<r>/grad_norm`,
 `rank/<r>/grad_nonfinite` and `rank/<r>/peak_memory_mb`, which is how the `rank_divergence`
-detector sees one rank going non-finite or drifting from the others.
+detector sees one rank going non-finite or drifting from the others. Every
+`rank_weight_check_interval` steps a row also carries the fingerprint of each watched
+model's weights (`replicas.py`), stored as `rank/<r>/weight_fingerprint` for the
+`replica_divergence` detector; rank 0 drops those of a rank whose models hold another number
+of values than its own (pipeline stages are not replicas).
 
 Which gradient norm: with a `DistributedDataParallel` model, the rank's own gradients before
 the all-reduce, measured by a DDP communication hook (one norm kernel per bucket, then the
@@ -30,8 +34,17 @@ import math
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
+from tracer.capture.gradients.replicas import (
+    Fingerprint,
+    Mark,
+    WeightFingerprints,
+    fingerprint_series,
+    host_marks,
+    like_rank_zero,
+)
 from tracer.capture.transfer import HostCopy, copy_to_host
 from tracer.records import Collected
 
@@ -78,6 +91,21 @@ def series_names(rank: int) -> tuple[str, str, str]:
     return (f"rank/{rank}/grad_norm", f"rank/{rank}/grad_nonfinite", f"rank/{rank}/peak_memory_mb")
 
 
+@dataclass
+class _Block:
+    """A block of rows on its way to the host: the norms, and the fingerprints taken."""
+
+    index: int
+    norms: HostCopy
+    steps: list[int]
+    peaks: list[float]
+    marks: list[tuple[int, Fingerprint]]
+    values: Optional[HostCopy]  # the marks' values, concatenated
+
+    def host_marks(self) -> list[Mark]:
+        return host_marks(self.marks, self.values)
+
+
 class RankSummaries:
     """One rank's rows, published to (rank > 0) or gathered by (rank 0) the job's store."""
 
@@ -92,12 +120,17 @@ class RankSummaries:
         self._steps: list[int] = []
         self._peaks: list[float] = []
         self._block = 0  # blocks published (rank > 0) or taken of this rank (rank 0)
-        self._in_flight: Optional[tuple[int, HostCopy, list[int], list[float]]] = None
+        self._in_flight: Optional[_Block] = None
+        interval = run.config.rank_weight_check_interval
+        self.weights = WeightFingerprints(interval) if interval else None
+        self._marks: list[tuple[int, Fingerprint]] = []  # fingerprints of the open block
+        self._staged_mark: Optional[tuple[int, Fingerprint]] = None
         self._local_sumsq: Any = None
         self._local_seen = False
         self._staged: Any = None
         self._announced = False
         self._received = {r: 0 for r in range(1, world_size)}  # rank 0: blocks taken per rank
+        self._unlike: set[int] = set()  # rank 0: ranks whose models are not like its own
         self._closed = False
         if rank > 0:  # rank 0 waits at finish only for ranks that said they trace
             self._publish(f"{self._prefix}{rank}/alive", "1")
@@ -148,19 +181,27 @@ class RankSummaries:
     # -- per captured step (training thread) --------------------------------------------------
     def stage(self, synced_norm: Any) -> None:
         """The gradients were just captured; `synced_norm` is their global norm (a device
-        scalar). Taken now: the next backward may start before this step is closed."""
+        scalar). Taken now: the next backward may start before this step is closed. The
+        weights' fingerprint too, when due: the optimizer has not applied this step yet."""
         if self._local_seen:
             self._staged = self._local_sumsq.sqrt()
             self._local_sumsq.zero_()
             self._local_seen = False
         else:
             self._staged = synced_norm
+        step = self._run.current_step
+        if self.weights is not None and self.weights.due(step):
+            taken = self.weights.take(step)
+            self._staged_mark = (step, taken) if taken is not None else None
 
     def record(self, step: int) -> None:
         """Step `step`, whose gradients were captured, is closed."""
         norm, self._staged = self._staged, None
+        mark, self._staged_mark = self._staged_mark, None
         if norm is None:
             return
+        if mark is not None and mark[0] == step:
+            self._marks.append(mark)
         if not self._announced and self.rank == 0:
             self._announce()
         if self._ring is None:
@@ -178,21 +219,34 @@ class RankSummaries:
         previous, self._in_flight = self._in_flight, None
         if self._steps:
             copy = copy_to_host(self._ring[: len(self._steps)])
-            self._in_flight = (self._block, copy, self._steps, self._peaks)
+            values = None
+            if self._marks:
+                import torch
+
+                values = copy_to_host(torch.cat([taken.values for _, taken in self._marks]))
+            self._in_flight = _Block(
+                self._block, copy, self._steps, self._peaks, self._marks, values
+            )
             self._block += 1
-            self._steps, self._peaks = [], []
+            self._steps, self._peaks, self._marks = [], [], []
         if previous is not None:
             self._hand_on(previous)
         if self.rank == 0:
             self._take_ready()
 
-    def _hand_on(self, block: tuple[int, HostCopy, list[int], list[float]]) -> None:
-        index, copy, steps, peaks = block
+    def _hand_on(self, block: _Block) -> None:
         if self.rank == 0:
-            self._run.submit_background(lambda: _rows(0, steps, copy.get().tolist(), peaks))
+            self._run.submit_background(
+                lambda: _rows(
+                    0, block.steps, block.norms.get().tolist(), block.peaks, block.host_marks()
+                )
+            )
             return
-        payload = json.dumps([steps, copy.get().tolist(), peaks])  # NaN/Infinity kept
-        self._publish(f"{self._prefix}{self.rank}/{index}", payload)
+        # NaN/Infinity kept
+        payload = json.dumps(
+            [block.steps, block.norms.get().tolist(), block.peaks, block.host_marks()]
+        )
+        self._publish(f"{self._prefix}{self.rank}/{block.index}", payload)
 
     # -- rank 0: the other ranks' blocks -------------------------------------------------------
     def _take_ready(self) -> None:
@@ -211,9 +265,23 @@ class RankSummaries:
             logger.debug("Tracer could not read rank %d's summaries", rank, exc_info=True)
             return False
         self._received[rank] += 1
-        steps, norms, peaks = _decode_payload(payload)
-        self._run.submit_background(_rows(rank, steps, norms, peaks))
+        steps, norms, peaks, marks = _decode_payload(payload)
+        self._run.submit_background(_rows(rank, steps, norms, peaks, self._comparable(rank, marks)))
         return True
+
+    def _comparable(self, rank: int, marks: list[Mark]) -> list[Mark]:
+        """Rank `rank`'s fingerprints of the models like rank 0's (`like_rank_zero`)."""
+        ours = self.weights.elements() if self.weights is not None else {}
+        kept, unlike = like_rank_zero(ours, marks)
+        if unlike and rank not in self._unlike:
+            self._unlike.add(rank)
+            logger.info(
+                "Tracer: rank %d's watched models hold other parameters than rank 0's (%s);"
+                " their weights are not compared.",
+                rank,
+                unlike,
+            )
+        return kept
 
     def _publish(self, key: str, value: str) -> None:
         try:
@@ -277,12 +345,25 @@ class RankSummaries:
         self._store = None
 
 
-def _decode_payload(payload: str) -> tuple[list[int], list[float], list[float]]:
-    steps, norms, peaks = json.loads(payload)
-    return [int(s) for s in steps], [float(n) for n in norms], [float(p) for p in peaks]
+def _decode_payload(
+    payload: str,
+) -> tuple[list[int], list[float], list[float], list[Mark]]:
+    steps, norms, peaks, marks = json.loads(payload)
+    decoded: list[Mark] = [
+        (
+            int(step),
+            [str(p) for p in prefixes],
+            [int(e) for e in elements],
+            [float(v) for v in values],
+        )
+        for step, prefixes, elements, values in marks
+    ]
+    return [int(s) for s in steps], [float(n) for n in norms], [float(p) for p in peaks], decoded
 
 
-def _rows(rank: int, steps: list[int], norms: list[float], peaks: list[float]) -> Collected:
+def _rows(
+    rank: int, steps: list[int], norms: list[float], peaks: list[float], marks: list[Mark]
+) -> Collected:
     norm_name, flag_name, peak_name = series_names(rank)
     rows = [
         (
@@ -295,4 +376,13 @@ def _rows(rank: int, steps: list[int], norms: list[float], peaks: list[float]) -
         )
         for step, norm, peak in zip(steps, norms, peaks, strict=True)
     ]
+    fingerprints = {
+        step: {
+            fingerprint_series(rank, prefix): value
+            for prefix, value in zip(prefixes, values, strict=True)
+        }
+        for step, prefixes, _, values in marks
+    }
+    for step, point in rows:
+        point.update(fingerprints.get(step, {}))
     return Collected(rows, snapshot=False)
