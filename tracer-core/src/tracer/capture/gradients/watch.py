@@ -29,6 +29,9 @@ parameter order, the first is the one to look at) at each step where some were n
 `gradient_layers` selects parameters by their `named_parameters()` name: a pattern with
 `*`, `?` or `[` is an fnmatch glob over the full name ("*.attn.*"); a plain pattern matches
 that name or any name under it as a module prefix ("encoder.layer.0").
+
+With an optimizer known (unwrapped to the torch one, `optimizers.py`), the silent-bug probe
+(`probe.py`) hooks its steps, also under an adapter's capture point.
 """
 
 from __future__ import annotations
@@ -126,8 +129,11 @@ class ModelWatch:
                 run.config.gradient_layers,
             )
             return
-        if self.manual:
-            return  # the adapter calls capture() at its framework's event
+        probed = optimizer is not None and bool(run.config.update_check_interval)
+        if self.manual:  # the adapter calls capture() at its framework's event
+            if probed and self._shards is None:
+                self._attach_probe(model, optimizer)
+            return
         self._handles.append(
             torch.autograd.graph.register_multi_grad_hook(
                 self.params, self._on_first_grad, mode="any"
@@ -135,11 +141,19 @@ class ModelWatch:
         )
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
-            if run.config.update_check_interval and self._shards is None:
+            if probed and self._shards is None:
                 self._attach_probe(model, optimizer)
 
     def _attach_probe(self, model: Any, optimizer: Any) -> None:
-        """The silent-bug probe (`probe.py`): its pre-hook runs after the capture's."""
+        """The silent-bug probe (`probe.py`): its pre-hook runs after the capture's.
+
+        Under an adapter (`manual`) the probe's step begins at `capture()`, the framework's
+        event, not in the optimizer's pre-hook: Lightning runs forward and backward inside
+        `optimizer.step(closure)`, so at the pre-hook the gradients are the last step's (none
+        at all after validation's zero_grad). The sample closes in the post-hook, at the step
+        the run is at then: adapters move the run to step k inside step k (in the closure,
+        or in their own pre-hooks, before or after the probe's), so step k-1 ends while the
+        sample of step k is open, where it would be dropped or take the wrong step."""
         probe = StepProbe(self._run, model, optimizer, self.prefix, self.names, self.params)
         self.probe = probe
 
@@ -148,11 +162,14 @@ class ModelWatch:
 
         def after(optimizer: Any, args: Any, kwargs: Any) -> None:
             self._guarded(probe.after_step)
+            if self.manual:
+                self._guarded(lambda: probe.on_step_end(self._run.current_step))
 
         def forward(module: Any, args: Any, kwargs: Any) -> None:
             self._guarded(lambda: probe.on_forward(args, kwargs))
 
-        self._handles.append(optimizer.register_step_pre_hook(before))
+        if not self.manual:
+            self._handles.append(optimizer.register_step_pre_hook(before))
         self._handles.append(optimizer.register_step_post_hook(after))
         self._handles.append(model.register_forward_pre_hook(forward, with_kwargs=True))
 
@@ -187,9 +204,12 @@ class ModelWatch:
         self._capture_guarded()
 
     def capture(self) -> None:
-        """Capture now: the framework's event says the gradients are final for this step."""
+        """Capture now: the framework's event says the gradients are final for this step.
+        The probe's step begins here too (see `_attach_probe`)."""
         if self.params:
             self._capture_guarded()
+        if self.probe is not None:
+            self._guarded(self.probe.before_step)
 
     def _capture_guarded(self) -> None:
         """Called from torch's hooks: a failure must never reach the training loop. Capture
@@ -205,6 +225,7 @@ class ModelWatch:
             )
             self.params = []
             self._captured = False
+            self.probe = None  # its hooks go too
             for handle in self._handles:
                 handle.remove()
             self._handles = []
@@ -267,7 +288,7 @@ class ModelWatch:
         if captured:  # its row is already in the ring, at index len(_ring_steps)
             self._captured = False
             self._ring_steps.append(step)
-        if self.probe is not None:
+        if self.probe is not None and not self.manual:  # manual: closed in the post-hook
             self.probe.on_step_end(step)
         if self.drain_requested or len(self._ring_steps) == RING_CAPACITY:
             self.drain_requested = False
