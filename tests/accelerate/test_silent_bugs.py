@@ -13,11 +13,14 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+import tracer
 import tracer_accelerate
 from tests.accelerate.helpers import FEATURES, PROJECT, batch, loss_of
+from tests.core.helpers import series
 from tests.silent_reports import ALL_SILENT_ON, probe_steps, report_types, silent_reports
 from tracer.analysis import QueryEngine
 from tracer.integrations import AccelerateTracker
+from tracer.integrations.adapter import torch_optimizer
 
 STEPS = 25
 ACCUMULATION = 2
@@ -106,3 +109,26 @@ def test_optimizer_of_another_copy_is_critical(tmp_path: Path) -> None:
 def test_evaluation_in_train_mode_is_reported(tmp_path: Path) -> None:
     run_id = train(eval_mode=False)
     assert report_types(run_id) == {"evaluation_in_train_mode": "warning"}
+
+
+def test_tracer_watch_unwraps_the_accelerated_optimizer(tmp_path: Path) -> None:
+    """`tracer.watch(model, optimizer=<AcceleratedOptimizer>)` in a plain Accelerate loop:
+    hooked on the torch optimizer inside, so with accumulation 2 over 12 optimizer steps the
+    gradients are captured and the probe samples once per real step, not per micro-step."""
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=ACCUMULATION)
+    model = dropout_model()
+    model, optimizer = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.05))
+    assert torch_optimizer(optimizer) is optimizer.optimizer
+    run = tracer.init(project=PROJECT, track_system_metrics=False, **ALL_SILENT_ON)
+    tracer.watch(model, optimizer=optimizer)
+    for micro in range(12 * ACCUMULATION):
+        with accelerator.accumulate(model):
+            accelerator.backward(loss_of(model, *batch(micro)))
+            optimizer.step()
+            optimizer.zero_grad()
+        if accelerator.sync_gradients:
+            tracer.step()
+    tracer.finish()
+    assert series(run.run_id, "grad/global_norm")["steps"] == list(range(12))
+    assert probe_steps(run.run_id)["optimizer/update_ratio_median"] == [0, 10]
+    assert silent_reports(run.run_id) == []

@@ -29,6 +29,7 @@ from tests.lightning.helpers import (
 )
 from tests.silent_reports import ALL_SILENT_ON, probe_steps, report_types, silent_reports
 from tracer.analysis import QueryEngine
+from tracer.integrations.adapter import torch_optimizer
 from tracer_lightning import TracerFabricLogger
 
 STEPS = 25
@@ -227,3 +228,16 @@ def test_fabric_optimizer_of_another_copy_is_critical() -> None:
         "parameters_outside_optimizer": "critical",
         "gradients_not_reset": "critical",
     }
+
+
+def test_lightning_and_fabric_wrappers_unwrap_to_the_torch_optimizer() -> None:
+    """What a LightningModule's `self.optimizers()` and Fabric's `setup` hand out."""
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+
+    model = torch.nn.Linear(FEATURES, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    assert torch_optimizer(LightningOptimizer(optimizer)) is optimizer
+    fabric = fabric_module.Fabric(accelerator="cpu", devices=1)
+    _, wrapped = fabric.setup(model, optimizer)
+    assert wrapped is not optimizer and torch_optimizer(wrapped) is optimizer
+    assert torch_optimizer(optimizer) is optimizer and torch_optimizer(None) is None

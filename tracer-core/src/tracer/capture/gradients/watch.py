@@ -150,10 +150,10 @@ class ModelWatch:
         Under an adapter (`manual`) the probe's step begins at `capture()`, the framework's
         event, not in the optimizer's pre-hook: Lightning runs forward and backward inside
         `optimizer.step(closure)`, so at the pre-hook the gradients are the last step's (none
-        at all after validation's zero_grad). The sample closes in the post-hook, at the step
-        the run is at then: adapters move the run to step k inside step k (in the closure,
-        or in their own pre-hooks, before or after the probe's), so step k-1 ends while the
-        sample of step k is open, where it would be dropped or take the wrong step."""
+        at all after validation's zero_grad). Adapters move the run to step k before they
+        capture (inside step k: in the closure, or in their own pre-hooks, which may come
+        before or after the probe's post-hook), so the sample opens in step k and closes
+        with it."""
         probe = StepProbe(self._run, model, optimizer, self.prefix, self.names, self.params)
         self.probe = probe
 
@@ -162,8 +162,6 @@ class ModelWatch:
 
         def after(optimizer: Any, args: Any, kwargs: Any) -> None:
             self._guarded(probe.after_step)
-            if self.manual:
-                self._guarded(lambda: probe.on_step_end(self._run.current_step))
 
         def forward(module: Any, args: Any, kwargs: Any) -> None:
             self._guarded(lambda: probe.on_forward(args, kwargs))
@@ -288,7 +286,7 @@ class ModelWatch:
         if captured:  # its row is already in the ring, at index len(_ring_steps)
             self._captured = False
             self._ring_steps.append(step)
-        if self.probe is not None and not self.manual:  # manual: closed in the post-hook
+        if self.probe is not None:
             self.probe.on_step_end(step)
         if self.drain_requested or len(self._ring_steps) == RING_CAPACITY:
             self.drain_requested = False
