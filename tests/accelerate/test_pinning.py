@@ -33,9 +33,8 @@ def test_total_limit_deletes_the_healthy_state_but_the_pin_keeps_it(tmp_path: Pa
     )
     accelerator = Accelerator(cpu=True, log_with=[tracker], project_config=project)
     accelerator.init_trackers(PROJECT)
-    model, optimizer = accelerator.prepare(
-        make_model(), torch.optim.SGD(make_model().parameters(), lr=0.05)
-    )
+    model = make_model()  # the optimizer over its own parameters, not a second copy's
+    model, optimizer = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.05))
     tracer_accelerate.watch(accelerator, model, optimizer)
     for step in range(1, STEPS + 1):
         x, y = batch(step)

@@ -12,6 +12,7 @@ Accelerate has trackers but no training events, so the watch takes them from the
   (`run.skip_nonfinite_step`); a step fp16's GradScaler skips never gets there;
 - the prepared optimizer's `step` is wrapped to record a step Accelerate skipped
   (`step_was_skipped`: an fp16 overflow) as `optimizer/skipped_step`;
+- the torch optimizer gets the silent-bug probe (sampled at real optimizer steps only);
 - checkpoints: with `register_save_state_pre_hook` / `register_load_state_pre_hook` (the hooks
   Accelerate offers for saving "configurations in addition to model weights"),
   `accelerator.save_state(dir)` writes `dir/tracer_run.json` (the run id and the optimizer steps
@@ -52,6 +53,7 @@ from typing import Any, Optional
 import tracer
 from tracer.config import TracerConfig
 from tracer.core.tracer import TrainingTracer
+from tracer.integrations.adapter import torch_optimizer
 from tracer_accelerate.tracker import TRACKER_NAME, AccelerateTracker
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ class AccelerateWatch:
         self.model = model
         self.module = accelerator.unwrap_model(model)
         self.optimizer = optimizer
-        self.inner = getattr(optimizer, "optimizer", optimizer)
+        self.inner = torch_optimizer(optimizer)
         self.tracker = _tracer_tracker(accelerator)
         self.optimizer_steps = 0  # optimizer steps done (continued from a loaded checkpoint)
         self.skipped = 0
@@ -164,7 +166,8 @@ class AccelerateWatch:
         self.run = run
         if run.completed_steps is None:
             run.completed_steps = self.count
-        run.watch(self.module, capture_point=CAPTURE_POINT)
+        # Also from inside the optimizer's pre-hooks: the probe adds only a post-hook there.
+        run.watch(self.module, self.inner, capture_point=CAPTURE_POINT)
         if self.model is not self.module:  # DDP: each rank's own norm, before the all-reduce
             run.attach_data_parallel(self.model)
         handle = getattr(self, "_forward_handle", None)

@@ -2,8 +2,9 @@
 
 HF's `report_to` is a closed list, so Tracer plugs in through `callbacks=[...]`.
 - train begin: a run, or the resumed one; config = TrainingArguments + the model's config;
-  the model watched. World process zero writes the run; other ranks get a follower that
-  sends their gradient summaries (`tracer.capture.gradients.ranks`): one run per job;
+  the model watched, with the Trainer's optimizer for the silent-bug probe. World process
+  zero writes the run; other ranks get a follower that sends their gradient summaries
+  (`tracer.capture.gradients.ranks`): one run per job;
 - `on_step_begin`: the Tracer step becomes `global_step + 1`, the step being trained;
 - `on_pre_optimizer_step`: gradient capture (clipped, unscaled, synced), once per optimizer
   step; with `on_nonfinite="skip"`, the step is skipped there when a gradient is non-finite
@@ -175,8 +176,8 @@ class TransformersCallback(TracerAdapter, TrainerCallback, ExportableState):
                 run_config, unfinished=unfinished, completed_steps=self._completed_steps
             )
         keep_in_checkpoints(state, type(self).__name__, self.state())
-        if model is not None:
-            run.watch(model, capture_point=CAPTURE_POINT)
+        if model is not None:  # the optimizer exists by now (Accelerate's wrapper of it)
+            run.watch(model, kwargs.get("optimizer"), capture_point=CAPTURE_POINT)
         if args.auto_find_batch_size:
             self._record_batch_size(run, state)
 

@@ -2,7 +2,8 @@
 
 - fit start (global zero only): a run, or the one saved in the checkpoint being resumed
   (the callback's state holds the run id); config = the module's hyperparameters; the
-  LightningModule watched;
+  LightningModule watched, with its optimizer for the silent-bug probe (of several, the one
+  holding all its trainable parameters, else no probe: `_probed_optimizer`);
 - `on_before_optimizer_step`: the Tracer step becomes `global_step + 1` (the optimizer step
   being taken) and gradients are captured: unscaled, synced, before clipping, once per
   optimizer step whatever `accumulate_grad_batches`; with `on_nonfinite="skip"`, the step
@@ -53,6 +54,29 @@ def _hyperparameters(module: Any) -> dict[str, Any]:
         return {}
 
 
+def _probed_optimizer(trainer: Any, pl_module: Any) -> Any:
+    """The optimizer whose steps the silent-bug probe samples: the Trainer's only one, or of
+    several (manual optimization: a GAN's generator and discriminator) the one holding all
+    of the module's trainable parameters; None (no probe) when none does, since the probe
+    would take the parameters another optimizer trains for left out."""
+    optimizers = list(getattr(trainer, "optimizers", []) or [])
+    if len(optimizers) == 1:
+        return optimizers[0]
+    trainable = {id(p) for p in pl_module.parameters() if p.requires_grad}
+    for optimizer in optimizers:
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if trainable <= held:
+            return optimizer
+    if optimizers:
+        logger.info(
+            "Tracer: none of the %d optimizers holds all of %s's parameters; the silent-bug"
+            " probe is off for it (gradient capture goes on).",
+            len(optimizers),
+            type(pl_module).__name__,
+        )
+    return None
+
+
 class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
     """Trace a Lightning fit: `Trainer(callbacks=[LightningCallback(project=...)])`.
 
@@ -99,7 +123,9 @@ class LightningCallback(TracerAdapter, *_CallbackBases):  # type: ignore[misc]
             if isinstance(lg, TracerLogger):
                 lg.attach(self.run)
         self._logged_step = trainer.global_step
-        self.run.watch(pl_module, capture_point=CAPTURE_POINT)
+        self.run.watch(
+            pl_module, _probed_optimizer(trainer, pl_module), capture_point=CAPTURE_POINT
+        )
         wrapped = getattr(trainer.strategy, "model", None)
         if wrapped is not None and wrapped is not pl_module:  # DDP: each rank's own norm
             self.run.attach_data_parallel(wrapped)

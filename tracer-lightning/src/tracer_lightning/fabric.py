@@ -14,7 +14,7 @@
 - `watch(model, optimizer)`: each optimizer step is a Tracer step (numbered from 1), its
   gradients captured right before they are applied, and with `on_nonfinite="skip"` the step
   skipped there when a gradient is non-finite on any rank (a step 16-bit precision's
-  GradScaler skips never gets there);
+  GradScaler skips never gets there); the optimizer gets the silent-bug probe;
 - `fabric.log_dict(values)` without `step`: at the current optimizer step when watching,
   else each call is a step of its own (as in wandb); with `step`: at that step;
 - `finalize(status)`: "finished" for "success", "failed" otherwise or when `halt_on` stopped
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Optional, Union
 
 from tracer.core.tracer import TrainingTracer
-from tracer.integrations.adapter import TracerAdapter, scalar_metrics
+from tracer.integrations.adapter import TracerAdapter, scalar_metrics, torch_optimizer
 
 CAPTURE_POINT = "fabric_optimizer_step"
 
@@ -92,9 +92,9 @@ class TracerFabricLogger(TracerAdapter, *_FabricBases):  # type: ignore[misc]
         """Capture gradient health of a `fabric.setup` model at each optimizer step."""
         run = self.ensure_run()
         module = getattr(model, "module", model)  # a _FabricModule wraps the user's module
-        inner = getattr(optimizer, "optimizer", optimizer)  # a _FabricOptimizer wraps it too
+        inner = torch_optimizer(optimizer)  # a _FabricOptimizer wraps it too
         self.optimizer_steps = run.current_step
-        run.watch(module, capture_point=CAPTURE_POINT)
+        run.watch(module, inner, capture_point=CAPTURE_POINT)
         self._handles = [
             inner.register_step_pre_hook(self._before_step),
             inner.register_step_post_hook(self._after_step),

@@ -279,20 +279,36 @@ class TrainingTracer(Stopping, AdapterCalls):
         """Track gradient health (and batch samples) of `model`; see `tracer.capture.gradients`.
 
         Pass the `optimizer` to capture once per optimizer step, after accumulation, unscaling
-        and all-reduce; without it, capture happens at the end of each backward pass.
-        Framework adapters pass `capture_point` (a name for the record) and call
-        `capture_gradients()` at their framework's pre-optimizer event instead of hooks.
-        `track_gradients=False` attaches nothing. Hooks are removed at `finish()`.
+        and all-reduce; without it, capture happens at the end of each backward pass. A
+        framework's wrapper (Accelerate's, Lightning's, Fabric's) is unwrapped to the torch
+        optimizer that really steps (`capture/gradients/optimizers.py`). Framework adapters
+        pass `capture_point` (a name for the record) and call `capture_gradients()` at their
+        framework's pre-optimizer event instead of hooks; their optimizer, when they know it,
+        gets the silent-bug probe, and one that cannot be hooked (a DeepSpeed placeholder) is
+        left out instead of refused. `track_gradients=False` attaches nothing. Hooks are
+        removed at `finish()`.
         """
         if self._state is not _ACTIVE:
             self._skip_or_refuse()
             return
         if not (hasattr(model, "named_parameters") and hasattr(model, "register_forward_hook")):
             raise TypeError(f"tracer.watch() needs a torch.nn.Module, got {type(model).__name__}")
-        if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook"):
-            raise TypeError(
-                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-            )
+        if optimizer is not None:
+            from tracer.capture.gradients.optimizers import is_torch_optimizer, torch_optimizer
+
+            unwrapped = torch_optimizer(optimizer)
+            if not is_torch_optimizer(unwrapped):
+                if capture_point is None:
+                    raise TypeError(
+                        f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+                    )
+                logger.info(
+                    "Tracer cannot hook %s: %s is watched without the silent-bug probe.",
+                    type(optimizer).__name__,
+                    type(model).__name__,
+                )
+                unwrapped = None
+            optimizer = unwrapped
         self._collectors.watch(model, optimizer, capture_point)
 
     def submit_background(self, source: Collected | Callable[[], Collected]) -> None:

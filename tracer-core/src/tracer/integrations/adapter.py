@@ -20,6 +20,9 @@ tracker): call `self.init_tracer(project, run_name, settings)` in `__init__` and
 `RunNotFoundError` is what `start_run(resume=...)` raises when the run to continue is not in
 this storage (a checkpoint from another machine): adapters start a new run and warn.
 
+`torch_optimizer(optimizer)` is the torch optimizer under a framework's wrapper (the one
+whose step hooks fire once per real optimizer step); `run.watch` unwraps by itself.
+
 `scalar_metrics(values)` is the one filter for a framework's metrics dict: numbers and
 one-element tensors, the tensors handed over unread (the run reads them on its writer
 thread), so an adapter never makes the device wait.
@@ -32,6 +35,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Optional
 
+from tracer.capture.gradients.optimizers import torch_optimizer
 from tracer.config import TracerConfig
 from tracer.core.naming import new_run_id
 from tracer.core.tracer import TrainingTracer
@@ -41,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 HALTED = "training stopped by halt_on"
 
-__all__ = ["HALTED", "RunNotFoundError", "TracerAdapter", "scalar_metrics"]
+__all__ = ["HALTED", "RunNotFoundError", "TracerAdapter", "scalar_metrics", "torch_optimizer"]
 
 
 def scalar_metrics(

@@ -29,6 +29,9 @@ parameter order, the first is the one to look at) at each step where some were n
 `gradient_layers` selects parameters by their `named_parameters()` name: a pattern with
 `*`, `?` or `[` is an fnmatch glob over the full name ("*.attn.*"); a plain pattern matches
 that name or any name under it as a module prefix ("encoder.layer.0").
+
+With an optimizer known (unwrapped to the torch one, `optimizers.py`), the silent-bug probe
+(`probe.py`) hooks its steps, also under an adapter's capture point.
 """
 
 from __future__ import annotations
@@ -126,8 +129,11 @@ class ModelWatch:
                 run.config.gradient_layers,
             )
             return
-        if self.manual:
-            return  # the adapter calls capture() at its framework's event
+        probed = optimizer is not None and bool(run.config.update_check_interval)
+        if self.manual:  # the adapter calls capture() at its framework's event
+            if probed and self._shards is None:
+                self._attach_probe(model, optimizer)
+            return
         self._handles.append(
             torch.autograd.graph.register_multi_grad_hook(
                 self.params, self._on_first_grad, mode="any"
@@ -135,11 +141,19 @@ class ModelWatch:
         )
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
-            if run.config.update_check_interval and self._shards is None:
+            if probed and self._shards is None:
                 self._attach_probe(model, optimizer)
 
     def _attach_probe(self, model: Any, optimizer: Any) -> None:
-        """The silent-bug probe (`probe.py`): its pre-hook runs after the capture's."""
+        """The silent-bug probe (`probe.py`): its pre-hook runs after the capture's.
+
+        Under an adapter (`manual`) the probe's step begins at `capture()`, the framework's
+        event, not in the optimizer's pre-hook: Lightning runs forward and backward inside
+        `optimizer.step(closure)`, so at the pre-hook the gradients are the last step's (none
+        at all after validation's zero_grad). Adapters move the run to step k before they
+        capture (inside step k: in the closure, or in their own pre-hooks, which may come
+        before or after the probe's post-hook), so the sample opens in step k and closes
+        with it."""
         probe = StepProbe(self._run, model, optimizer, self.prefix, self.names, self.params)
         self.probe = probe
 
@@ -155,7 +169,8 @@ class ModelWatch:
         def forward_done(module: Any, args: Any, output: Any) -> None:
             self._guarded(probe.evaluation.after_forward)
 
-        self._handles.append(optimizer.register_step_pre_hook(before))
+        if not self.manual:
+            self._handles.append(optimizer.register_step_pre_hook(before))
         self._handles.append(optimizer.register_step_post_hook(after))
         self._handles.append(model.register_forward_pre_hook(forward, with_kwargs=True))
         # always_call: a forward that raises must still end a dropout watch (evaluation.py)
@@ -194,9 +209,12 @@ class ModelWatch:
         self._capture_guarded()
 
     def capture(self) -> None:
-        """Capture now: the framework's event says the gradients are final for this step."""
+        """Capture now: the framework's event says the gradients are final for this step.
+        The probe's step begins here too (see `_attach_probe`)."""
         if self.params:
             self._capture_guarded()
+        if self.probe is not None:
+            self._guarded(self.probe.before_step)
 
     def _capture_guarded(self) -> None:
         """Called from torch's hooks: a failure must never reach the training loop. Capture
@@ -212,6 +230,7 @@ class ModelWatch:
             )
             self.params = []
             self._captured = False
+            self.probe = None  # its hooks go too
             for handle in self._handles:
                 handle.remove()
             self._handles = []
