@@ -95,6 +95,23 @@ def test_a_converged_run_bumping_under_its_first_norms_is_no_explosion() -> None
     assert "peak of the first captures 1.5" in found[0]["message"]  # type: ignore[index]
 
 
+def spike_findings(loss: list[float]) -> list[object]:
+    detector = LossSpikeDetector()
+    steps = list(range(len(loss)))
+    return detector.observe("loss", steps, loss) + detector.finish()
+
+
+def test_a_hard_batch_of_a_converged_classifier_is_no_loss_spike() -> None:
+    """Cross-entropy at 0.008 with a MAD of ~0.002: a batch at 0.1 is 40 robust sigmas but a
+    tenth of the way back to where the run began (1.5)."""
+    start = [1.5 * 0.9**i for i in range(32)]
+    loss = start + noisy(0.008, 80, scale=0.002) + [0.1] + noisy(0.008, 20, scale=0.002)
+    assert spike_findings(loss) == []
+    loss[112] = 0.5  # a third of the way back: a spike
+    found = spike_findings(loss)
+    assert {f["step"] for f in found} == {112}  # type: ignore[index]
+
+
 class TestVanishingGradient(DetectorConformance):
     detector_class = VanishingGradientDetector
     fault_types = ("vanishing_gradient",)

@@ -9,6 +9,9 @@ the best" fires more the longer the run (a 200,000-step run near convergence wou
   running median and MAD of the previous `window` (64) values; |z| > `z_threshold` (12). The
   per-batch loss of small batches is right-skewed, so healthy runs reach 8-11 robust sigmas
   now and then, while a batch with corrupted targets scores orders of magnitude higher.
+  A spike must also rise above the median by `min_rise_of_start` (10%) of the way back to the
+  largest of the first `min_count` values: near convergence the MAD is tiny and a hard batch
+  scores 13 sigmas while the loss is still a tenth of where it began.
   Outliers stay out of the baseline; spikes less than `cooldown` (16) values apart are one
   episode. A sudden drop is rarely a fault (warmup ending, an lr step), hence info.
 - `loss_divergence` (warning; critical past (1 + `critical_rise`) x the reference): the
@@ -38,10 +41,17 @@ from tracer.detection.stats import SAFETY, RobustBaseline, all_finite, median_of
 class LossSpikeDetector(Detector):
     name = "loss_spike"
     anomaly_types = ("loss_spike", "loss_drop")
-    defaults = {"z_threshold": 12.0, "window": 64, "min_count": 32, "cooldown": 16}
+    defaults = {
+        "z_threshold": 12.0,
+        "window": 64,
+        "min_count": 32,
+        "cooldown": 16,
+        "min_rise_of_start": 0.1,
+    }
 
     def setup(self) -> None:
         self._baselines: dict[str, RobustBaseline] = {}
+        self._start_peaks: dict[str, float] = {}  # the largest value before the baseline
         self.episodes = Episodes(self.settings["cooldown"])
 
     def wants(self, series: str) -> bool:
@@ -59,6 +69,8 @@ class LossSpikeDetector(Detector):
             segment = values[start:end]
             if all_finite(segment):
                 if not baseline.ready:
+                    peak = max(segment, default=-math.inf)
+                    self._start_peaks[series] = max(self._start_peaks.get(series, peak), peak)
                     baseline.extend(segment)
                     continue
                 # the cheap floor of sigma settles most blocks; the exact one the rest
@@ -77,7 +89,9 @@ class LossSpikeDetector(Detector):
                     continue  # non-finite: nan_or_inf
                 if baseline.ready:
                     z = (value - baseline.median) / baseline.sigma()
-                    if abs(z) > threshold:
+                    if abs(z) > threshold and (
+                        z < 0 or self._rises_enough(series, value, baseline)
+                    ):
                         kind = "loss_spike" if z > 0 else "loss_drop"
                         episodes.hit(
                             kind,
@@ -86,9 +100,19 @@ class LossSpikeDetector(Detector):
                             partial(self._report, series, step, value, z, baseline),
                         )
                         continue  # outliers stay out of the baseline
+                elif value > self._start_peaks.get(series, -math.inf):
+                    self._start_peaks[series] = value
                 episodes.calm(series)
                 baseline.push(value)
         return episodes.drain()
+
+    def _rises_enough(self, series: str, value: float, baseline: RobustBaseline) -> bool:
+        """A spike must also rise by `min_rise_of_start` of the way from the median back up
+        to the run's first values: at loss 0.01 a classifier's hard batch scores 13 robust
+        sigmas at 0.1, a tenth of what it fell from."""
+        start = self._start_peaks.get(series, math.inf)
+        share = float(self.settings["min_rise_of_start"])
+        return value - baseline.median >= share * (start - baseline.median)
 
     def _report(
         self, series: str, step: int, value: float, z: float, baseline: RobustBaseline
