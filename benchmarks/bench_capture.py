@@ -20,7 +20,9 @@ Columns:
 - seed-style: a hook per parameter computing eight statistics with `.item()` each, as the
   seed reference (LayerClaw) does;
 - tracer-fused (`--gpu` only): as tracer, with `fused_gradient_kernel=True` (the one-read
-  Triton kernel; needs triton), watched by the same run as a second model.
+  Triton kernel; needs triton), watched by the same run as a second model;
+- tracer-no-probe: as tracer, with the silent-bug probe off (`update_check_interval=0`),
+  watched by the same run: tracer minus this column is what the probe costs.
 `--wandb` (needs wandb, e.g. the pin in benchmarks/peers/requirements.txt) adds a second
 table with `wandb.watch(model, log="gradients", log_freq=100)` and `log_freq=1`, offline,
 in blocks of 100 steps, so that log_freq=100 pays its one histogram step in every block.
@@ -43,6 +45,7 @@ import torch
 from torch import nn
 
 import tracer
+from tracer.config import TracerConfig
 
 
 class Block(nn.Module):
@@ -323,7 +326,7 @@ def main() -> int:
     def make() -> Workload:
         return Workload(args.gpu, args.quick)
 
-    columns = {"none": make(), "tracer": make(), "seed-style": make()}
+    columns = {"none": make(), "tracer": make(), "tracer-no-probe": make(), "seed-style": make()}
     if args.gpu:
         columns["tracer-fused"] = make()
     device = torch.cuda.get_device_name() if args.gpu else "CPU"
@@ -338,6 +341,12 @@ def main() -> int:
         run = tracer.init(project="bench-capture", storage_path=storage, retention_days=0)
         tracer.watch(columns["tracer"].model, optimizer=columns["tracer"].optimizer)
         columns["tracer"].after_step = traced_log
+        run.config.update_check_interval = 0  # read at watch(): this model is not probed
+        tracer.watch(
+            columns["tracer-no-probe"].model, optimizer=columns["tracer-no-probe"].optimizer
+        )
+        columns["tracer-no-probe"].after_step = traced_log
+        run.config.update_check_interval = TracerConfig.model_fields["update_check_interval"].default
         if args.gpu:  # the setting is read at watch(): this model gets the fused kernel
             run.config.fused_gradient_kernel = True
             tracer.watch(columns["tracer-fused"].model, optimizer=columns["tracer-fused"].optimizer)
@@ -347,6 +356,13 @@ def main() -> int:
             work.block(3, sync_each_step=False)  # warm-up; Tracer allocates its ring buffer
         results = interleave(columns, rounds, args.block, args.sync_each_step)
         print_table(results, {})
+        probe = paired_added(results["tracer"], results["tracer-no-probe"])
+        print(
+            f"\nSilent-bug probe (update_check_interval={run.config.update_check_interval}):"
+            f" {probe * 1e6:+.1f} us per step"
+            f" ({probe / statistics.median(results['none']) * 100:+.3f}% of the step)"
+        )
+        del columns["tracer-no-probe"]
         if args.gpu:
             added = paired_added(results["tracer"], results["none"])
             percent = added / statistics.median(results["none"]) * 100
