@@ -346,7 +346,8 @@ def main() -> int:
             columns["tracer-no-probe"].model, optimizer=columns["tracer-no-probe"].optimizer
         )
         columns["tracer-no-probe"].after_step = traced_log
-        run.config.update_check_interval = TracerConfig.model_fields["update_check_interval"].default
+        default_interval = TracerConfig.model_fields["update_check_interval"].default
+        run.config.update_check_interval = default_interval
         if args.gpu:  # the setting is read at watch(): this model gets the fused kernel
             run.config.fused_gradient_kernel = True
             tracer.watch(columns["tracer-fused"].model, optimizer=columns["tracer-fused"].optimizer)
