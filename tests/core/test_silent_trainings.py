@@ -239,6 +239,18 @@ def test_warmup_scheduler_never_stepped_leaves_the_lr_at_zero(tmp_path: Path) ->
     assert "lr: 0" in found["message"] and keys(online) == keys(offline)
 
 
+def test_an_epoch_scheduler_stepped_per_batch_decays_the_lr_to_nothing(tmp_path: Path) -> None:
+    """StepLR(step_size=2, gamma=0.1) meant per epoch, stepped per batch: the lr is 1e-12 by
+    step 20, and the model stops changing."""
+    model = Net(norm="layer")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.1)
+    online, offline = train(tmp_path, model, optimizer, scheduler=scheduler)
+    found = only(online, "parameters_not_updated")
+    assert found["severity"] == "critical" and found["step"] <= 50
+    assert keys(online) == keys(offline)
+
+
 def test_gradscaler_skipping_every_step(tmp_path: Path) -> None:
     model = Net()
     model.head.weight.register_hook(lambda grad: grad * math.inf)  # fp16 overflow, forced
@@ -277,6 +289,37 @@ def test_a_loader_restarted_at_each_step_repeats_its_first_batch(tmp_path: Path)
     found = only(online, "repeated_batch")
     assert found["step"] == 20 and "16 batches" in found["message"]
     assert keys(online) == keys(offline)
+
+
+def test_an_evaluation_that_raises_ends_the_dropout_watch(tmp_path: Path) -> None:
+    """The function mode held over a watched evaluation forward is gone after the forward,
+    also when it raised, and its one-shot hook with it."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    modes_seen = []
+
+    class Failing(Net):
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            if not self.training:
+                modes_seen.append(len(_get_current_function_mode_stack()))
+                raise RuntimeError("broken evaluation")
+            return super().forward(inputs)
+
+    model = Failing()
+    optimizer = adam(model)
+    tracer.init(project="silent", storage_path=str(tmp_path))
+    tracer.watch(model, optimizer=optimizer)
+    inputs, labels = data()
+    functional.cross_entropy(model(inputs[:32]), labels[:32]).backward()
+    optimizer.step()
+    tracer.step()
+    model.eval()
+    hooks = dict(model._forward_hooks)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="broken evaluation"):
+        model(inputs[:32])
+    assert modes_seen == [1]  # the watch was on during the forward
+    assert _get_current_function_mode_stack() == [] and dict(model._forward_hooks) == hooks
+    tracer.finish()
 
 
 def test_a_functional_dropout_left_on_in_eval(tmp_path: Path) -> None:

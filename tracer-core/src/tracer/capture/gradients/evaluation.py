@@ -1,5 +1,5 @@
 """Checks of the watched model's evaluation passes (forwards with gradients disabled), run
-from the probe's forward pre-hook and a forward hook:
+from the probe's forward pre-hook (and, for the dropout check, a one-shot forward hook):
 
 - "evaluation_in_train_mode": an evaluation forward while the model is in train() mode
   (dropout on, batch norm updating its running statistics); only for models holding dropout
@@ -16,10 +16,13 @@ Each finding is an event sent at most once per `EVENT_GAP` optimizer steps.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.records import Collected
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tracer.handles import RunHandle
@@ -51,6 +54,7 @@ class _DropoutWatch:
         functions = _dropout_functions()
         watch = self
         self.seen: Optional[str] = None
+        self.handle: Any = None  # the one-shot forward hook that ends the watch
 
         class Mode(TorchFunctionMode):
             def __torch_function__(
@@ -101,14 +105,23 @@ class EvaluationChecks:
         ):
             self._last_dropout_check = now
             watch = _DropoutWatch()
+            # one-shot, and called even when the forward raises: the mode must not outlive it
+            watch.handle = model.register_forward_hook(self._forward_done, always_call=True)
             watch.mode.__enter__()  # type: ignore[no-untyped-call]
             self._watching = watch
 
+    def _forward_done(self, module: Any, args: Any, output: Any) -> None:
+        try:
+            self.after_forward()
+        except Exception:  # a torch hook: never let it reach the training loop
+            logger.exception("Tracer's dropout check failed; evaluation goes on.")
+
     def after_forward(self) -> None:
-        """The forward hook (also called when the forward raised): ends a dropout watch."""
+        """The end of the watched forward, or of the run: ends a dropout watch."""
         watch, self._watching = self._watching, None
         if watch is None:
             return
+        watch.handle.remove()
         watch.mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
         if watch.seen is not None:
             self._send("dropout_in_eval", {"function": watch.seen})

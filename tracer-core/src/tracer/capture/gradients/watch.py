@@ -38,14 +38,14 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from tracer.capture.gradients import kernels
 from tracer.capture.gradients.fused import FusedSummary
 from tracer.capture.gradients.probe import StepProbe
-from tracer.capture.transfer import HostCopy, copy_to_host
+from tracer.capture.gradients.readback import NormReadback
+from tracer.capture.transfer import copy_to_host
 from tracer.records import Collected
 
 if TYPE_CHECKING:
@@ -109,9 +109,7 @@ class ModelWatch:
         self._nonfinite_skip = 0  # this step was skipped for non-finite gradients: nth in a row
         self._end_queued = False
         self._index_cache: dict[tuple[bool, ...], Any] = {}
-        self._max_since_checkpoint: Optional[list[float]] = None
-        self._last_norms: Optional[list[float]] = None
-        self._recent_norms: dict[int, list[float]] = {}  # per-layer norms of recent steps
+        self.readback = NormReadback(self.names, prefix)  # the writer thread's side
         self.drain_requested = False  # set by the writer thread: an anomaly wants a step here
         self._full: Any = None  # full statistics taken at a capture of a checkpoint step
         # Called with the global norm (a device scalar) right after each capture.
@@ -166,15 +164,10 @@ class ModelWatch:
         def forward(module: Any, args: Any, kwargs: Any) -> None:
             self._guarded(lambda: probe.on_forward(args, kwargs))
 
-        def forward_done(module: Any, args: Any, output: Any) -> None:
-            self._guarded(probe.evaluation.after_forward)
-
         if not self.manual:
             self._handles.append(optimizer.register_step_pre_hook(before))
         self._handles.append(optimizer.register_step_post_hook(after))
         self._handles.append(model.register_forward_pre_hook(forward, with_kwargs=True))
-        # always_call: a forward that raises must still end a dropout watch (evaluation.py)
-        self._handles.append(model.register_forward_hook(forward_done, always_call=True))
 
     def _guarded(self, call: Callable[[], None]) -> None:
         """A probe call from a torch hook: a failure switches the probe off, never training."""
@@ -332,7 +325,7 @@ class ModelWatch:
             return
         copy = copy_to_host(self._ring[: len(self._ring_steps)])
         steps, self._ring_steps = self._ring_steps, []
-        self._run.submit_background(lambda: self._rows(copy, steps))
+        self._run.submit_background(lambda: self.readback.rows(copy, steps))
 
     def checkpoint(self) -> Any:
         """Per-layer statistics for a checkpoint, resolved on the writer thread.
@@ -347,7 +340,7 @@ class ModelWatch:
         if full is None and any(param.grad is not None for param in self.params):
             full = kernels.full_stats([param.grad for param in self.params])
         copy = copy_to_host(full) if full is not None else None
-        return lambda: self._stats(copy)
+        return lambda: self.readback.stats(copy)
 
     def close(self) -> None:
         self.drain()
@@ -358,49 +351,6 @@ class ModelWatch:
             self.probe.close()
 
     # -- writer thread ----------------------------------------------------------------------
-    def _rows(self, copy: HostCopy, steps: list[int]) -> Collected:
-        table = copy.get()
-        layer_norms = table[:, kernels.SUMMARY_HEAD :]
-        finite = layer_norms.isfinite()
-        # NaN sorts as the largest value: an explosion to NaN/Inf shows as the peak.
-        running = layer_norms.nan_to_num(nan=math.inf).amax(dim=0).tolist()
-        self._last_norms = layer_norms[-1].tolist()
-        if self._max_since_checkpoint is None:
-            self._max_since_checkpoint = running
-        else:
-            self._max_since_checkpoint = [
-                max(a, b) for a, b in zip(self._max_since_checkpoint, running, strict=True)
-            ]
-        self._recent_norms = dict(zip(steps, layer_norms.tolist(), strict=True))
-        bad_counts = (~finite).sum(dim=1).tolist()
-        heads = table[:, : kernels.SUMMARY_HEAD].tolist()
-        prefix = self.prefix
-        rows: list[tuple[int, dict[str, float]]] = []
-        events: list[EventWrite] = []
-        for index, (step, (global_norm, max_abs), bad) in enumerate(
-            zip(steps, heads, bad_counts, strict=True)
-        ):
-            rows.append(
-                (
-                    step,
-                    {
-                        prefix + "grad/global_norm": global_norm,
-                        prefix + "grad/max_abs": max_abs,
-                        prefix + "grad/nonfinite_layers": float(bad),
-                    },
-                )
-            )
-            if bad:
-                layers = [self.names[i] for i in (~finite[index]).nonzero().flatten().tolist()]
-                events.append(
-                    {
-                        "step": step,
-                        "kind": "nonfinite_gradients",
-                        "data": {"layers": layers, "first_layer": layers[0]},
-                    }
-                )
-        return Collected(rows, events)
-
     @property
     def captured_this_step(self) -> bool:
         return self._captured
@@ -411,33 +361,4 @@ class ModelWatch:
 
     def anomaly_stats(self, step: int) -> dict[str, dict[str, float]]:
         """Writer thread: per-layer norms at `step`, if it is among the last drained steps."""
-        norms = self._recent_norms.get(step)
-        if norms is None:
-            return {}
-        peaks = self._max_since_checkpoint or [kernels.MISSING] * len(self.names)
-        return {
-            name: {"norm": _present(norm), "max_norm_since_checkpoint": _present(peak)}
-            for name, norm, peak in zip(self.names, norms, peaks, strict=True)
-        }
-
-    def _stats(self, copy: Optional[HostCopy]) -> dict[str, dict[str, float]]:
-        peaks = self._max_since_checkpoint or [kernels.MISSING] * len(self.names)
-        self._max_since_checkpoint = None
-        if copy is not None:
-            rows = [
-                dict(zip(kernels.FULL_STAT_NAMES, values, strict=True))
-                for values in copy.get().tolist()
-            ]
-        elif self._last_norms is not None:
-            rows = [{"norm": _present(norm)} for norm in self._last_norms]
-        else:
-            return {}
-        stats = {}
-        for name, entry, peak in zip(self.names, rows, peaks, strict=True):
-            entry["max_norm_since_checkpoint"] = _present(peak)
-            stats[name] = entry
-        return stats
-
-
-def _present(norm: float) -> float:
-    return math.nan if norm == kernels.MISSING else norm
+        return self.readback.anomaly_stats(step)
