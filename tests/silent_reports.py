@@ -17,7 +17,7 @@ SILENT_DETECTORS = {
     cls.name: cls
     for module in (silent, silent_inputs, silent_setup, streaks, replicas)
     for _, cls in inspect.getmembers(module, inspect.isclass)
-    if issubclass(cls, Detector) and cls.__module__ == module.__name__
+    if issubclass(cls, Detector) and cls.__module__ == module.__name__ and cls.name
 }
 ALL_SILENT_ON = {"detectors": {name: True for name in SILENT_DETECTORS}}
 SILENT_TYPES = frozenset(t for cls in SILENT_DETECTORS.values() for t in cls.anomaly_types)

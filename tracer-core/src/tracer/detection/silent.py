@@ -176,22 +176,45 @@ class FrozenModelDetector(Detector):
         return self.episodes.drain()
 
 
-class GradientsNotResetDetector(Detector):
-    name = "gradients_not_reset"
-    anomaly_types = ("gradients_not_reset",)
-    defaults = {"samples": 2}
+class UpdateStreakDetector(Detector):
+    """A detector of one streak, in probe samples, that the "optimizer_update" event carries
+    under `streak_key`: it reports (`report`) while the streak has reached `samples` and
+    `evidence` allows, and calms the model's episode otherwise."""
+
+    streak_key = ""
 
     def observe_event(self, event: EventWrite) -> list[Finding]:
         if event["kind"] != UPDATE_EVENT:
             return []
         data = event["data"]
         subject = str(data.get("model", ""))
-        streak = int(cast(int, data.get("not_reset_streak", 0)))
-        if streak < self.settings["samples"]:
+        streak = int(cast(int, data.get(self.streak_key, 0)))
+        if streak < self.settings["samples"] or not self.evidence(data):
             self.episodes.calm(subject)
-            return self.episodes.drain()
-        step = event["step"]
-        every = int(cast(int, data.get("interval", 1)))
+        else:
+            every = int(cast(int, data.get("interval", 1)))
+            self.report(event["step"], data, subject, streak, every)
+        return self.episodes.drain()
+
+    def evidence(self, data: Mapping[str, Any]) -> bool:
+        """Whether what else the event says supports a report (by default, nothing needed)."""
+        return True
+
+    def report(
+        self, step: int, data: Mapping[str, Any], subject: str, streak: int, every: int
+    ) -> None:
+        raise NotImplementedError
+
+
+class GradientsNotResetDetector(UpdateStreakDetector):
+    name = "gradients_not_reset"
+    anomaly_types = ("gradients_not_reset",)
+    defaults = {"samples": 2}
+    streak_key = "not_reset_streak"
+
+    def report(
+        self, step: int, data: Mapping[str, Any], subject: str, streak: int, every: int
+    ) -> None:
         gap = data.get("reset_gap")
         held = f" (it held {float(cast(float, gap)):.3g}x the new gradient besides)" if gap else ""
         self.episodes.hit(
@@ -211,4 +234,3 @@ class GradientsNotResetDetector(Detector):
             ),
             "critical",
         )
-        return self.episodes.drain()

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Optional, cast
 
 from tracer.detection.base import Detector, Finding, finding
-from tracer.detection.silent import UPDATE_EVENT
+from tracer.detection.silent import UPDATE_EVENT, UpdateStreakDetector
 from tracer.records import EventWrite
 
 
@@ -106,24 +106,19 @@ class TrainingModeDetector(Detector):
         return self.episodes.drain()
 
 
-class RepeatedBatchDetector(Detector):
+class RepeatedBatchDetector(UpdateStreakDetector):
     name = "repeated_batch"
     anomaly_types = ("repeated_batch",)
     defaults = {"samples": 2}
+    streak_key = "repeated_batch_streak"
 
-    def observe_event(self, event: EventWrite) -> list[Finding]:
-        if event["kind"] != UPDATE_EVENT:
-            return []
-        data = event["data"]
-        subject = str(data.get("model", ""))
-        streak = int(cast(int, data.get("repeated_batch_streak", 0)))
-        loader = _loader_with_more(data)
-        if streak < self.settings["samples"] or loader is None:
-            self.episodes.calm(subject)
-            return self.episodes.drain()
-        step = event["step"]
-        every = int(cast(int, data.get("interval", 1)))
-        batches = loader["batches"]
+    def evidence(self, data: Mapping[str, Any]) -> bool:
+        return _loader_with_more(data) is not None
+
+    def report(
+        self, step: int, data: Mapping[str, Any], subject: str, streak: int, every: int
+    ) -> None:
+        batches = cast(dict[str, int], _loader_with_more(data))["batches"]
         self.episodes.hit(
             "repeated_batch",
             subject,
@@ -142,4 +137,3 @@ class RepeatedBatchDetector(Detector):
                 " detectors={'repeated_batch': False}",
             ),
         )
-        return self.episodes.drain()
