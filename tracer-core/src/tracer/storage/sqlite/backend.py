@@ -29,6 +29,7 @@ from tracer.records import (
 from tracer.storage.base import StorageBackend
 from tracer.storage.liveness import effective_status
 from tracer.storage.sqlite import rewind
+from tracer.storage.sqlite.anomaly_table import AnomalyTable
 from tracer.storage.sqlite.bulk_reads import BulkReads
 from tracer.storage.sqlite.metrics import MetricTables
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 _RUN_COLUMNS = (
     "id, project, name, status, tags, notes, config, start_time, end_time, heartbeat,"
     " heartbeat_interval, host, pid, rank, world_size, total_steps, error, settings"
@@ -60,19 +60,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, allow_nan=True, default=str)
 
 
-def _real(value: Any) -> Optional[float]:
-    """NaN is stored as NULL in a REAL column; `_float` reads it back as NaN."""
-    if value is None:
-        return None
-    number = float(value)
-    return None if number != number else number
-
-
-def _float(value: Optional[float]) -> float:
-    return float("nan") if value is None else float(value)
-
-
-class SQLiteStorage(BulkReads, MetricTables, StorageBackend):
+class SQLiteStorage(BulkReads, MetricTables, AnomalyTable, StorageBackend):
     """SQLite storage for one `storage_path`; thread-safe, one connection per instance."""
 
     def __init__(self, config: Union[TracerConfig, str], *, read_only: bool = False) -> None:
@@ -332,100 +320,6 @@ class SQLiteStorage(BulkReads, MetricTables, StorageBackend):
             for step_, reason, role, name, shape, dtype, values, truncated in rows
         ]
 
-    # -- anomalies --------------------------------------------------------------------------
-    def write_anomalies(self, anomalies: Sequence[AnomalyWrite]) -> int:
-        with self._transaction() as conn:
-            return self._write_anomalies(conn, anomalies)
-
-    @staticmethod
-    def _write_anomalies(conn: sqlite3.Connection, anomalies: Sequence[AnomalyWrite]) -> int:
-        rows = [
-            (
-                a["run_id"],
-                int(a["step"]),
-                a["anomaly_type"],
-                a["severity"],
-                a.get("subject") or "",
-                _real(a.get("value")),
-                _real(a.get("baseline")),
-                _real(a.get("threshold")),
-                a.get("message", ""),
-                a.get("detector", ""),
-                int(a.get("end_step", a["step"])),
-                int(a.get("count", 1)),
-                int(bool(a.get("open", False))),
-                a.get("hint", ""),
-            )
-            for a in anomalies
-        ]
-        before = conn.total_changes
-        conn.executemany(
-            "INSERT OR IGNORE INTO anomalies (run_id, step, anomaly_type, severity, subject,"
-            " value, baseline, threshold, message, detector, end_step, count, open, hint)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        new = conn.total_changes - before
-        if new < len(rows):  # episodes already stored: their progress
-            # A risen severity brings its own message and hint (the old ones explain the
-            # lower severity); every SET expression reads the row as it was.
-            rises = "? > (CASE severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END)"
-            conn.executemany(
-                "UPDATE anomalies SET end_step = MAX(COALESCE(end_step, step), ?),"
-                f" count = MAX(count, ?), open = ?,"
-                f" severity = CASE WHEN {rises} THEN ? ELSE severity END,"
-                f" message = CASE WHEN {rises} THEN ? ELSE message END,"
-                f" hint = CASE WHEN {rises} THEN ? ELSE hint END"
-                " WHERE run_id = ? AND anomaly_type = ? AND step = ? AND subject = ?",
-                [_progress(row) for row in rows],
-            )
-        return new
-
-    def get_anomalies(
-        self, run_id: str, anomaly_types: Optional[Sequence[str]] = None
-    ) -> list[AnomalyWrite]:
-        sql = (
-            "SELECT step, anomaly_type, severity, subject, value, baseline, threshold, message,"
-            " detector, COALESCE(end_step, step), count, open, hint FROM anomalies"
-            " WHERE run_id = ?"
-        )
-        params: list[Any] = [run_id]
-        if anomaly_types is not None:
-            types = list(anomaly_types)
-            sql += f" AND anomaly_type IN ({', '.join('?' * len(types))})"
-            params.extend(types)
-        rows = self._read(sql + " ORDER BY step, id", params)
-        return [
-            {
-                "run_id": run_id,
-                "step": row[0],
-                "anomaly_type": row[1],
-                "severity": row[2],
-                "subject": row[3],
-                "value": _float(row[4]),
-                "baseline": _float(row[5]),
-                "threshold": _float(row[6]),
-                "message": row[7],
-                "detector": row[8],
-                "end_step": row[9],
-                "count": row[10],
-                "open": bool(row[11]),
-                "hint": row[12],
-            }
-            for row in rows
-        ]
-
-    def anomaly_counts(self, project_name: Optional[str] = None) -> dict[str, dict[str, int]]:
-        sql = "SELECT a.run_id, a.severity, count(*) FROM anomalies a"
-        params: list[Any] = []
-        if project_name is not None:
-            sql += " JOIN runs r ON r.id = a.run_id WHERE r.project = ?"
-            params.append(project_name)
-        counts: dict[str, dict[str, int]] = {}
-        for run_id, severity, number in self._read(sql + " GROUP BY a.run_id, a.severity", params):
-            counts.setdefault(run_id, {})[severity] = number
-        return counts
-
     # -- batching ---------------------------------------------------------------------------
     def write_batch(
         self,
@@ -496,11 +390,3 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         "error": error,
         "settings": json.loads(settings),
     }
-
-
-def _progress(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The UPDATE parameters for an episode already stored, from its INSERT row."""
-    run_id, step, kind, severity, subject, _, _, _, message, _, end, count, is_open, hint = row
-    rank = _SEVERITY_RANK.get(severity, 0)
-    return (end, count, is_open, rank, severity, rank, message, rank, hint, run_id, kind, step,
-            subject)  # fmt: skip
