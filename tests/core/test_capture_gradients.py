@@ -411,3 +411,26 @@ def test_a_drain_asked_for_by_an_anomaly_keeps_every_step_in_place() -> None:
     assert steps == list(range(60))
     assert all(v == 0 for v in values[:20])
     assert all(v > 0 for v in values[20:]), values[20:]
+
+
+def test_a_drained_step_is_held_until_its_norms_are_read_back() -> None:
+    """Between the training thread's drain of the ring and the writer's read of those rows a
+    step is in neither: an anomaly checkpoint taken then found no gradient norms (a flaky
+    test under load). Every captured step is now held or readable at every moment."""
+    from tracer.capture.gradients.collector import GradientCapture
+
+    run = tracer.init(project="p", track_system_metrics=False)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    tracer.watch(model, optimizer=optimizer)
+    (capture,) = [c for c in run._collectors if isinstance(c, GradientCapture)]
+    (watch,) = capture._watches
+    for step in range(40):
+        model(torch.randn(8, 4)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        tracer.log({"loss": 1.0})
+        tracer.step()
+        watch.drain()  # as an anomaly's drain request does, at once
+        assert watch.holds(step) or watch.anomaly_stats(step), step
+    tracer.finish()

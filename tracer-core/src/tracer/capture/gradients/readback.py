@@ -25,7 +25,10 @@ class NormReadback:
         self.prefix = prefix
         self._max_since_checkpoint: Optional[list[float]] = None
         self._last_norms: Optional[list[float]] = None
-        self._recent_norms: dict[int, list[float]] = {}  # per-layer norms of recent steps
+        # per-layer norms of the steps of the last two drains: an anomaly checkpoint may be
+        # taken after a later drain was read back (the writer and the training thread race)
+        self._recent_norms: dict[int, list[float]] = {}
+        self._older_norms: dict[int, list[float]] = {}
 
     def rows(self, copy: HostCopy, steps: list[int]) -> Collected:
         """The drained ring rows as series points, and an event per step with non-finite
@@ -42,6 +45,7 @@ class NormReadback:
             self._max_since_checkpoint = [
                 max(a, b) for a, b in zip(self._max_since_checkpoint, running, strict=True)
             ]
+        self._older_norms = self._recent_norms
         self._recent_norms = dict(zip(steps, layer_norms.tolist(), strict=True))
         bad_counts = (~finite).sum(dim=1).tolist()
         heads = table[:, : kernels.SUMMARY_HEAD].tolist()
@@ -74,7 +78,7 @@ class NormReadback:
 
     def anomaly_stats(self, step: int) -> dict[str, dict[str, float]]:
         """Per-layer norms at `step`, if it is among the last drained steps."""
-        norms = self._recent_norms.get(step)
+        norms = self._recent_norms.get(step) or self._older_norms.get(step)
         if norms is None:
             return {}
         peaks = self._max_since_checkpoint or [kernels.MISSING] * len(self.names)

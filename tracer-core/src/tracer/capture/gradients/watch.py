@@ -45,7 +45,7 @@ from tracer.capture.gradients import kernels
 from tracer.capture.gradients.fused import FusedSummary
 from tracer.capture.gradients.probe import StepProbe
 from tracer.capture.gradients.readback import NormReadback
-from tracer.capture.transfer import copy_to_host
+from tracer.capture.transfer import HostCopy, copy_to_host
 from tracer.records import Collected
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ class ModelWatch:
         self._end_queued = False
         self._index_cache: dict[tuple[bool, ...], Any] = {}
         self.readback = NormReadback(self.names, prefix)  # the writer thread's side
+        self._unread: set[int] = set()  # drained steps whose rows the writer has not read
         self.drain_requested = False  # set by the writer thread: an anomaly wants a step here
         self._full: Any = None  # full statistics taken at a capture of a checkpoint step
         # Called with the global norm (a device scalar) right after each capture.
@@ -324,8 +325,17 @@ class ModelWatch:
         if not self._ring_steps:
             return
         copy = copy_to_host(self._ring[: len(self._ring_steps)])
-        steps, self._ring_steps = self._ring_steps, []
-        self._run.submit_background(lambda: self.readback.rows(copy, steps))
+        steps = self._ring_steps
+        self._unread.update(steps)  # before the ring lets go of them: holds() never misses
+        self._ring_steps = []
+        self._run.submit_background(lambda: self._read_back(copy, steps))
+
+    def _read_back(self, copy: HostCopy, steps: list[int]) -> Collected:
+        """Writer thread: a drained block's rows, after which its steps are no longer held."""
+        try:
+            return self.readback.rows(copy, steps)
+        finally:
+            self._unread.difference_update(steps)
 
     def checkpoint(self) -> Any:
         """Per-layer statistics for a checkpoint, resolved on the writer thread.
@@ -356,8 +366,9 @@ class ModelWatch:
         return self._captured
 
     def holds(self, step: int) -> bool:
-        """Writer thread: whether `step` was captured and still sits in the device ring."""
-        return step in self._ring_steps
+        """Writer thread: whether `step` was captured and its norms have not been read back
+        yet (in the device ring, or drained and on their way to the writer)."""
+        return step in self._ring_steps or step in self._unread
 
     def anomaly_stats(self, step: int) -> dict[str, dict[str, float]]:
         """Writer thread: per-layer norms at `step`, if it is among the last drained steps."""
