@@ -19,40 +19,14 @@ from typing import Any
 import pytest
 
 from tracer.exceptions import DuplicateRunError
-from tracer.records import AnomalyWrite, SampleWrite
+from tracer.records import SampleWrite
 from tracer.storage.base import StorageBackend
+from tracer.testing.storage_anomalies import StorageAnomalyConformance, anomaly_row
 from tracer.testing.storage_readers import StorageReaderConformance
 
 
 def _bits(value: float) -> bytes:
     return struct.pack("<d", value)
-
-
-def _anomaly(
-    step: int,
-    anomaly_type: str = "loss_spike",
-    subject: str = "loss",
-    run_id: str = "r1",
-    **fields: object,
-) -> AnomalyWrite:
-    anomaly: AnomalyWrite = {
-        "run_id": run_id,
-        "step": step,
-        "anomaly_type": anomaly_type,
-        "severity": "warning",
-        "subject": subject,
-        "value": 9.5,
-        "baseline": 1.25,
-        "threshold": 8.0,
-        "message": f"{anomaly_type} of {subject} at step {step}",
-        "detector": "test",
-        "end_step": step,
-        "count": 1,
-        "open": False,
-        "hint": "look at the batch",
-    }
-    anomaly.update(fields)  # type: ignore[typeddict-item]
-    return anomaly
 
 
 def _dead_pid() -> int:
@@ -61,9 +35,9 @@ def _dead_pid() -> int:
     return child.pid
 
 
-class StorageConformance(StorageReaderConformance):
-    """Tests a backend must pass (the readers' part in `storage_readers.py`). Override
-    `make_storage`."""
+class StorageConformance(StorageReaderConformance, StorageAnomalyConformance):
+    """Tests a backend must pass (the readers' part in `storage_readers.py`, the anomalies'
+    in `storage_anomalies.py`). Override `make_storage`."""
 
     def make_storage(self, location: Path) -> StorageBackend:
         raise NotImplementedError("return your backend, stored under `location`")
@@ -77,30 +51,6 @@ class StorageConformance(StorageReaderConformance):
         backend = self.make_storage(location)
         yield backend
         backend.close()
-
-    @staticmethod
-    def _new_run(
-        storage: StorageBackend,
-        run_id: str = "r1",
-        project: str = "p",
-        name: str = "n1",
-        start: float | None = None,
-    ) -> None:
-        start = time.time() if start is None else start
-        storage.create_run(
-            run_id,
-            project,
-            name,
-            start,
-            {"lr": 0.1},
-            tags=["a", "b"],
-            notes="note",
-            host="host-x",
-            pid=None,
-            rank=0,
-            world_size=1,
-            heartbeat_interval=10.0,
-        )
 
     # -- runs -------------------------------------------------------------------------------
     def test_created_run_reads_back(self, storage: StorageBackend) -> None:
@@ -184,7 +134,7 @@ class StorageConformance(StorageReaderConformance):
         self._new_run(storage, run_id="r2", name="n2")
         storage.write_metrics("r1", {"loss": ([0, 1], [1.0, 0.5])})
         storage.write_checkpoint("r1", 1, 1.0, {"loss": 0.5}, {}, {})
-        storage.write_anomalies([_anomaly(1), _anomaly(1, run_id="r2")])
+        storage.write_anomalies([anomaly_row(1), anomaly_row(1, run_id="r2")])
         storage.delete_run("r1")
         assert storage.get_run("r1") is None
         assert storage.get_metric_timeseries("r1", "loss") == {"steps": [], "values": []}
@@ -206,7 +156,7 @@ class StorageConformance(StorageReaderConformance):
         for step in (10, 51, 60):
             storage.write_checkpoint("r1", step, 1.0, {"loss": 1.0}, {}, {})
         storage.write_events("r1", [{"step": s, "kind": "k", "data": {}} for s in (10, 51)])
-        storage.write_anomalies([_anomaly(10, end_step=54), _anomaly(52, subject="acc")])
+        storage.write_anomalies([anomaly_row(10, end_step=54), anomaly_row(52, subject="acc")])
         storage.update_run("r1", total_steps=60)
         try:
             storage.rewind_run("r1", 50)
@@ -415,98 +365,6 @@ class StorageConformance(StorageReaderConformance):
             "bfloat16",
             False,
         )
-
-    # -- anomalies --------------------------------------------------------------------------
-    def test_write_anomalies_stores_each_once_and_counts_new(self, storage: StorageBackend) -> None:
-        """One anomaly per (run, type, step, subject): writing it again keeps the first's
-        identity fields, and the return value counts only the new ones."""
-        self._new_run(storage)
-        assert storage.write_anomalies([_anomaly(5), _anomaly(7)]) == 2
-        again = [
-            _anomaly(5, message="rewritten", severity="info"),  # same key: kept as first
-            _anomaly(5, subject="val_loss"),  # another subject: new
-            _anomaly(5, anomaly_type="loss_drop"),  # another type: new
-            _anomaly(7),
-        ]
-        assert storage.write_anomalies(again) == 2
-        assert storage.write_anomalies(again) == 0
-        assert storage.write_anomalies([]) == 0
-        stored = storage.get_anomalies("r1")
-        assert len(stored) == 4
-        keys = [(a["step"], a["anomaly_type"], a["subject"]) for a in stored]
-        assert sorted(keys) == [
-            (5, "loss_drop", "loss"),
-            (5, "loss_spike", "loss"),
-            (5, "loss_spike", "val_loss"),
-            (7, "loss_spike", "loss"),
-        ]
-        first = stored[keys.index((5, "loss_spike", "loss"))]
-        assert (first["message"], first["severity"]) == ("loss_spike of loss at step 5", "warning")
-
-    def test_writing_an_episode_again_updates_its_progress(self, storage: StorageBackend) -> None:
-        """An episode stored while open is updated by later writes of the same key: end_step
-        and count only grow, open takes the written value, severity only rises; the message
-        and hint change only with a rise of severity (they say why it is worse); the value
-        stays as first written."""
-        self._new_run(storage)
-        opened = _anomaly(5, end_step=5, count=1, open=True, severity="info")
-        assert storage.write_anomalies([opened]) == 1
-        same = _anomaly(5, end_step=6, count=2, open=True, severity="info", message="same")
-        assert storage.write_anomalies([same]) == 0
-        assert storage.get_anomalies("r1")[0]["message"] == opened["message"]
-        risen = _anomaly(
-            5, end_step=40, count=12, open=True, severity="critical", message="x", hint="y"
-        )
-        assert storage.write_anomalies([risen]) == 0
-        closed = _anomaly(5, end_step=41, count=13, open=False, severity="warning", message="z")
-        stale = _anomaly(5, end_step=20, count=3, open=False)  # an older, shorter state
-        assert storage.write_anomalies([closed, stale]) == 0
-        (stored,) = storage.get_anomalies("r1")
-        assert (stored["step"], stored["end_step"], stored["count"], stored["open"]) == (
-            5,
-            41,
-            13,
-            False,
-        )
-        assert (stored["severity"], stored["message"], stored["hint"]) == ("critical", "x", "y")
-        assert stored["value"] == opened["value"]
-
-    def test_anomaly_fields_round_trip_nan_included(self, storage: StorageBackend) -> None:
-        """Every field reads back as written; NaN value, baseline and threshold read NaN."""
-        self._new_run(storage)
-        written = _anomaly(
-            3, "nan_or_inf", severity="critical", detector="nan_or_inf", end_step=9, count=4
-        )
-        nan_fields = _anomaly(4, "nan_or_inf", value=math.nan, baseline=math.nan)
-        nan_fields["threshold"] = math.nan
-        storage.write_anomalies([written, nan_fields])
-        first, second = storage.get_anomalies("r1")
-        assert first == written
-        assert math.isnan(second["value"])
-        assert math.isnan(second["baseline"])
-        assert math.isnan(second["threshold"])
-        assert (second["step"], second["message"]) == (4, nan_fields["message"])
-
-    def test_get_anomalies_filters_by_type_in_step_order(self, storage: StorageBackend) -> None:
-        """Anomalies come back in step order whatever the write order, only the run's own, and
-        only of the types asked for when `anomaly_types` is given."""
-        self._new_run(storage)
-        self._new_run(storage, run_id="r2", name="n2")
-        storage.write_anomalies(
-            [
-                _anomaly(30, "nan_or_inf"),
-                _anomaly(10, "loss_spike"),
-                _anomaly(20, "gradient_explosion", subject="grad/global_norm"),
-                _anomaly(5, "nan_or_inf", run_id="r2"),
-            ]
-        )
-        steps = [(a["step"], a["anomaly_type"]) for a in storage.get_anomalies("r1")]
-        assert steps == [(10, "loss_spike"), (20, "gradient_explosion"), (30, "nan_or_inf")]
-        chosen = storage.get_anomalies("r1", ["nan_or_inf", "gradient_explosion"])
-        assert [a["step"] for a in chosen] == [20, 30]
-        assert storage.get_anomalies("r1", ["memory_leak"]) == []
-        assert all(a["run_id"] == "r1" for a in storage.get_anomalies("r1"))
-        assert storage.get_anomalies("missing") == []
 
     # -- lifetime ---------------------------------------------------------------------------
     def test_data_survives_reopening(self, storage: StorageBackend, location: Path) -> None:
