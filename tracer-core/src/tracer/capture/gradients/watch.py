@@ -224,7 +224,9 @@ class ModelWatch:
             )
             self.params = []
             self._captured = False
-            self.probe = None  # its hooks go too
+            probe, self.probe = self.probe, None  # its hooks go too
+            if probe is not None:
+                probe.close()  # the reset check's hooks sit on a parameter, not in _handles
             for handle in self._handles:
                 handle.remove()
             self._handles = []
