@@ -434,3 +434,36 @@ def test_healthy_loops_report_nothing(tmp_path: Path, loop: dict[str, Any]) -> N
     model = Net()
     online, offline = train(tmp_path, model, adam(model), evaluate=validate, steps=60, **loop)
     assert online == [] and offline == []
+
+
+def test_a_sparse_gradient_stops_tracers_capture_not_the_training(tmp_path: Path) -> None:
+    """nn.Embedding(sparse=True): its sparse gradient has no norm kernel, so the capture fails
+    in the optimizer's pre-hook and stops. Its hooks come off at the step's end, not inside
+    torch's loop over them (which raised "OrderedDict mutated during iteration" into
+    optimizer.step()); the reset check watching that embedding stops too; training goes on."""
+
+    class Bag(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4, sparse=True)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.head(self.embed(tokens).mean(dim=1))
+            return out
+
+    model = Bag()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = tracer.init(project="silent", storage_path=str(tmp_path))
+    tracer.watch(model, optimizer=optimizer)
+    for _ in range(30):
+        tokens = torch.randint(0, 10, (8, 5))
+        functional.cross_entropy(model(tokens), torch.randint(0, 3, (8,))).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        tracer.step()
+    tracer.finish()
+    with QueryEngine(storage_path=str(tmp_path)) as query:
+        found = [a["anomaly_type"] for a in query.get_anomalies(run.run_id)]
+        assert query.get_run_summary(run.run_id)["total_steps"] == 30
+    assert "gradients_not_reset" not in found

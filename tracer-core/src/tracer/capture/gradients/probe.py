@@ -222,6 +222,8 @@ class StepProbe:
         return self._segments
 
     def on_step_end(self, step: int) -> None:
+        if self.resets is not None:
+            self.resets.settle()
         sample, self._open = self._open, None
         if sample is None or sample.row is None:
             return

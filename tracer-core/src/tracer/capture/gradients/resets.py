@@ -8,14 +8,18 @@ the accumulated gradient is the fresh one exactly; if not, it is the last step's
 the fresh one. The gap ||accumulated - fresh|| / ||fresh|| is therefore 0 after a reset and
 about ||last|| / ||fresh|| without one, whatever the optimizer, the loss scale or the
 accumulation: clipping and unscaling act before the step, not between the step and the next
-backward. Both hooks remove themselves at the first backward that reaches the parameter, so
-the cost is one strided sample and a norm once per probe interval, on the device, no sync.
+backward. The hooks measure at the first backward that reaches the parameter and come off at
+the end of that step, so the cost is one strided sample and a norm once per probe interval,
+on the device, no sync.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Optional
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_ELEMENTS = 1024
 RESET_TOLERANCE = 1e-3  # a gap above this: the gradient held more than the fresh backward's
@@ -41,56 +45,88 @@ def _sample(tensor: Any) -> Any:
 
 class GradientResetCheck:
     """One armed check at a time; `take()` hands over the last measured gap (a device
-    scalar, or None while none was measured since the last take)."""
+    scalar, or None while none was measured since the last take).
+
+    The hooks never remove themselves: torch is iterating the parameter's hooks when they
+    run. Once the check is measured (or has failed) they do nothing, and `settle()` at the
+    step's end (or `arm()` / `take()` in the optimizer's post-hook) takes them off."""
 
     def __init__(self, param: Any) -> None:
         self._param = param
         self._handles: list[Any] = []
+        self._waiting = False  # armed and not measured yet
         self._fresh: Any = None
         self._gap: Any = None
 
-    @property
-    def armed(self) -> bool:
-        return bool(self._handles)
-
     def arm(self) -> None:
         """Called after a sampled optimizer step (its post-hook)."""
+        if self._waiting:
+            return  # no backward has reached the parameter since the last arm
+        self.disarm()
         param = self._param
-        if self._handles or not hasattr(param, "register_post_accumulate_grad_hook"):
-            return  # still waiting for a backward to reach the parameter, or torch < 2.1
+        if param is None or not hasattr(param, "register_post_accumulate_grad_hook"):
+            return  # stopped, or torch < 2.1
         self._fresh = None
+        self._waiting = True
         self._handles = [
             param.register_hook(self._on_fresh),
             param.register_post_accumulate_grad_hook(self._on_accumulated),
         ]
 
     def _on_fresh(self, grad: Any) -> None:
-        if self._fresh is None:
+        if not self._waiting or self._fresh is not None:
+            return
+        try:
             self._fresh = _sample(grad).clone()
+        except Exception:
+            self._fail()
 
     def _on_accumulated(self, param: Any) -> None:
+        if not self._waiting:
+            return
+        self._waiting = False
         fresh, self._fresh = self._fresh, None
-        self.disarm()
         if fresh is None or param.grad is None:
             return
-        import torch
+        try:
+            import torch
 
-        accumulated = _sample(param.grad)
-        if accumulated.shape != fresh.shape:
-            return
-        scale = torch.linalg.vector_norm(fresh).clamp_min(1e-30)
-        self._gap = torch.linalg.vector_norm(accumulated - fresh) / scale
+            accumulated = _sample(param.grad)
+            if accumulated.shape != fresh.shape:
+                return
+            scale = torch.linalg.vector_norm(fresh).clamp_min(1e-30)
+            self._gap = torch.linalg.vector_norm(accumulated - fresh) / scale
+        except Exception:
+            self._fail()
+
+    def _fail(self) -> None:
+        """A gradient this check cannot sample (sparse, say): these hooks run inside the
+        backward, so they stop for good rather than raise into it."""
+        logger.warning(
+            "Tracer's gradient-reset check cannot read this gradient and stops.", exc_info=True
+        )
+        self._waiting = False
+        self._param = None
 
     def take(self, device: Any) -> Any:
         """The last gap as a 1-element tensor on `device` (NaN when none was measured)."""
         import torch
 
+        if not self._waiting:
+            self.disarm()  # measured: its hooks are done
         gap, self._gap = self._gap, None
         if gap is None:
             return torch.full((1,), math.nan, device=device)
         return gap.reshape(1).to(device)
 
+    def settle(self) -> None:
+        """The step ended: hooks that have measured (or failed) come off."""
+        if self._handles and not self._waiting:
+            self.disarm()
+
     def disarm(self) -> None:
+        """Take the hooks off (outside the backward: after a step, or as the run ends)."""
+        self._waiting = False
         handles, self._handles = self._handles, []
         for handle in handles:
             handle.remove()

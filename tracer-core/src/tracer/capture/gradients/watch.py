@@ -111,6 +111,7 @@ class ModelWatch:
         self._index_cache: dict[tuple[bool, ...], Any] = {}
         self.readback = NormReadback(self.names, prefix)  # the writer thread's side
         self._unread: set[int] = set()  # drained steps whose rows the writer has not read
+        self._failed = False  # capture failed in a hook: its hooks come off at the step's end
         self.drain_requested = False  # set by the writer thread: an anomaly wants a step here
         self._full: Any = None  # full statistics taken at a capture of a checkpoint step
         # Called with the global norm (a device scalar) right after each capture.
@@ -213,8 +214,8 @@ class ModelWatch:
     def _capture_guarded(self) -> None:
         """Called from torch's hooks: a failure must never reach the training loop. Capture
         stops for this model after the first one (it would fail the same way each step)."""
-        if not self._run.active:
-            return  # a forked child (a training worker of its own): the parent's run is not its
+        if not self._run.active or not self.params:
+            return  # a forked child (a training worker of its own), or capture stopped
         try:
             self._capture()
         except Exception:
@@ -222,14 +223,14 @@ class ModelWatch:
                 "Tracer's gradient capture of %s failed and stops; training goes on.",
                 type(self.model).__name__,
             )
-            self.params = []
+            self.params = []  # every hook does nothing from now on
             self._captured = False
-            probe, self.probe = self.probe, None  # its hooks go too
+            probe, self.probe = self.probe, None
             if probe is not None:
-                probe.close()  # the reset check's hooks sit on a parameter, not in _handles
-            for handle in self._handles:
-                handle.remove()
-            self._handles = []
+                probe.close()  # its own hooks sit on a parameter and the forward: none runs now
+            # Taken off at the step's end: torch is iterating these hooks right now, and
+            # removing one from inside another is an error that would reach the training loop.
+            self._failed = True
 
     def skipped(self) -> None:
         """The framework says the optimizer skipped this step: record it, drop its capture."""
@@ -285,6 +286,10 @@ class ModelWatch:
 
     # -- run calls (training thread) ------------------------------------------------------
     def on_step_end(self, step: int) -> None:
+        if self._failed:
+            self._failed = False
+            self.close()
+            return
         captured = self._captured
         if captured:  # its row is already in the ring, at index len(_ring_steps)
             self._captured = False
