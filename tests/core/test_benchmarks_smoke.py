@@ -15,18 +15,24 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_core.py"
 HEADER = "| measurement | Tracer | baseline |"
 
 
-@pytest.mark.slow
-def test_bench_core_quick_runs_and_prints_the_table() -> None:
-    if not SCRIPT.is_file():
-        pytest.skip(f"{SCRIPT} is missing")
+def run_quick(script: Path) -> subprocess.CompletedProcess[str]:
+    """`script --quick` in a fresh interpreter, which must exit 0."""
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"],
+        [sys.executable, str(script), "--quick"],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+@pytest.mark.slow
+def test_bench_core_quick_runs_and_prints_the_table() -> None:
+    if not SCRIPT.is_file():
+        pytest.skip(f"{SCRIPT} is missing")
+    done = run_quick(SCRIPT)
     assert HEADER in done.stdout, done.stdout[-4000:]
 
 
@@ -43,14 +49,7 @@ def test_bench_ui_quick_runs_and_prints_the_table() -> None:
         pytest.skip(f"{UI_SCRIPT} is missing")
     if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
         pytest.skip("needs tracer-core[ui] (starlette, uvicorn)")
-    done = subprocess.run(
-        [sys.executable, str(UI_SCRIPT), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = run_quick(UI_SCRIPT)
     assert UI_HEADER in done.stdout, done.stdout[-4000:]
     assert "| spike and NaN kept at every zoom | 0 misses |" in done.stdout, done.stdout
 
@@ -66,14 +65,7 @@ def test_bench_frames_quick_runs_and_prints_the_table() -> None:
 
     if importlib.util.find_spec("pyarrow") is None or importlib.util.find_spec("pandas") is None:
         pytest.skip("needs tracer-core[pandas] (pyarrow, pandas)")
-    done = subprocess.run(
-        [sys.executable, str(FRAMES_SCRIPT), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = run_quick(FRAMES_SCRIPT)
     assert FRAMES_HEADER in done.stdout, done.stdout[-4000:]
     assert "runs_frame" in done.stdout and "peak memory" in done.stdout
 
@@ -86,13 +78,6 @@ REPLICAS_HEADER = "| model | training step | one fingerprint | amortised per ste
 def test_bench_replicas_quick_runs_and_prints_the_table() -> None:
     """The weight fingerprint's cost benchmark, smoke version (needs torch)."""
     pytest.importorskip("torch")
-    done = subprocess.run(
-        [sys.executable, str(REPLICAS_SCRIPT), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = run_quick(REPLICAS_SCRIPT)
     assert REPLICAS_HEADER in done.stdout, done.stdout[-4000:]
     assert "| MLP 8 x 512, CPU" in done.stdout, done.stdout[-4000:]
