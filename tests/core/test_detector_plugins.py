@@ -294,6 +294,9 @@ def test_a_detector_can_be_disabled() -> None:
     [
         ({"loss_spikes": {}}, r"did you mean 'loss_spike'"),
         ({"loss_spike": {"z_treshold": 4}}, r"'z_threshold'"),
+        ({"gradients_not_reset": {"samples": "2"}}, r"'samples' must be int, got '2'"),
+        ({"repeated_batch": {"samples": 2.5}}, r"'samples' must be int, got 2.5"),
+        ({"loss_spike": {"z_threshold": True}}, r"must be int or float, got True"),
     ],
 )
 def test_a_misspelt_detector_or_setting_fails_init(detectors: dict[str, Any], message: str) -> None:

@@ -75,6 +75,7 @@ class Detector:
                 close = difflib.get_close_matches(key, list(self.defaults), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"detector {self.name!r} has no setting {key!r}{hint}")
+            _check_type(self.name, key, self.defaults[key], settings[key])
         self.settings: dict[str, Any] = {**self.defaults, **settings}
         self.context = context or DetectorContext()
         self.episodes = Episodes(self.episode_gap)
@@ -101,3 +102,22 @@ class Detector:
         the episodes still open as closed."""
         self.episodes.close_all()
         return self.episodes.drain()
+
+
+def _check_type(detector: str, key: str, default: Any, value: Any) -> None:
+    """A setting must be of its default's kind (a float setting takes an int too), so that
+    `{"samples": "3"}` is refused at `tracer.init`, not found later as a detector failing on
+    the writer thread. A default of None or of another kind is not checked."""
+    if isinstance(default, bool):
+        kinds: tuple[type, ...] = (bool,)
+    elif isinstance(default, int):
+        kinds = (int,)
+    elif isinstance(default, float):
+        kinds = (int, float)
+    elif isinstance(default, str):
+        kinds = (str,)
+    else:
+        return
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(kind.__name__ for kind in kinds)
+        raise ValueError(f"detector {detector!r} setting {key!r} must be {names}, got {value!r}")
