@@ -31,6 +31,15 @@ def _numpy_array() -> None:
     tracer.log({"loss": np.ones(4)})
 
 
+def _watch_with(optimizer_of: Callable[[Any], Any]) -> Callable[[], None]:
+    def watch() -> None:
+        torch = pytest.importorskip("torch")
+        model = torch.nn.Linear(2, 1)
+        tracer.watch(model, optimizer=optimizer_of(model))
+
+    return watch
+
+
 # (case, misuse during an active run, expected error, message pattern)
 RUN_MISUSE: list[tuple[str, Callable[[], None], type[Exception], str]] = [
     ("non-dict log", _log([("loss", 1.0)]), TypeError, "dict of metric name"),
@@ -45,6 +54,8 @@ RUN_MISUSE: list[tuple[str, Callable[[], None], type[Exception], str]] = [
     ("numpy array", _numpy_array, TypeError, "4 elements"),
     ("string step", lambda: tracer.log({"loss": 1.0}, step="5"), TypeError, "step"),  # type: ignore[arg-type]
     ("negative step", lambda: tracer.log({"loss": 1.0}, step=-1), ValueError, "step"),
+    ("watch a non-module", lambda: tracer.watch(object()), TypeError, "torch.nn.Module"),
+    ("watch with a non-optimizer", _watch_with(lambda model: "adam"), TypeError, "got str"),
 ]
 
 

@@ -294,21 +294,9 @@ class TrainingTracer(Stopping, AdapterCalls):
         if not (hasattr(model, "named_parameters") and hasattr(model, "register_forward_hook")):
             raise TypeError(f"tracer.watch() needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None:
-            from tracer.capture.gradients.optimizers import is_torch_optimizer, torch_optimizer
+            from tracer.capture.gradients.optimizers import optimizer_to_hook
 
-            unwrapped = torch_optimizer(optimizer)
-            if not is_torch_optimizer(unwrapped):
-                if capture_point is None:
-                    raise TypeError(
-                        f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-                    )
-                logger.info(
-                    "Tracer cannot hook %s: %s is watched without the silent-bug probe.",
-                    type(optimizer).__name__,
-                    type(model).__name__,
-                )
-                unwrapped = None
-            optimizer = unwrapped
+            optimizer = optimizer_to_hook(optimizer, model, adapter=capture_point is not None)
         self._collectors.watch(model, optimizer, capture_point)
 
     def submit_background(self, source: Collected | Callable[[], Collected]) -> None:

@@ -13,7 +13,10 @@ that never ran `Optimizer.__init__` never fire. Duck-typed, so no framework is i
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 INNER_ATTRIBUTES = ("_optimizer", "optimizer")  # LightningOptimizer; Accelerate and Fabric
 MAX_WRAPPERS = 8  # wrappers of wrappers: HF's AcceleratedOptimizer around a user's wrapper
@@ -51,3 +54,23 @@ def torch_optimizer(optimizer: Any) -> Any:
             break
         current = inner
     return current
+
+
+def optimizer_to_hook(optimizer: Any, model: Any, *, adapter: bool) -> Any:
+    """What `watch(model, optimizer)` hooks: the torch optimizer inside `optimizer`. One that
+    cannot be hooked is a `TypeError` for a user's `watch`; under an adapter (a DeepSpeed
+    placeholder, say) it is None: the model is watched without the silent-bug probe rather
+    than refused."""
+    unwrapped = torch_optimizer(optimizer)
+    if is_torch_optimizer(unwrapped):
+        return unwrapped
+    if not adapter:
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    logger.info(
+        "Tracer cannot hook %s: %s is watched without the silent-bug probe.",
+        type(optimizer).__name__,
+        type(model).__name__,
+    )
+    return None
