@@ -17,12 +17,8 @@ Needs pytest (not a dependency of tracer-core): `pip install pytest`.
 
 from __future__ import annotations
 
-from tracer.testing.detector_suite import (
-    DetectorConformance,
-    DetectorStream,
-    make_checkpoint,
-    make_event,
-)
+from tracer.testing.detector_streams import DetectorStream, make_checkpoint, make_event
+from tracer.testing.detector_suite import DetectorConformance
 from tracer.testing.storage_suite import StorageConformance
 
 __all__ = [
