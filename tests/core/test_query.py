@@ -24,7 +24,7 @@ import pytest
 
 import tracer
 from tracer.analysis import AnomalyDetector, QueryEngine
-from tracer.analysis.query import _first_divergence
+from tracer.analysis.comparison import first_divergence_between
 from tracer.config import TracerConfig
 from tracer.exceptions import RunNotFoundError
 from tracer.records import AnomalyWrite
@@ -341,7 +341,7 @@ def test_divergence_over_different_step_sets_uses_common_steps(
     assert (loss["run1"]["count"], loss["run2"]["count"]) == (100, 100)
     assert (loss["run1"]["max"], loss["run2"]["max"]) == (100.0, 2.0)
     disjoint = {"steps": [1, 3], "values": [1.0, 2.0]}
-    assert _first_divergence({"steps": [0, 2], "values": [5.0, 6.0]}, disjoint, 0.05) is None
+    assert first_divergence_between({"steps": [0, 2], "values": [5.0, 6.0]}, disjoint, 0.05) is None
 
 
 def _reference_differs(mine: float, theirs: float, tolerance: float) -> bool:
@@ -392,7 +392,7 @@ def test_first_divergence_matches_the_plain_rule_on_random_histories() -> None:
             ),
             None,
         )
-        found = _first_divergence(
+        found = first_divergence_between(
             {"steps": steps, "values": mine}, {"steps": steps, "values": theirs}, tolerance
         )
         assert found == expected, (case, tolerance, mine, theirs)

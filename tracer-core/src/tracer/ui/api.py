@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from tracer.analysis import QueryEngine
+from tracer.analysis.comparison import first_divergence
 from tracer.analysis.downsample import DEFAULT_POINTS
 from tracer.analysis.encode import spelled
 from tracer.analysis.payloads import (
@@ -29,7 +30,6 @@ from tracer.analysis.payloads import (
     run_row,
     series_of,
 )
-from tracer.analysis.query import first_divergence
 from tracer.records import RunRecord
 from tracer.storage.base import StorageBackend
 
