@@ -102,6 +102,7 @@ class StepProbe:
         self._pending: list[_Sample] = []
         self._open: Optional[_Sample] = None
         self._segments: Any = None
+        self._nans: dict[int, Any] = {}
         self._weights: Any = None
         # writer-thread state: streaks in samples
         self._unchanged: dict[str, int] = {}
@@ -154,16 +155,20 @@ class StepProbe:
         import torch
 
         now = self._before = torch.cat(self._samples_of())
+        groups = self._optimizer.param_groups
+        in_optimizer = {id(p) for group in groups for p in group["params"]}
+        with_grad = [p.grad is not None for p in self._params]
+        inside = [id(p) in in_optimizer for p in self._params]
         # Parameters outside this optimizer that still change were trained by another one
         # (a GAN's second optimizer), not left out: compare with the last sample's weights.
-        moved = torch.full((len(self._params),), math.nan, device=now.device)
+        # Only worked out when some parameter with a gradient is outside: most runs have none.
+        moved = self._unknown(now.device, len(self._params))
         previous, self._previous = self._previous, now
-        if previous is not None and previous.shape == now.shape:
+        outside = any(g and not i for g, i in zip(with_grad, inside, strict=True))
+        if outside and previous is not None and previous.shape == now.shape:
             change = torch.zeros(len(self._params), dtype=torch.float32, device=now.device)
             change.index_add_(0, self._segment_ids(now.device), (now - previous).float().square())
             moved = (change > 0).float()
-        groups = self._optimizer.param_groups
-        in_optimizer = {id(p) for group in groups for p in group["params"]}
         decays = [
             float(group.get("weight_decay", 0.0) or 0.0)
             for group in groups
@@ -175,8 +180,8 @@ class StepProbe:
             row=None,
             lrs=[lr.detach().clone() if isinstance(lr, torch.Tensor) else lr for lr in lrs],
             training=bool(self._model.training),
-            with_grad=[p.grad is not None for p in self._params],
-            in_optimizer=[id(p) in in_optimizer for p in self._params],
+            with_grad=with_grad,
+            in_optimizer=inside,
             norm_decay=max(decays, default=0.0),
             batch_rows=self._batch_rows,
             moved=moved,
@@ -189,26 +194,34 @@ class StepProbe:
         import torch
 
         self._sampling = False
-        after = torch.cat(self._samples_of())
-        segments = self._segment_ids(after.device)
+        after = torch.cat(self._samples_of()).float()
+        squares = torch.stack([after - self._before.float(), after]).square_()
         sums = torch.zeros((2, len(self._params)), dtype=torch.float32, device=after.device)
-        sums[0].index_add_(0, segments, (after - self._before).float().square())
-        sums[1].index_add_(0, segments, after.float().square())
-        ratios = sums[0].sqrt() / sums[1].sqrt().clamp_min(1e-30)
+        sums.index_add_(1, self._segment_ids(after.device), squares).sqrt_()
+        ratios = sums[0] / sums[1].clamp_min(1e-30)
         fingerprint = self._fingerprint
         if fingerprint is None:
-            fingerprint = torch.tensor(math.nan, device=after.device)
-        moved = self._open.moved.to(ratios.dtype)
+            fingerprint = self._unknown(after.device, 1)
+        gap = None
         if self.resets is not None:
-            gap = self.resets.take(after.device)
+            gap = self.resets.take()
             self.resets.arm()  # measured at the next backward, read at the next sample
-        else:
-            gap = torch.full((1,), math.nan, device=after.device)
-        head = torch.cat([fingerprint.reshape(1), gap.reshape(1)]).to(ratios.dtype)
-        self._open.row = torch.cat([head, ratios, moved])
+        if gap is None:
+            gap = self._unknown(after.device, 1)
+        parts = [fingerprint.reshape(1), gap.reshape(1), ratios, self._open.moved]
+        self._open.row = torch.cat([part.to(ratios.dtype) for part in parts])
         self._before = None
         self._fingerprint = None
         self._batch_rows = 0
+
+    def _unknown(self, device: Any, size: int) -> Any:
+        """A vector of `size` NaN on `device` ("not measured"), made once per size."""
+        cached = self._nans.get(size)
+        if cached is None or cached.device != device:
+            import torch
+
+            cached = self._nans[size] = torch.full((size,), math.nan, device=device)
+        return cached
 
     def _segment_ids(self, device: Any) -> Any:
         """For each sampled value, the index of its parameter (for per-parameter sums)."""

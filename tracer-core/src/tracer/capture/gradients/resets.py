@@ -16,7 +16,6 @@ on the device, no sync.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
@@ -108,16 +107,13 @@ class GradientResetCheck:
         self._waiting = False
         self._param = None
 
-    def take(self, device: Any) -> Any:
-        """The last gap as a 1-element tensor on `device` (NaN when none was measured)."""
-        import torch
-
+    def take(self) -> Any:
+        """The last gap (a device scalar), or None when none was measured since the last
+        take."""
         if not self._waiting:
             self.disarm()  # measured: its hooks are done
         gap, self._gap = self._gap, None
-        if gap is None:
-            return torch.full((1,), math.nan, device=device)
-        return gap.reshape(1).to(device)
+        return gap
 
     def settle(self) -> None:
         """The step ended: hooks that have measured (or failed) come off."""
