@@ -7,6 +7,7 @@ name what it exchanges. `tracer.storage.base` re-exports them for code written b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Optional, TypedDict
 
@@ -146,6 +147,32 @@ class AnomalyWrite(TypedDict):
     count: int  # observations the episode spans
     open: bool  # the condition may still be going on (False once the run has ended)
     hint: str  # one line: what to try
+
+
+def anomaly_record(run_id: str, row: Sequence[Any]) -> AnomalyWrite:
+    """An anomaly as every backend hands it back, from a row of (step, anomaly_type, severity,
+    subject, value, baseline, threshold, message, detector, end_step, count, open, hint): a
+    NULL value, baseline or threshold (a column without NaN) reads as NaN."""
+    return {
+        "run_id": run_id,
+        "step": int(row[0]),
+        "anomaly_type": row[1],
+        "severity": row[2],
+        "subject": row[3],
+        "value": _nan_if_null(row[4]),
+        "baseline": _nan_if_null(row[5]),
+        "threshold": _nan_if_null(row[6]),
+        "message": row[7],
+        "detector": row[8],
+        "end_step": int(row[9]),
+        "count": int(row[10]),
+        "open": bool(row[11]),
+        "hint": row[12],
+    }
+
+
+def _nan_if_null(value: Optional[float]) -> float:
+    return math.nan if value is None else float(value)
 
 
 class MetricSeries(TypedDict):

@@ -19,17 +19,13 @@ from tracer.storage.base import (
     CheckpointWrite,
     EventWrite,
     SampleWrite,
+    anomaly_record,
     checkpoint_write,
 )
 from tracer_postgres.connection import PostgresConnection
 from tracer_postgres.runs import as_json
 
 _SEVERITY_RANK = "(CASE {} WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END)"
-_NAN = float("nan")
-
-
-def _float(value: Optional[float]) -> float:
-    return _NAN if value is None else float(value)
 
 
 class StepRecordTables(PostgresConnection):
@@ -222,25 +218,8 @@ class StepRecordTables(PostgresConnection):
         if anomaly_types is not None:
             query += " AND anomaly_type = ANY(%s)"
             params.append(list(anomaly_types))
-        return [
-            {
-                "run_id": run_id,
-                "step": int(row[0]),
-                "anomaly_type": row[1],
-                "severity": row[2],
-                "subject": row[3],
-                "value": _float(row[4]),
-                "baseline": _float(row[5]),
-                "threshold": _float(row[6]),
-                "message": row[7],
-                "detector": row[8],
-                "end_step": int(row[9]),
-                "count": int(row[10]),
-                "open": bool(row[11]),
-                "hint": row[12],
-            }
-            for row in self._read(query + " ORDER BY step, id", params)
-        ]
+        rows = self._read(query + " ORDER BY step, id", params)
+        return [anomaly_record(run_id, row) for row in rows]
 
     def anomaly_counts(self, project_name: Optional[str] = None) -> dict[str, dict[str, int]]:
         query = "SELECT a.run_id, a.severity, count(*) FROM anomalies a"

@@ -30,6 +30,7 @@ from tracer.records import (  # re-exported: the names were defined here before
     RunRecord,
     SampleRecord,
     SampleWrite,
+    anomaly_record,
     checkpoint_write,
 )
 from tracer.storage.reduction import DEFAULT_POINTS, Reduced, reduce_points
@@ -52,6 +53,7 @@ __all__ = [
     "SampleRecord",
     "SampleWrite",
     "StorageBackend",
+    "anomaly_record",
     "checkpoint_write",
 ]
 

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from tracer.records import AnomalyWrite
+from tracer.records import AnomalyWrite, anomaly_record
 from tracer.storage.sqlite.connection import SQLiteConnection
 
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -82,25 +82,7 @@ class AnomalyTable(SQLiteConnection):
             sql += f" AND anomaly_type IN ({', '.join('?' * len(types))})"
             params.extend(types)
         rows = self._read(sql + " ORDER BY step, id", params)
-        return [
-            {
-                "run_id": run_id,
-                "step": row[0],
-                "anomaly_type": row[1],
-                "severity": row[2],
-                "subject": row[3],
-                "value": _float(row[4]),
-                "baseline": _float(row[5]),
-                "threshold": _float(row[6]),
-                "message": row[7],
-                "detector": row[8],
-                "end_step": row[9],
-                "count": row[10],
-                "open": bool(row[11]),
-                "hint": row[12],
-            }
-            for row in rows
-        ]
+        return [anomaly_record(run_id, row) for row in rows]
 
     def anomaly_counts(self, project_name: Optional[str] = None) -> dict[str, dict[str, int]]:
         sql = "SELECT a.run_id, a.severity, count(*) FROM anomalies a"
@@ -115,15 +97,11 @@ class AnomalyTable(SQLiteConnection):
 
 
 def _real(value: Any) -> Optional[float]:
-    """NaN is stored as NULL in a REAL column; `_float` reads it back as NaN."""
+    """NaN is stored as NULL in a REAL column; `anomaly_record` reads it back as NaN."""
     if value is None:
         return None
     number = float(value)
     return None if number != number else number
-
-
-def _float(value: Optional[float]) -> float:
-    return float("nan") if value is None else float(value)
 
 
 def _progress(row: tuple[Any, ...]) -> tuple[Any, ...]:
