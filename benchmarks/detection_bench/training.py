@@ -268,6 +268,22 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+def online_and_offline(
+    directory: str, project: str, run_id: str, **settings: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A run's anomalies as stored by the writer thread (online), and as `AnomalyDetector`
+    finds them replaying the stored run (offline), run with the same `settings`."""
+    with QueryEngine(storage_path=directory) as query:
+        online = [dict(a) for a in query.get_anomalies(run_id)]
+    config = TracerConfig(project_name=project, storage_path=directory, **settings)
+    store = StorageBackend(config)  # type: ignore[abstract]  # __new__ picks the backend
+    try:
+        offline = [dict(a) for a in AnomalyDetector(store).detect_all_anomalies(run_id)]
+    finally:
+        store.close()
+    return online, offline
+
+
 def run_scenario(scenario: Scenario, interval: int, directory: str) -> RunResult:
     """Run `scenario` at `checkpoint_interval=interval`, storing into `directory`. Raises
     whatever training or reading back raised (the caller counts it as a crash)."""
@@ -296,15 +312,6 @@ def run_scenario(scenario: Scenario, interval: int, directory: str) -> RunResult
             tracer.finish()
     finally:
         torch.set_num_threads(threads)
-    with QueryEngine(storage_path=directory) as query:
-        result.online = [dict(a) for a in query.get_anomalies(result.run_id)]
-    config = TracerConfig(project_name=PROJECT, storage_path=directory)
-    store = StorageBackend(config)  # type: ignore[abstract]  # __new__ picks the backend
-    try:
-        result.offline = [
-            dict(a) for a in AnomalyDetector(store).detect_all_anomalies(result.run_id)
-        ]
-    finally:
-        store.close()
+    result.online, result.offline = online_and_offline(directory, PROJECT, result.run_id)
     result.seconds = time.perf_counter() - start
     return result

@@ -19,13 +19,11 @@ from typing import Any, Optional
 
 import torch
 from detection_bench.models import Task
+from detection_bench.training import online_and_offline
 from torch import nn
 from torch.nn import functional
 
 import tracer
-from tracer.analysis import AnomalyDetector, QueryEngine
-from tracer.config import TracerConfig
-from tracer.storage import StorageBackend
 
 from .models import Mlp, make_model, task_for
 from .scenarios import EPOCH, Scenario
@@ -234,15 +232,6 @@ def run(scenario: Scenario, directory: str, extra: dict[str, Any]) -> RunResult:
                 tracer.finish()
     finally:
         torch.set_num_threads(threads)
-    with QueryEngine(storage_path=directory) as query:
-        result.online = [dict(a) for a in query.get_anomalies(result.run_id)]
-    config = TracerConfig(project_name=PROJECT, storage_path=directory, **extra)
-    store = StorageBackend(config)  # type: ignore[abstract]  # __new__ picks the backend
-    try:
-        result.offline = [
-            dict(a) for a in AnomalyDetector(store).detect_all_anomalies(result.run_id)
-        ]
-    finally:
-        store.close()
+    result.online, result.offline = online_and_offline(directory, PROJECT, result.run_id, **extra)
     result.seconds = time.perf_counter() - start
     return result
