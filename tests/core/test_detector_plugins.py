@@ -297,6 +297,8 @@ def test_a_detector_can_be_disabled() -> None:
         ({"gradients_not_reset": {"samples": "2"}}, r"'samples' must be int, got '2'"),
         ({"repeated_batch": {"samples": 2.5}}, r"'samples' must be int, got 2.5"),
         ({"loss_spike": {"z_threshold": True}}, r"must be int or float, got True"),
+        ({"gradients_not_reset": {"samples": 0}}, r"'samples' must be at least 1, got 0"),
+        ({"skipped_steps": {"steps": -3}}, r"'steps' must be at least 1, got -3"),
     ],
 )
 def test_a_misspelt_detector_or_setting_fails_init(detectors: dict[str, Any], message: str) -> None:

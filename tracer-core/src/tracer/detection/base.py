@@ -63,6 +63,9 @@ class Detector:
     # False: an opt-in detector, run only when TracerConfig.detectors names it (True or a
     # dict of settings): checks not yet solid enough to be on for everyone.
     enabled_by_default: ClassVar[bool] = True
+    # The smallest value a numeric setting may take, where a smaller one would make the rule
+    # fire on everything (a streak of 0 samples); a setting below it fails tracer.init.
+    minimums: ClassVar[Mapping[str, float]] = {}
 
     def __init__(
         self,
@@ -76,6 +79,11 @@ class Detector:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"detector {self.name!r} has no setting {key!r}{hint}")
             _check_type(self.name, key, self.defaults[key], settings[key])
+            if key in self.minimums and settings[key] < self.minimums[key]:
+                raise ValueError(
+                    f"detector {self.name!r} setting {key!r} must be at least"
+                    f" {self.minimums[key]:g}, got {settings[key]!r}"
+                )
         self.settings: dict[str, Any] = {**self.defaults, **settings}
         self.context = context or DetectorContext()
         self.episodes = Episodes(self.episode_gap)

@@ -44,6 +44,7 @@ class ParametersNotUpdatedDetector(Detector):
     name = "parameters_not_updated"
     anomaly_types = ("parameters_not_updated",)
     defaults = {"samples": 3}
+    minimums = {"samples": 1}
 
     def observe_event(self, event: EventWrite) -> list[Finding]:
         if event["kind"] != UPDATE_EVENT:
@@ -182,6 +183,7 @@ class UpdateStreakDetector(Detector):
     `evidence` allows, and calms the model's episode otherwise."""
 
     streak_key = ""
+    minimums = {"samples": 1}
 
     def observe_event(self, event: EventWrite) -> list[Finding]:
         if event["kind"] != UPDATE_EVENT:

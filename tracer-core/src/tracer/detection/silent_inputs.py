@@ -38,6 +38,7 @@ class TrainingModeDetector(Detector):
     name = "training_mode"
     anomaly_types = ("eval_mode_training", "evaluation_in_train_mode", "dropout_in_eval")
     defaults = {"samples": 2}
+    minimums = {"samples": 1}
 
     def observe_event(self, event: EventWrite) -> list[Finding]:
         step = event["step"]

@@ -17,6 +17,7 @@ class SkippedStepsDetector(Detector):
     name = "skipped_steps"
     anomaly_types = ("skipped_steps",)
     defaults = {"steps": 20}
+    minimums = {"steps": 1}
 
     def setup(self) -> None:
         self._last: dict[str, int] = {}
